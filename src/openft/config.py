@@ -1,0 +1,54 @@
+"""Settings: flags, then `OPENFT_*` environment variables, then defaults.
+
+`get_settings()` builds them once per process; tests and the CLI pass their own `Settings`
+objects explicitly instead of mutating globals. Nothing here touches the disk except
+`Settings.ensure_dirs()`.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPENFT_", extra="ignore")
+
+    data_dir: Path = Field(Path("./openft-data"), description="Where blobs, jobs and the SQLite file live.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite inside data_dir.")
+    api_key: str | None = Field(None, description="Admin key; generated and printed at first start when unset.")
+    max_upload_bytes: int = Field(512 * 1024 * 1024, description="Largest accepted upload, in bytes.")
+    organization: str = Field("openft", description="Organization name used in ft: model ids.")
+    host: str = Field("127.0.0.1", description="Address `openft serve` binds.")
+    port: int = Field(8000, description="Port `openft serve` binds.")
+    embedded_worker: bool = Field(True, description="Run a job worker inside `openft serve`.")
+    worker_poll_seconds: float = Field(1.0, description="How often an idle worker looks for queued jobs.")
+    heartbeat_seconds: float = Field(5.0, description="How often a worker refreshes its lease on a running job.")
+    lease_seconds: float = Field(60.0, description="A running job whose heartbeat is older is requeued.")
+    model_cache_dir: Path | None = Field(None, description="Converted base models; default: data_dir/models.")
+    device: str = Field("auto", description="'auto', 'cpu' or 'cuda'.")
+    serve_max_batch: int = Field(16, description="Sequences decoded together by the engine.")
+    serve_max_queue: int = Field(64, description="Requests waiting beyond the running batch before 429.")
+    serve_max_adapters: int = Field(8, description="LoRA adapters kept loaded (LRU).")
+    serve_max_adapter_bytes: int = Field(2 * 1024**3, description="Memory bound for loaded adapters, bytes.")
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'openft.db').resolve()}"
+
+    def resolved_model_cache_dir(self) -> Path:
+        return (self.model_cache_dir or self.data_dir / "models").resolve()
+
+    def ensure_dirs(self) -> None:
+        for sub in ("", "blobs", "jobs", "tmp"):
+            (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+        self.resolved_model_cache_dir().mkdir(parents=True, exist_ok=True)
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,176 @@
+"""Database schema, engine and migrations (SQLAlchemy Core; SQLite or PostgreSQL).
+
+Times are integer Unix seconds (what OpenAI's objects carry). JSON columns hold the
+OpenAI-shaped sub-objects (hyperparameters, method, metadata, error, metrics).
+Schema changes are ordered migrations recorded in `schema_migrations` (see MIGRATIONS).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+metadata = sa.MetaData()
+
+projects = sa.Table(
+    "projects", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Integer, nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("project_id", sa.String(64), sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("key_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("name", sa.String(200), nullable=False, default=""),
+    sa.Column("created_at", sa.Integer, nullable=False),
+)
+
+files = sa.Table(
+    "files", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("project_id", sa.String(64), nullable=False, index=True),
+    sa.Column("filename", sa.String(1024), nullable=False),
+    sa.Column("purpose", sa.String(64), nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),  # blob key, content-addressed
+    sa.Column("created_at", sa.Integer, nullable=False),
+    sa.Column("expires_at", sa.Integer, nullable=True),
+    sa.Column("status", sa.String(32), nullable=False, default="processed"),
+    sa.Column("status_details", sa.Text, nullable=True),
+    sa.Column("seq", sa.Integer, nullable=False),  # insertion order for cursor pagination
+)
+
+jobs = sa.Table(
+    "jobs", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("project_id", sa.String(64), nullable=False, index=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("model", sa.String(512), nullable=False),          # as requested (base id or ft:...)
+    sa.Column("base_model", sa.String(256), nullable=False),     # registry id of the base weights
+    sa.Column("init_adapter", sa.String(1024), nullable=True),   # adapter path when model is ft:...
+    sa.Column("status", sa.String(32), nullable=False, index=True),
+    sa.Column("created_at", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.Integer, nullable=True),
+    sa.Column("finished_at", sa.Integer, nullable=True),
+    sa.Column("estimated_finish", sa.Integer, nullable=True),
+    sa.Column("fine_tuned_model", sa.String(512), nullable=True),
+    sa.Column("method", sa.JSON, nullable=False),                # {"type": ..., "<type>": {"hyperparameters": {...}}}
+    sa.Column("training_file", sa.String(64), nullable=False),
+    sa.Column("validation_file", sa.String(64), nullable=True),
+    sa.Column("result_files", sa.JSON, nullable=False),
+    sa.Column("trained_tokens", sa.BigInteger, nullable=True),
+    sa.Column("seed", sa.BigInteger, nullable=False),
+    sa.Column("suffix", sa.String(64), nullable=True),
+    sa.Column("metadata", sa.JSON, nullable=True),
+    sa.Column("integrations", sa.JSON, nullable=True),
+    sa.Column("error", sa.JSON, nullable=True),                  # {"code", "message", "param"}
+    sa.Column("requested_action", sa.String(16), nullable=True),  # "cancel" | "pause" while running
+    sa.Column("worker_id", sa.String(128), nullable=True),
+    sa.Column("heartbeat_at", sa.Float, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("resume_checkpoint", sa.String(1024), nullable=True),  # path to continue from
+    sa.Column("output_dir", sa.String(1024), nullable=True),
+)
+
+job_events = sa.Table(
+    "job_events", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("job_id", sa.String(64), nullable=False, index=True),
+    sa.Column("created_at", sa.Integer, nullable=False),
+    sa.Column("level", sa.String(16), nullable=False),            # info | warn | error
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("type", sa.String(16), nullable=False),             # message | metrics
+    sa.Column("data", sa.JSON, nullable=True),
+)
+
+checkpoints = sa.Table(
+    "checkpoints", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("job_id", sa.String(64), nullable=False, index=True),
+    sa.Column("project_id", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Integer, nullable=False),
+    sa.Column("step_number", sa.Integer, nullable=False),
+    sa.Column("fine_tuned_model_checkpoint", sa.String(512), nullable=False, unique=True),
+    sa.Column("metrics", sa.JSON, nullable=False),
+    sa.Column("path", sa.String(1024), nullable=False),           # adapter (or full model) folder
+    sa.Column("deleted", sa.Boolean, nullable=False, default=False),
+)
+
+# Fine-tuned models (and their checkpoints are served through `checkpoints`). Base models
+# come from the registry in openft.models, not from this table.
+models = sa.Table(
+    "models", metadata,
+    sa.Column("id", sa.String(512), primary_key=True),            # ft:<base>:<org>:<suffix>:<jobid>
+    sa.Column("project_id", sa.String(64), nullable=False, index=True),
+    sa.Column("created_at", sa.Integer, nullable=False),
+    sa.Column("owned_by", sa.String(200), nullable=False),
+    sa.Column("base_model", sa.String(256), nullable=False),
+    sa.Column("job_id", sa.String(64), nullable=True),
+    sa.Column("method", sa.String(16), nullable=False, default="lora"),  # lora | full
+    sa.Column("path", sa.String(1024), nullable=False),
+    sa.Column("deleted", sa.Boolean, nullable=False, default=False),
+)
+
+schema_migrations = sa.Table(
+    "schema_migrations", metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("applied_at", sa.Integer, nullable=False),
+)
+
+
+def _m1_initial(conn: sa.Connection) -> None:
+    metadata.create_all(conn)
+
+
+# Ordered; append only. Each runs once, in a transaction, and is recorded.
+MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
+    (1, "initial schema", _m1_initial),
+]
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # WAL: readers never block the one writer
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+    else:
+        engine = sa.create_engine(url, pool_pre_ping=True)
+    return engine
+
+
+def migrate(engine: Engine) -> list[int]:
+    """Apply pending migrations; returns the versions applied."""
+    applied: list[int] = []
+    with engine.begin() as conn:
+        schema_migrations.create(conn, checkfirst=True)
+        done = {r[0] for r in conn.execute(sa.select(schema_migrations.c.version))}
+    for version, name, fn in MIGRATIONS:
+        if version in done:
+            continue
+        with engine.begin() as conn:
+            fn(conn)
+            conn.execute(schema_migrations.insert().values(version=version, name=name, applied_at=int(time.time())))
+        applied.append(version)
+    return applied
+
+
+def next_seq(conn: sa.Connection, table: sa.Table) -> int:
+    """Monotonic per-table order key for cursor pagination (called inside the insert's transaction)."""
+    cur = conn.execute(sa.select(sa.func.max(table.c.seq))).scalar()
+    return (cur or 0) + 1

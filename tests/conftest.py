@@ -1,0 +1,139 @@
+"""Shared fixtures: settings in a temporary data folder, a shared model cache, a live server.
+
+The live server is the real thing: `python -m openft serve` in a subprocess on a free port
+(API, embedded worker, SQLite), driven by the official `openai` SDK.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+ADMIN_KEY = "sk-openft-test-admin"
+
+
+@pytest.fixture(scope="session")
+def model_cache() -> Path:
+    """Converted/built base models, kept across runs (the tiny model takes seconds to build)."""
+    path = Path(os.environ.get("OPENFT_TEST_MODEL_CACHE", REPO / ".cache" / "test-models"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def settings(tmp_path, model_cache):
+    from openft.config import Settings
+
+    return Settings(data_dir=tmp_path / "data", model_cache_dir=model_cache, api_key=ADMIN_KEY,
+                    worker_poll_seconds=0.2, heartbeat_seconds=0.5, lease_seconds=5)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(model_cache) -> str:
+    from openft.config import Settings
+    from openft.models import materialize
+
+    return materialize(Settings(model_cache_dir=model_cache), "openft-tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    def __init__(self, data_dir: Path, model_cache: Path, env: dict | None = None):
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.api_key = ADMIN_KEY
+        self.data_dir = data_dir
+        self.log = data_dir.parent / f"server-{self.port}.log"
+        self.env = {**os.environ, "OPENFT_DATA_DIR": str(data_dir), "OPENFT_MODEL_CACHE_DIR": str(model_cache),
+                    "OPENFT_API_KEY": ADMIN_KEY, "OPENFT_WORKER_POLL_SECONDS": "0.2",
+                    "OPENFT_HEARTBEAT_SECONDS": "0.5", "OPENFT_LEASE_SECONDS": "5", **(env or {})}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "LiveServer":
+        data_dir = self.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._logf = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "openft", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=self.env, stdout=self._logf, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"server did not start:\n{self.log.read_text()[-4000:]}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "_logf", None):
+            self._logf.close()
+
+    def client(self, api_key: str | None = None):
+        from openai import OpenAI
+
+        return OpenAI(base_url=self.base_url, api_key=api_key or self.api_key, max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory, model_cache):
+    server = LiveServer(tmp_path_factory.mktemp("server") / "data", model_cache).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def client(live_server):
+    return live_server.client()
+
+
+def write_chat_jsonl(path: Path, n: int = 12, *, seed: int = 0) -> Path:
+    """A small valid chat dataset (n examples) for job tests."""
+    import json
+    import random
+
+    rng = random.Random(seed)
+    words = ["great", "awful", "fine", "superb", "bad", "lovely", "poor", "nice"]
+    with open(path, "w") as f:
+        for i in range(n):
+            w = rng.choice(words)
+            label = "positive" if w in ("great", "fine", "superb", "lovely", "nice") else "negative"
+            f.write(json.dumps({"messages": [
+                {"role": "system", "content": "Classify the review as positive or negative."},
+                {"role": "user", "content": f"Review {i}: the product was {w}."},
+                {"role": "assistant", "content": label}]}) + "\n")
+    return path
