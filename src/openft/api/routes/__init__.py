@@ -1,0 +1,1 @@
+"""One router per OpenAI resource: files, fine_tuning, models, chat, completions."""

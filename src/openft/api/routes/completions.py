@@ -1,0 +1,167 @@
+"""`/v1/completions` (legacy): raw prompts in, `text_completion` objects or SSE chunks out.
+
+One engine request per prompt (a list of prompts gives `len(prompts) * n` choices), `echo`,
+`logprobs` as an integer (0..5) with OpenAI's legacy logprobs shape, max_tokens defaulting to 16."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from openft.api.deps import AppState, get_project, get_state
+from openft.api.generation import (SSE_DONE, SSE_HEADERS, collect, generation_request, resolve, sse,
+                                   log_stream_cancelled, start_streams, system_fingerprint,
+                                   usage_object)
+from openft.api.routes.chat import StreamOptions
+from openft.errors import InvalidRequest
+from openft.ids import completion_id
+
+router = APIRouter()
+
+
+class CompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    prompt: str | list[str] | list[int] | list[list[int]]
+    suffix: str | None = None
+    max_tokens: int | None = Field(16, ge=0)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    n: int | None = Field(None, ge=1, le=128)
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    logprobs: int | None = Field(None, ge=0, le=5)
+    echo: bool | None = None
+    stop: str | list[str] | None = None
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    best_of: int | None = Field(None, ge=1, le=20)
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None
+    seed: int | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, v):
+        if isinstance(v, list) and len(v) > 4:
+            raise ValueError("at most 4 stop sequences")
+        return v
+
+
+def _prompts(req: CompletionRequest) -> list[str]:
+    p = req.prompt
+    if isinstance(p, str):
+        return [p]
+    if p and all(isinstance(x, str) for x in p):
+        return list(p)  # type: ignore[arg-type]
+    if not p:
+        raise InvalidRequest("prompt must not be empty.", param="prompt")
+    raise InvalidRequest("Token-id prompts are not supported by openft; send the prompt as text.", param="prompt")
+
+
+def _check(req: CompletionRequest) -> None:
+    for name in ("frequency_penalty", "presence_penalty"):
+        if getattr(req, name):
+            raise InvalidRequest(f"{name} is not supported by openft; leave it unset or 0.", param=name)
+    if req.logit_bias:
+        raise InvalidRequest("logit_bias is not supported by openft.", param="logit_bias")
+    if req.suffix:
+        raise InvalidRequest("suffix (insertion) is not supported by openft.", param="suffix")
+    if req.best_of is not None and req.best_of != (req.n or 1):
+        raise InvalidRequest("best_of other than n is not supported by openft.", param="best_of")
+    if req.stream_options is not None and not req.stream:
+        raise InvalidRequest("stream_options is only allowed when stream is true.", param="stream_options")
+    if req.max_tokens == 0 and not req.echo:
+        raise InvalidRequest("max_tokens must be at least 1 (0 is allowed only with echo).", param="max_tokens")
+
+
+class _Offsets:
+    """Legacy logprobs: tokens, token_logprobs, top_logprobs ({token: logprob}) and text_offset."""
+
+    def __init__(self, start: int):
+        self.pos = start
+
+    def convert(self, entries: list[dict]) -> dict:
+        out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+        for e in entries:
+            out["tokens"].append(e["token"])
+            out["token_logprobs"].append(e["logprob"])
+            tops = e.get("top_logprobs") or []
+            out["top_logprobs"].append({t["token"]: t["logprob"] for t in tops} if tops or e["logprob"] is not None
+                                       else None)
+            out["text_offset"].append(self.pos)
+            self.pos += len(e["token"])
+        return out
+
+
+@router.post("/completions")
+async def completions(body: CompletionRequest, request: Request, state: AppState = Depends(get_state),
+                      project: str = Depends(get_project)):
+    from openft.serve.types import SamplingParams
+
+    _check(body)
+    prompts = _prompts(body)
+    n = body.n or 1
+    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    params = SamplingParams(max_tokens=body.max_tokens, temperature=1.0 if body.temperature is None else body.temperature,
+                            top_p=1.0 if body.top_p is None else body.top_p, stop=stop, seed=body.seed, n=n,
+                            logprobs=body.logprobs is not None, top_logprobs=body.logprobs or 0, echo=bool(body.echo))
+    model = await resolve(state, project, body.model)
+    streams = await start_streams(state, [generation_request(model, params, prompt=p) for p in prompts])
+    head = {"id": completion_id(chat=False), "object": "text_completion", "created": int(time.time()),
+            "model": body.model, "system_fingerprint": system_fingerprint(model)}
+    starts = [0 if body.echo else len(p) for p in prompts]
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(_stream(streams, head, n, starts, include_usage, body.logprobs is not None),
+                                 media_type="text/event-stream", headers=SSE_HEADERS)
+    choices, prompt_tokens, completion_tokens = await collect(request, streams, n)
+    out = []
+    for i, c in sorted(choices.items()):
+        lp = _Offsets(starts[i // n]).convert(c.logprobs) if body.logprobs is not None else None
+        out.append({"text": "".join(c.text), "index": i, "logprobs": lp, "finish_reason": c.finish_reason or "stop"})
+    return {**head, "choices": out, "usage": usage_object(prompt_tokens, completion_tokens)}
+
+
+async def _stream(streams, head: dict, n: int, starts: list[int], include_usage: bool, logprobs: bool):
+    from openft.serve.types import Delta, Finish, Usage
+
+    offsets: dict[int, _Offsets] = {}
+    usage = [0, 0]
+    items = streams.items()
+
+    def chunk(choices: list[dict], **extra) -> bytes:
+        obj = {**head, "choices": choices, **extra}
+        if include_usage and "usage" not in extra:
+            obj["usage"] = None
+        return sse(obj)
+
+    try:
+        async for k, item in items:
+            if isinstance(item, Delta):
+                i = k * n + item.index
+                lp = offsets.setdefault(i, _Offsets(starts[k])).convert(item.logprobs or []) if logprobs else None
+                yield chunk([{"text": item.text, "index": i, "logprobs": lp, "finish_reason": None}])
+            elif isinstance(item, Finish):
+                yield chunk([{"text": "", "index": k * n + item.index, "logprobs": None,
+                              "finish_reason": item.finish_reason}])
+            elif isinstance(item, Usage):
+                usage[0] += item.prompt_tokens
+                usage[1] += item.completion_tokens
+        if include_usage:
+            yield chunk([], usage=usage_object(*usage))
+    except Exception as e:  # headers are gone: report in-band
+        from openft.errors import OpenFTError, ServerError
+
+        err = e if isinstance(e, OpenFTError) else ServerError(f"Generation failed: {e}")
+        yield sse(err.to_openai())
+    except BaseException:  # the client went away (cancelled / closed generator)
+        log_stream_cancelled("/v1/completions")
+        raise
+    finally:
+        await items.aclose()
+    yield SSE_DONE

@@ -1,0 +1,155 @@
+"""`/v1/files`: upload (multipart, streamed into the content-addressed blob store), list, retrieve,
+delete, content. Every file belongs to the caller's project; other projects get 404."""
+
+from __future__ import annotations
+
+import time
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from openft.api.deps import AppState, get_project, get_state
+from openft.api.schemas import FILE_PURPOSES, cursor_page, file_object, keyset
+from openft.api.uploads import receive_upload, too_large
+from openft.errors import InvalidRequest, NotFound
+from openft.ids import file_id
+from openft.store.db import files, next_seq
+
+router = APIRouter()
+
+# Room for the multipart framing and the purpose field around the file itself, in bytes.
+_MULTIPART_OVERHEAD = 64 * 1024
+_FORM_FIELDS = {"file", "purpose", "expires_after[anchor]", "expires_after[seconds]"}
+_BATCH_DEFAULT_TTL = 30 * 24 * 3600  # OpenAI: batch files expire after 30 days unless told otherwise
+
+
+def _alive():
+    """Files past their `expires_at` are gone for the API (as OpenAI's expired files are)."""
+    return sa.or_(files.c.expires_at.is_(None), files.c.expires_at > int(time.time()))
+
+
+def _expires_at(form, purpose: str, now: int) -> int | None:
+    anchor, seconds = form.get("expires_after[anchor]"), form.get("expires_after[seconds]")
+    if anchor is None and seconds is None:
+        return now + _BATCH_DEFAULT_TTL if purpose == "batch" else None
+    if anchor != "created_at":
+        raise InvalidRequest("expires_after.anchor must be 'created_at'.", param="expires_after.anchor")
+    if seconds is None or not str(seconds).isdigit() or not 3600 <= int(seconds) <= 2592000:
+        raise InvalidRequest("expires_after.seconds must be an integer between 3600 (1 hour) and 2592000 (30 days).",
+                             param="expires_after.seconds")
+    return now + int(seconds)
+
+
+def get_file_row(conn: sa.Connection, project: str, fid: str):
+    row = conn.execute(sa.select(files).where(files.c.id == fid, files.c.project_id == project, _alive())).first()
+    if row is None:
+        raise NotFound(f"No such File object: {fid}", param="id")
+    return row
+
+
+def _check_upload(fields: dict[str, str], filename: str | None) -> None:
+    """Refuse a bad upload as early as possible (called again once the whole body is in)."""
+    unknown = sorted(set(fields) - _FORM_FIELDS)
+    if unknown:
+        raise InvalidRequest(f"Unrecognized request argument supplied: {unknown[0]}", param=unknown[0],
+                             code="unknown_parameter")
+    purpose = fields.get("purpose")
+    if purpose is not None and purpose not in FILE_PURPOSES:
+        raise InvalidRequest(f"'{purpose}' is not one of {list(FILE_PURPOSES)} - 'purpose'", param="purpose",
+                             code="invalid_value")
+    if purpose == "fine-tune" and filename is not None and not filename.lower().endswith(".jsonl"):
+        raise InvalidRequest(f"Invalid file format for Fine-Tuning API. Must be .jsonl (got '{filename}').",
+                             param="file", code="invalid_file_format")
+
+
+@router.post("/files")
+async def create_file(request: Request, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+    limit = state.settings.max_upload_bytes
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit + _MULTIPART_OVERHEAD:
+        raise too_large(limit)  # before reading a byte of the body
+    up = await receive_upload(request, state.blobs, limit, check=_check_upload)
+
+    def insert():
+        with state.db.begin() as conn:
+            conn.execute(files.insert().values(
+                id=fid, project_id=project, filename=up.filename or "upload", purpose=up.fields["purpose"],
+                bytes=up.size, sha256=up.sha256, created_at=now, expires_at=expires_at, status="processed",
+                seq=next_seq(conn, files)))
+            return conn.execute(sa.select(files).where(files.c.id == fid)).first()
+
+    try:
+        if up.fields.get("purpose") is None:
+            raise InvalidRequest("Missing required parameter: 'purpose'.", param="purpose",
+                                 code="missing_required_parameter")
+        if up.sha256 is None or up.file_field != "file":
+            raise InvalidRequest("Missing required parameter: 'file'.", param="file", code="missing_required_parameter")
+        _check_upload(up.fields, up.filename)
+        now, fid = int(time.time()), file_id()
+        expires_at = _expires_at(up.fields, up.fields["purpose"], now)
+        return file_object(await run_in_threadpool(insert))
+    except BaseException:
+        if up.sha256 is not None:  # refused after storing: drop the blob unless another file has it
+            await run_in_threadpool(_drop_blob_if_unused, state, up.sha256)
+        raise
+
+
+def _drop_blob_if_unused(state: AppState, sha: str) -> None:
+    with state.db.connect() as conn:
+        used = conn.execute(sa.select(sa.func.count()).select_from(files).where(files.c.sha256 == sha)).scalar()
+    if not used:
+        state.blobs.path(sha).unlink(missing_ok=True)
+
+
+@router.get("/files")
+def list_files(after: str | None = None, limit: int = Query(10000, ge=1, le=10000),
+               order: str = Query("desc", pattern="^(asc|desc)$"), purpose: str | None = None,
+               state: AppState = Depends(get_state), project: str = Depends(get_project)):
+    with state.db.connect() as conn:
+        q = sa.select(files).where(files.c.project_id == project, _alive())
+        if purpose:
+            q = q.where(files.c.purpose == purpose)
+        cur = None
+        if after:
+            cur = conn.execute(sa.select(files.c.seq, files.c.id)
+                               .where(files.c.id == after, files.c.project_id == project)).first()
+            if cur is None:
+                raise NotFound(f"No such File object: {after}", param="after")
+        where, ordering = keyset(files, cur, descending=order == "desc")
+        if where is not None:
+            q = q.where(where)
+        q = q.order_by(*ordering).limit(limit + 1)
+        rows = conn.execute(q).all()
+    return cursor_page([file_object(r) for r in rows[:limit]], len(rows) > limit)
+
+
+@router.get("/files/{fid}")
+def retrieve_file(fid: str, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+    with state.db.connect() as conn:
+        return file_object(get_file_row(conn, project, fid))
+
+
+@router.delete("/files/{fid}")
+def delete_file(fid: str, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+    with state.db.begin() as conn:
+        row = get_file_row(conn, project, fid)
+        conn.execute(files.delete().where(files.c.id == fid))
+        still_used = conn.execute(sa.select(sa.func.count()).select_from(files)
+                                  .where(files.c.sha256 == row.sha256)).scalar()
+    if not still_used:
+        state.blobs.path(row.sha256).unlink(missing_ok=True)
+    return {"id": fid, "object": "file", "deleted": True}
+
+
+@router.get("/files/{fid}/content")
+def file_content(fid: str, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+    with state.db.connect() as conn:
+        row = get_file_row(conn, project, fid)
+    path = state.blobs.path(row.sha256)
+    if not path.exists():
+        raise NotFound(f"The content of file {fid} is missing from the blob store.", param="id")
+    media = "application/jsonl" if row.filename.endswith(".jsonl") else (
+        "text/csv" if row.filename.endswith(".csv") else "application/octet-stream")
+    return FileResponse(path, media_type=media)

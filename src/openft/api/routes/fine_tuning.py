@@ -1,0 +1,238 @@
+"""`/v1/fine_tuning/jobs`: create, list, retrieve, cancel, pause, resume, events, checkpoints.
+
+The API only writes the job row and its first event, then hands the job to
+`openft.jobs.validate.validate_job` in a background thread; the worker does the rest. State
+changes are conditional UPDATEs (no lost races with the worker); invalid ones answer 400.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Query, Request
+
+from openft.api.deps import AppState, get_project, get_state
+from openft.api.schemas import JobCreate, checkpoint_object, cursor_page, event_object, job_object, keyset
+from openft.errors import InvalidRequest, NotFound
+from openft.ids import job_id as new_job_id
+from openft.store.db import checkpoints, files, job_events, jobs, next_seq
+from openft.store.events import add_event
+from openft.store.resolve import resolve_model
+
+log = logging.getLogger("openft.api")
+router = APIRouter(prefix="/fine_tuning/jobs")
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+_PAST = {"cancel": "cancelled", "pause": "paused", "resume": "resumed"}
+
+
+def get_job_row(conn: sa.Connection, project: str, jid: str):
+    row = conn.execute(sa.select(jobs).where(jobs.c.id == jid, jobs.c.project_id == project)).first()
+    if row is None:
+        raise NotFound(f"Could not find fine-tune: {jid}", param="fine_tuning_job_id")
+    return row
+
+
+def _check_file(conn: sa.Connection, project: str, fid: str, param: str) -> None:
+    row = conn.execute(sa.select(files.c.purpose).where(files.c.id == fid, files.c.project_id == project)).first()
+    if row is None:
+        raise InvalidRequest(f"invalid {param} (file not found): {fid}", param=param, code="invalid_" + param)
+    if row.purpose != "fine-tune":
+        raise InvalidRequest(f"File {fid} has purpose '{row.purpose}'; {param} needs a file uploaded with purpose "
+                             "'fine-tune'.", param=param, code="invalid_" + param)
+
+
+def start_validation(settings, db, jid: str) -> threading.Thread:
+    """Run the job's file validation in a background thread (the validator moves the job on)."""
+    def run():
+        try:
+            from openft.jobs.validate import validate_job
+
+            validate_job(settings, db, jid)
+        except Exception as e:  # the validator failing must not leave the job stuck
+            log.exception("validating job %s failed", jid)
+            with db.begin() as conn:
+                res = conn.execute(jobs.update().where(jobs.c.id == jid, jobs.c.status == "validating_files").values(
+                    status="failed", finished_at=int(time.time()),
+                    error={"code": "server_error", "message": f"File validation crashed: {e}", "param": None}))
+                if res.rowcount:
+                    add_event(conn, jid, f"Fine-tuning job failed: file validation crashed: {e}", level="error")
+
+    t = threading.Thread(target=run, name=f"validate-{jid}", daemon=True)
+    t.start()
+    return t
+
+
+@router.post("")
+def create_job(body: JobCreate, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+    settings = state.settings
+    method = body.resolved_method()
+    with state.db.begin() as conn:
+        try:
+            resolved = resolve_model(settings, conn, project, body.model)
+        except NotFound as e:
+            why = "" if "does not exist" in e.message else f" ({e.message})"
+            raise InvalidRequest(f"Model {body.model} is not available for fine-tuning or does not exist{why}.",
+                                 param="model", code="model_not_available") from None
+        _check_file(conn, project, body.training_file, "training_file")
+        if body.validation_file:
+            _check_file(conn, project, body.validation_file, "validation_file")
+        jid = new_job_id()
+        now = int(time.time())
+        conn.execute(jobs.insert().values(
+            id=jid, project_id=project, seq=next_seq(conn, jobs), model=body.model, base_model=resolved.base_model,
+            init_adapter=resolved.adapter_path or resolved.full_model_path, status="validating_files",
+            created_at=now, method=method, training_file=body.training_file, validation_file=body.validation_file,
+            result_files=[], seed=body.seed if body.seed is not None else secrets.randbelow(2**31 - 1),
+            suffix=body.suffix, metadata=body.metadata,
+            integrations=[i.model_dump() for i in body.integrations] if body.integrations else None,
+            attempts=0))
+        add_event(conn, jid, f"Created fine-tuning job: {jid}")
+        if body.integrations:
+            add_event(conn, jid, "The wandb integration is recorded but not used by openft: metrics are in this job's "
+                                 "events and result file.", level="warn")
+        row = get_job_row(conn, project, jid)
+    start_validation(settings, state.db, jid)
+    return job_object(row, settings)
+
+
+def _metadata_filter(request: Request) -> tuple[bool, dict[str, str] | None]:
+    """(filter_null, {k: v}) from `metadata[k]=v` / `metadata=null` query parameters."""
+    wanted: dict[str, str] = {}
+    null = False
+    for key, value in request.query_params.multi_items():
+        if key == "metadata":
+            if value == "null":
+                null = True
+            elif value not in ("", "{}"):
+                raise InvalidRequest("Filter metadata with metadata[key]=value, or metadata=null.", param="metadata")
+        elif key.startswith("metadata[") and key.endswith("]"):
+            wanted[key[len("metadata["):-1]] = value
+    if null and wanted:
+        raise InvalidRequest("Do not combine metadata=null with metadata[key]=value.", param="metadata")
+    return null, wanted or None
+
+
+@router.get("")
+def list_jobs(request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100),
+              state: AppState = Depends(get_state), project: str = Depends(get_project)):
+    null, wanted = _metadata_filter(request)
+    with state.db.connect() as conn:
+        q = sa.select(jobs).where(jobs.c.project_id == project)
+        cur = None
+        if after:
+            cur = conn.execute(sa.select(jobs.c.seq, jobs.c.id)
+                               .where(jobs.c.id == after, jobs.c.project_id == project)).first()
+            if cur is None:
+                raise NotFound(f"Could not find fine-tune: {after}", param="after")
+        where, order = keyset(jobs, cur)
+        if where is not None:
+            q = q.where(where)
+        q = q.order_by(*order)
+        if not null and not wanted:
+            rows = conn.execute(q.limit(limit + 1)).all()
+        else:
+            rows = []
+            for r in conn.execute(q):
+                md = r.metadata
+                if (null and not md) or (wanted and md and all(md.get(k) == v for k, v in wanted.items())):
+                    rows.append(r)
+                    if len(rows) > limit:
+                        break
+    return cursor_page([job_object(r, state.settings) for r in rows[:limit]], len(rows) > limit)
+
+
+@router.get("/{jid}")
+def retrieve_job(jid: str, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+    with state.db.connect() as conn:
+        return job_object(get_job_row(conn, project, jid), state.settings)
+
+
+_CAN = {"cancel": ("validating_files", "queued", "running", "paused"), "pause": ("queued", "running"),
+        "resume": ("paused",)}
+
+
+def _transition(state: AppState, project: str, jid: str, verb: str, allowed: tuple[str, ...], values: dict,
+                message: str, extra_where=None):
+    """UPDATE the job iff its status is still one of `allowed`; 400 naming the status otherwise
+    (never 409: the SDK would retry it)."""
+    with state.db.begin() as conn:
+        row = get_job_row(conn, project, jid)
+        where = [jobs.c.id == jid, jobs.c.status.in_(allowed)]
+        if extra_where is not None:
+            where.append(extra_where)
+        if row.status not in allowed or not conn.execute(jobs.update().where(*where).values(**values)).rowcount:
+            row = get_job_row(conn, project, jid)
+            raise InvalidRequest(f"Cannot {verb} job {jid}: its status is '{row.status}' (only a job that is "
+                                 f"{', '.join(_CAN[verb])} can be {_PAST[verb]}).",
+                                 param="fine_tuning_job_id", code="invalid_job_status")
+        if message:
+            add_event(conn, jid, message)
+        return job_object(get_job_row(conn, project, jid), state.settings)
+
+
+@router.post("/{jid}/cancel")
+def cancel_job(jid: str, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+    return _transition(state, project, jid, "cancel", _CAN["cancel"],
+                       {"status": "cancelled", "finished_at": int(time.time()), "estimated_finish": None,
+                        "requested_action": None}, "Fine-tuning job cancelled")
+
+
+@router.post("/{jid}/pause")
+def pause_job(jid: str, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+    with state.db.connect() as conn:
+        row = get_job_row(conn, project, jid)
+    if row.status == "paused" or (row.status == "running" and row.requested_action == "pause"):
+        return job_object(row, state.settings)
+    if row.status == "running":
+        return _transition(state, project, jid, "pause", ("running",), {"requested_action": "pause"},
+                           "Pause requested: the job will pause at its next checkpoint")
+    return _transition(state, project, jid, "pause", ("queued",),
+                       {"status": "paused", "estimated_finish": None}, "Fine-tuning job paused")
+
+
+@router.post("/{jid}/resume")
+def resume_job(jid: str, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+    with state.db.connect() as conn:
+        row = get_job_row(conn, project, jid)
+    if row.status == "running" and row.requested_action == "pause":  # not paused yet: take the request back
+        return _transition(state, project, jid, "resume", ("running",), {"requested_action": None},
+                           "Pause request withdrawn", extra_where=jobs.c.requested_action == "pause")
+    return _transition(state, project, jid, "resume", ("paused",), {"status": "queued", "requested_action": None},
+                       "Fine-tuning job resumed")
+
+
+@router.get("/{jid}/events")
+def list_events(jid: str, after: str | None = None, limit: int = Query(20, ge=1, le=1000),
+                state: AppState = Depends(get_state), project: str = Depends(get_project)):
+    with state.db.connect() as conn:
+        get_job_row(conn, project, jid)
+        q = sa.select(job_events).where(job_events.c.job_id == jid)
+        if after:
+            cur = conn.execute(sa.select(job_events.c.seq).where(job_events.c.id == after,
+                                                                  job_events.c.job_id == jid)).scalar()
+            if cur is None:
+                raise NotFound(f"No such event for job {jid}: {after}", param="after")
+            q = q.where(job_events.c.seq < cur)
+        rows = conn.execute(q.order_by(job_events.c.seq.desc()).limit(limit + 1)).all()
+    return cursor_page([event_object(r) for r in rows[:limit]], len(rows) > limit)
+
+
+@router.get("/{jid}/checkpoints")
+def list_checkpoints(jid: str, after: str | None = None, limit: int = Query(10, ge=1, le=100),
+                     state: AppState = Depends(get_state), project: str = Depends(get_project)):
+    with state.db.connect() as conn:
+        get_job_row(conn, project, jid)
+        q = sa.select(checkpoints).where(checkpoints.c.job_id == jid, checkpoints.c.deleted == sa.false())
+        if after:
+            cur = conn.execute(sa.select(checkpoints.c.seq).where(checkpoints.c.id == after,
+                                                                   checkpoints.c.job_id == jid)).scalar()
+            if cur is None:
+                raise NotFound(f"No such checkpoint for job {jid}: {after}", param="after")
+            q = q.where(checkpoints.c.seq < cur)
+        rows = conn.execute(q.order_by(checkpoints.c.seq.desc()).limit(limit + 1)).all()
+    return cursor_page([checkpoint_object(r) for r in rows[:limit]], len(rows) > limit)

@@ -1,0 +1,61 @@
+"""`/v1/models`: base models from the registry plus the project's fine-tuned models.
+
+Ids contain colons and may contain slashes (`ft:...`, hub ids `org/name`), hence the path
+converter. Deleting a fine-tuned model marks it deleted and evicts it from the serving engine.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends
+
+from openft.api.deps import AppState, get_project, get_state
+from openft.api.schemas import model_object
+from openft.errors import InvalidRequest
+from openft.store.db import models
+from openft.store.resolve import resolve_model
+
+router = APIRouter()
+
+
+def _base_created(settings, model_id: str) -> int:
+    folder = settings.resolved_model_cache_dir() / model_id
+    try:
+        return int(folder.stat().st_mtime)
+    except OSError:
+        return 0
+
+
+@router.get("/models")
+def list_models(state: AppState = Depends(get_state), project: str = Depends(get_project)):
+    from openft.models import list_base_models
+
+    data = [model_object(m.id, _base_created(state.settings, m.id), "system") for m in list_base_models(state.settings)]
+    with state.db.connect() as conn:
+        rows = conn.execute(sa.select(models).where(models.c.project_id == project, models.c.deleted == sa.false())
+                            .order_by(models.c.created_at.desc())).all()
+    data += [model_object(r.id, r.created_at, r.owned_by) for r in rows]
+    return {"object": "list", "data": data}
+
+
+@router.get("/models/{model:path}")
+def retrieve_model(model: str, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+    with state.db.connect() as conn:
+        m = resolve_model(state.settings, conn, project, model)
+    created = m.created_at if m.created_at is not None else _base_created(state.settings, m.id)
+    return model_object(m.id, created, m.owned_by or "system")
+
+
+@router.delete("/models/{model:path}")
+def delete_model(model: str, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+    with state.db.begin() as conn:
+        m = resolve_model(state.settings, conn, project, model)
+        if m.kind != "fine-tuned":
+            raise InvalidRequest(f"Only fine-tuned models can be deleted; '{model}' is a {m.kind} model.",
+                                 param="model", code="invalid_value")
+        conn.execute(models.update().where(models.c.id == model, models.c.project_id == project)
+                     .values(deleted=True))
+    engine = state.engine_if_started()
+    if engine is not None:
+        engine.evict(model)
+    return {"id": model, "object": "model", "deleted": True}

@@ -1,0 +1,269 @@
+"""OpenAI-shaped request models (pydantic, `extra="forbid"`) and response renderers.
+
+Requests are validated here with OpenAI's limits and the offending parameter named; rows from
+the store are rendered into the exact objects the `openai` SDK parses (`fine_tuning.job`,
+`file`, `model`, cursor pages). Knows nothing about HTTP routing or the database engine.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator
+
+from openft.config import Settings
+
+FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+SUPPORTED_METHODS = ("supervised",)
+HYPERPARAMETER_KEYS = ("batch_size", "learning_rate_multiplier", "n_epochs")
+_SUFFIX_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _auto_int(lo: int, hi: int):
+    def check(v: Any) -> Any:
+        if v == "auto":
+            return v
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v:
+            raise ValueError(f'must be "auto" or an integer between {lo} and {hi}')
+        if not lo <= v <= hi:
+            raise ValueError(f"must be between {lo} and {hi}")
+        return int(v)
+    return PlainValidator(check)
+
+
+def _auto_float(lo: float, hi: float):
+    def check(v: Any) -> Any:
+        if v == "auto":
+            return v
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f'must be "auto" or a number greater than {lo} and at most {hi}')
+        if not lo < v <= hi:
+            raise ValueError(f"must be greater than {lo} and at most {hi}")
+        return float(v)
+    return PlainValidator(check)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SupervisedHyperparameters(BaseModel):
+    """OpenAI's three hyperparameters, plus openft's training options (see `train_options`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    batch_size: Annotated[Any, _auto_int(1, 256)] = "auto"
+    learning_rate_multiplier: Annotated[Any, _auto_float(0.0, 10.0)] = "auto"
+    n_epochs: Annotated[Any, _auto_int(1, 50)] = "auto"
+
+
+class DpoHyperparameters(SupervisedHyperparameters):
+    beta: Annotated[Any, _auto_float(0.0, 2.0)] = "auto"
+
+
+class SupervisedMethod(Strict):
+    hyperparameters: SupervisedHyperparameters = Field(default_factory=SupervisedHyperparameters)
+
+
+class DpoMethod(Strict):
+    hyperparameters: DpoHyperparameters = Field(default_factory=DpoHyperparameters)
+
+
+class Method(Strict):
+    type: Literal["supervised", "dpo", "reinforcement"]
+    supervised: SupervisedMethod | None = None
+    dpo: DpoMethod | None = None
+    reinforcement: dict | None = None
+
+
+class WandbIntegration(Strict):
+    project: str
+    entity: str | None = None
+    name: str | None = None
+    tags: list[str] | None = None
+
+
+class Integration(Strict):
+    type: Literal["wandb"]
+    wandb: WandbIntegration
+
+
+# TrainSpec fields a job may set beside OpenAI's three (LoRA shape, full fine-tuning, schedule...).
+_NOT_OPTIONS = {"base_model", "train_file", "valid_file", "output_dir", "init_adapter", "seed", "device",
+                *HYPERPARAMETER_KEYS}
+
+
+def train_options() -> list[str]:
+    import dataclasses
+
+    from openft.train.spec import TrainSpec
+
+    return sorted(f.name for f in dataclasses.fields(TrainSpec) if f.name not in _NOT_OPTIONS)
+
+
+def check_train_options(extra: dict, where: str) -> None:
+    """openft's own hyperparameters are TrainSpec fields, checked by TrainSpec.validate() now
+    rather than when the job starts; anything else is an unknown argument, as at OpenAI."""
+    from openft.errors import InvalidRequest
+
+    if not extra:
+        return
+    allowed = train_options()
+    for key in extra:
+        if key not in allowed:
+            raise InvalidRequest(f"Unrecognized request argument supplied: {key} (hyperparameters are "
+                                 f"{', '.join(HYPERPARAMETER_KEYS)}; openft also accepts {', '.join(allowed)})",
+                                 param=f"{where}.{key}", code="unknown_parameter")
+    from openft.train.spec import TrainSpec
+
+    try:
+        TrainSpec(base_model="-", train_file="-", output_dir="-", **extra).validate()
+    except InvalidRequest as e:
+        raise InvalidRequest(e.message, param=f"{where}.{e.param}" if e.param else where,
+                             code="invalid_value") from None
+    except TypeError as e:
+        raise InvalidRequest(str(e), param=where, code="invalid_value") from None
+
+
+def _check_metadata(v: dict[str, str] | None) -> dict[str, str] | None:
+    if v is None:
+        return v
+    if len(v) > 16:
+        raise ValueError("at most 16 key-value pairs")
+    for k, val in v.items():
+        if len(k) > 64:
+            raise ValueError(f"key {k[:20]!r}... is longer than 64 characters")
+        if len(val) > 512:
+            raise ValueError(f"the value of {k!r} is longer than 512 characters")
+    return v
+
+
+class JobCreate(Strict):
+    model: str
+    training_file: str
+    validation_file: str | None = None
+    hyperparameters: SupervisedHyperparameters | None = None
+    method: Method | None = None
+    suffix: str | None = None
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    metadata: dict[str, str] | None = None
+    integrations: list[Integration] | None = None
+
+    @field_validator("suffix")
+    @classmethod
+    def _suffix(cls, v: str | None) -> str | None:
+        if v is not None and not _SUFFIX_RE.match(v):
+            raise ValueError("must be 1 to 64 characters: letters, digits, '-' and '_'")
+        return v
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, v):
+        return _check_metadata(v)
+
+    def resolved_method(self) -> dict:
+        """The `method` object to store: `hyperparameters` folded in, every unset value "auto"."""
+        from openft.errors import InvalidRequest
+
+        if self.method is None:
+            hp = (self.hyperparameters or SupervisedHyperparameters()).model_dump()
+            check_train_options({k: v for k, v in hp.items() if k not in SupervisedHyperparameters.model_fields},
+                                "hyperparameters")
+            return {"type": "supervised", "supervised": {"hyperparameters": hp}}
+        m = self.method
+        if m.type not in SUPPORTED_METHODS:
+            raise InvalidRequest(f"Fine-tuning method '{m.type}' is not supported by openft yet; "
+                                 f"supported: {', '.join(SUPPORTED_METHODS)}.", param="method.type",
+                                 code="invalid_value")
+        for other in ("supervised", "dpo", "reinforcement"):
+            if other != m.type and getattr(m, other) is not None:
+                raise InvalidRequest(f"method.{other} was given but method.type is '{m.type}'.",
+                                     param=f"method.{other}", code="invalid_value")
+        sub = getattr(m, m.type) or (SupervisedMethod() if m.type == "supervised" else DpoMethod())
+        where = f"method.{m.type}.hyperparameters"
+        if self.hyperparameters is not None:
+            if "hyperparameters" in sub.model_fields_set:
+                raise InvalidRequest("Pass hyperparameters either in method or at the top level (deprecated), "
+                                     "not both.", param="hyperparameters", code="invalid_value")
+            merged = {**sub.hyperparameters.model_dump(), **self.hyperparameters.model_dump()}
+            sub, where = type(sub)(hyperparameters=merged), "hyperparameters"
+        hp = sub.hyperparameters.model_dump()
+        check_train_options({k: v for k, v in hp.items() if k not in type(sub.hyperparameters).model_fields}, where)
+        return {"type": m.type, m.type: {"hyperparameters": hp}}
+
+
+# ---------------------------------------------------------------- pagination and renderers
+
+
+def keyset(table, cursor_row, *, descending: bool = True):
+    """(WHERE after the cursor, ORDER BY) on (seq, id): `seq` can repeat when two inserts race
+    (next_seq is max+1), the id breaks the tie so no row is skipped or repeated across pages."""
+    import sqlalchemy as sa
+
+    seq, rid = table.c.seq, table.c.id
+    order = (seq.desc(), rid.desc()) if descending else (seq.asc(), rid.asc())
+    if cursor_row is None:
+        return None, order
+    if descending:
+        where = sa.or_(seq < cursor_row.seq, sa.and_(seq == cursor_row.seq, rid < cursor_row.id))
+    else:
+        where = sa.or_(seq > cursor_row.seq, sa.and_(seq == cursor_row.seq, rid > cursor_row.id))
+    return where, order
+
+
+
+def cursor_page(data: list[dict], has_more: bool) -> dict:
+    return {"object": "list", "data": data, "has_more": has_more,
+            "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
+
+
+def file_object(row) -> dict:
+    return {"id": row.id, "object": "file", "bytes": row.bytes, "created_at": row.created_at,
+            "filename": row.filename, "purpose": row.purpose, "status": row.status,
+            "status_details": row.status_details, "expires_at": row.expires_at}
+
+
+def job_hyperparameters(method: dict | None) -> dict:
+    method = method or {}
+    hp = (method.get(method.get("type") or "supervised") or {}).get("hyperparameters") or {}
+    return {k: hp.get(k, "auto") for k in HYPERPARAMETER_KEYS}
+
+
+def job_object(row, settings: Settings) -> dict:
+    method = row.method or {"type": "supervised", "supervised": {"hyperparameters": {}}}
+    error = row.error
+    if error is not None:
+        error = {"code": error.get("code") or "error", "message": error.get("message") or "",
+                 "param": error.get("param")}
+    return {
+        "id": row.id, "object": "fine_tuning.job", "model": row.model, "created_at": row.created_at,
+        "finished_at": row.finished_at, "estimated_finish": row.estimated_finish,
+        "fine_tuned_model": row.fine_tuned_model, "organization_id": settings.organization,
+        "status": row.status, "hyperparameters": job_hyperparameters(method), "method": method,
+        "training_file": row.training_file, "validation_file": row.validation_file,
+        "result_files": list(row.result_files or []), "trained_tokens": row.trained_tokens,
+        "seed": row.seed, "suffix": row.suffix, "metadata": row.metadata,
+        "integrations": row.integrations or [], "error": error,
+    }
+
+
+def event_object(row) -> dict:
+    return {"id": row.id, "object": "fine_tuning.job.event", "created_at": row.created_at, "level": row.level,
+            "message": row.message, "data": row.data if row.data is not None else {}, "type": row.type}
+
+
+_CKPT_METRICS = ("step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy",
+                 "full_valid_loss", "full_valid_mean_token_accuracy")
+
+
+def checkpoint_object(row) -> dict:
+    metrics = dict(row.metrics or {})
+    metrics.setdefault("step", row.step_number)
+    return {"id": row.id, "object": "fine_tuning.job.checkpoint", "created_at": row.created_at,
+            "fine_tuned_model_checkpoint": row.fine_tuned_model_checkpoint, "fine_tuning_job_id": row.job_id,
+            "step_number": row.step_number, "metrics": {k: metrics.get(k) for k in _CKPT_METRICS}}
+
+
+def model_object(model_id: str, created: int, owned_by: str) -> dict:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": owned_by}

@@ -1,0 +1,182 @@
+"""`run(settings)`: what `openft serve` does. Prepare the data folder and database, make sure an
+admin key exists (printing a new one), start the embedded worker thread, recover jobs (requeue
+those whose worker vanished, re-validate those left in `validating_files`), and serve the app with uvicorn until SIGINT/SIGTERM.
+
+`ServerThread` is the same server in a background thread (tests, benchmarks, notebooks).
+Knows nothing about routes or training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+import threading
+import time
+
+import uvicorn
+
+from openft.config import Settings
+from openft.store.auth import admin_key_file, ensure_admin_key
+from openft.store.db import make_engine, migrate
+
+log = logging.getLogger("openft.server")
+
+
+def prepare(settings: Settings):
+    """Data folders, migrated database, admin key. Returns (db engine, newly generated key or None)."""
+    settings.ensure_dirs()
+    db = make_engine(settings.resolved_database_url())
+    migrate(db)
+    return db, ensure_admin_key(settings, db)
+
+
+def recover_in_background(settings: Settings, db) -> threading.Thread:
+    """Requeue running jobs whose worker vanished and validate again the jobs a previous server
+    left in `validating_files` (openft.jobs.validate.recover_at_start), without delaying start-up."""
+    def run():
+        try:
+            from openft.jobs.validate import recover_at_start
+
+            out = recover_at_start(settings, db)
+            if out.requeued or out.revalidated:
+                log.info("recovered jobs: requeued %s, revalidated %s", out.requeued, out.revalidated)
+        except Exception:
+            log.exception("recovering jobs at start failed")
+
+    t = threading.Thread(target=run, name="openft-recover", daemon=True)
+    t.start()
+    return t
+
+
+class EmbeddedWorker:
+    """`openft.jobs.worker.Worker(settings).run_forever(stop_event)` in a daemon thread."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.stop_event = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> "EmbeddedWorker":
+        from openft.jobs.worker import Worker
+
+        worker = Worker(self.settings)
+        self.thread = threading.Thread(target=worker.run_forever, args=(self.stop_event,), name="openft-worker",
+                                       daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.stop_event.set()
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+
+def _announce(settings: Settings, new_key: str | None) -> None:
+    if new_key:
+        print(f"openft: generated an admin API key (saved to {admin_key_file(settings)}):\n\n    {new_key}\n",
+              file=sys.stderr, flush=True)
+    print(f"openft: serving the OpenAI API on http://{settings.host}:{settings.port}/v1", file=sys.stderr, flush=True)
+
+
+def _config(settings: Settings, db, **kw) -> uvicorn.Config:
+    from openft.api.app import create_app
+
+    kw = {"log_level": "info", "timeout_graceful_shutdown": 10, **kw}
+    return uvicorn.Config(create_app(settings, db=db), host=settings.host, port=settings.port, **kw)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that SIGINT/SIGTERM also stop the embedded worker at once and are
+    not re-raised after the graceful shutdown: `run` finishes its clean-up and returns (exit 0)
+    instead of dying by the signal (or printing a KeyboardInterrupt traceback)."""
+
+    def __init__(self, config: uvicorn.Config, on_signal=None):
+        super().__init__(config)
+        self._on_signal = on_signal
+
+    def handle_exit(self, sig, frame) -> None:
+        if self._on_signal is not None:
+            self._on_signal()
+        super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
+def run(settings: Settings) -> None:
+    """Serve until SIGINT/SIGTERM: drain connections, stop the worker (its running job goes back
+    to the queue and continues from its checkpoint later), close the engine, return."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    db, new_key = prepare(settings)
+    _announce(settings, new_key)
+    worker = EmbeddedWorker(settings).start() if settings.embedded_worker else None
+    try:
+        recover_in_background(settings, db)
+        _Server(_config(settings, db), on_signal=worker.stop_event.set if worker else None).run()
+    finally:
+        if worker is not None:
+            worker.stop()
+        db.dispose()
+
+
+class ServerThread:
+    """The full server (API + optional embedded worker) in a thread; a context manager."""
+
+    def __init__(self, settings: Settings, *, worker: bool | None = None):
+        self.settings = settings
+        self.worker_enabled = settings.embedded_worker if worker is None else worker
+        self.db = None
+        self.new_key: str | None = None
+        self.server: uvicorn.Server | None = None
+        self.thread: threading.Thread | None = None
+        self.worker: EmbeddedWorker | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.port}/v1"
+
+    def start(self, timeout: float = 60.0) -> "ServerThread":
+        self.db, self.new_key = prepare(self.settings)
+        self.server = uvicorn.Server(_config(self.settings, self.db, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, name="openft-uvicorn", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"openft server did not start on port {self.settings.port}")
+            time.sleep(0.05)
+        if self.worker_enabled:
+            self.worker = EmbeddedWorker(self.settings).start()
+        recover_in_background(self.settings, self.db)
+        return self
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        if self.server is not None:
+            self.server.should_exit = True
+        if self.thread is not None:
+            self.thread.join(30)
+        if self.db is not None:
+            self.db.dispose()
+
+    def __enter__(self) -> "ServerThread":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+if __name__ == "__main__":  # `python -m openft.api.server`: settings from OPENFT_* only
+    run(Settings())

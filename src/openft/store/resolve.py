@@ -1,0 +1,75 @@
+"""Model ids -> weights: base registry ids, fine-tuned `ft:` ids and their checkpoints.
+
+`resolve_model` answers "what does the engine load for this id, in this project?" and raises
+NotFound (param "model") for anything the project cannot see. Knows nothing about HTTP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import sqlalchemy as sa
+
+from openft.config import Settings
+from openft.errors import NotFound
+from openft.store.db import checkpoints, jobs, models
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    id: str
+    kind: Literal["base", "fine-tuned", "checkpoint"]
+    base_model: str                      # registry id of the base weights
+    adapter_path: str | None = None      # LoRA adapter folder (fine-tuned / checkpoint)
+    full_model_path: str | None = None   # full fine-tune folder, loaded instead of the base
+    created_at: int | None = None
+    owned_by: str | None = None
+    job_id: str | None = None
+
+
+def model_not_found(model: str) -> NotFound:
+    return NotFound(f"The model `{model}` does not exist or you do not have access to it.",
+                    param="model", code="model_not_found")
+
+
+def is_checkpoint_id(model: str) -> bool:
+    return model.startswith("ft:") and ":ckpt-step-" in model
+
+
+def _is_adapter(path: str) -> bool:
+    return (Path(path) / "adapter_config.json").exists()
+
+
+def resolve_model(settings: Settings, conn: sa.Connection, project_id: str, model: str) -> ResolvedModel:
+    if not model:
+        raise model_not_found(model)
+    if is_checkpoint_id(model):
+        row = conn.execute(
+            sa.select(checkpoints.c.path, checkpoints.c.created_at, checkpoints.c.job_id, jobs.c.base_model)
+            .select_from(checkpoints.join(jobs, jobs.c.id == checkpoints.c.job_id))
+            .where(checkpoints.c.fine_tuned_model_checkpoint == model, checkpoints.c.project_id == project_id,
+                   checkpoints.c.deleted == sa.false())).first()
+        if row is None:
+            raise model_not_found(model)
+        adapter = row.path if _is_adapter(row.path) else None
+        return ResolvedModel(model, "checkpoint", row.base_model, adapter, None if adapter else row.path,
+                             row.created_at, settings.organization, row.job_id)
+    if model.startswith("ft:"):
+        row = conn.execute(sa.select(models).where(models.c.id == model, models.c.project_id == project_id,
+                                                   models.c.deleted == sa.false())).first()
+        if row is None:
+            raise model_not_found(model)
+        full = row.method == "full"
+        return ResolvedModel(model, "fine-tuned", row.base_model, None if full else row.path,
+                             row.path if full else None, row.created_at, row.owned_by, row.job_id)
+    from openft.models import get_base_model
+
+    try:
+        base = get_base_model(settings, model)
+    except NotFound as e:
+        if e.code == "model_not_found" and "does not exist" in e.message:
+            raise model_not_found(model) from None
+        raise
+    return ResolvedModel(base.id, "base", base.id, owned_by="system")
