@@ -1,0 +1,1 @@
+"""Where a claimed job's runner process runs. `local`: a child process on this machine."""

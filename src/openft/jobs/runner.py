@@ -1,0 +1,240 @@
+"""`python -m openft.jobs.runner JOB_ID`: train one claimed job and record it in the database.
+
+Runs in the child process the worker starts (settings from `OPENFT_*` variables). It builds a
+`TrainSpec` from the job row, calls `openft.train.loop.train` with `DBHooks` (events, metrics,
+progress, checkpoints, cancel/pause polling), and finishes the job: on success it registers the
+fine-tuned model, stores the results CSV as a `fine-tune-results` file and marks the job
+succeeded; on pause it records the checkpoint to resume from; on error it fails the job with
+the error's code, message and param.
+
+Every write is fenced on `status='running' AND worker_id=<the worker that claimed it>`, so a
+runner whose job was cancelled, reaped or handed to another worker changes nothing.
+Knows the database and the trainer's interface; knows nothing about HTTP or the worker loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from openft.config import Settings
+from openft.errors import InvalidRequest, OpenFTError
+from openft.jobs import naming, queue
+from openft.jobs.hooks import DBHooks
+from openft.store.blobs import BlobStore
+from openft.store.db import files, jobs, make_engine, models, next_seq
+from openft.store.events import add_event
+from openft.ids import file_id as new_file_id
+
+SUPPORTED_METHODS = ("supervised",)
+FILE_PARAMS = ("training_file", "validation_file")
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when the worker that started it dies (Linux)."""
+    parent = int(os.environ.get("OPENFT_RUNNER_PARENT_PID", "0") or 0)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if parent and os.getppid() != parent:  # the worker died before prctl took effect
+        sys.exit(1)
+
+
+def _link_file(engine: sa.Engine, settings: Settings, file_id: str, dest: Path) -> str:
+    """Expose a stored file at `dest` (a symlink to its blob, keeping the original extension)."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(files.c.sha256, files.c.filename).where(files.c.id == file_id)).first()
+    if row is None:
+        raise InvalidRequest(f"File {file_id} no longer exists.", param="training_file", code="file_not_found")
+    blob = BlobStore(Path(settings.data_dir) / "blobs").path(row.sha256)
+    if not blob.exists():
+        raise InvalidRequest(f"The content of file {file_id} is missing from the blob store.",
+                             code="file_not_found")
+    dest = dest.with_suffix(Path(row.filename).suffix or ".jsonl")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.is_symlink() or dest.exists():
+        dest.unlink()
+    dest.symlink_to(blob.resolve())
+    return str(dest)
+
+
+def build_spec(settings: Settings, engine: sa.Engine, job: dict, hooks: DBHooks):
+    """TrainSpec for a job row; unknown hyperparameters are reported and ignored."""
+    from openft.train.spec import TrainSpec
+
+    method = job["method"] or {"type": "supervised"}
+    mtype = method.get("type", "supervised")
+    if mtype not in SUPPORTED_METHODS:
+        raise InvalidRequest(f"Fine-tuning method '{mtype}' is not supported by this server yet "
+                             f"(supported: {', '.join(SUPPORTED_METHODS)}).", param="method.type",
+                             code="unsupported_method")
+    hp = dict(((method.get(mtype) or {}).get("hyperparameters")) or {})
+    fields = {f.name for f in dataclasses.fields(TrainSpec)}
+    reserved = {"base_model", "train_file", "valid_file", "output_dir", "init_adapter", "seed", "device"}
+    kwargs = {k: v for k, v in hp.items() if k in fields and k not in reserved and v is not None}
+    ignored = sorted(set(hp) - set(kwargs) - {k for k, v in hp.items() if v is None})
+    if ignored:
+        hooks.on_event(f"Ignoring hyperparameters this trainer does not use: {', '.join(ignored)}", level="warn")
+    out = Path(job["output_dir"])
+    spec = TrainSpec(
+        base_model=job["base_model"],
+        train_file=_link_file(engine, settings, job["training_file"], out / "data" / "train"),
+        valid_file=(_link_file(engine, settings, job["validation_file"], out / "data" / "valid")
+                    if job["validation_file"] else None),
+        output_dir=str(out), seed=int(job["seed"]), init_adapter=job["init_adapter"] or None,
+        device=settings.device, **kwargs)
+    spec.validate()
+    return spec
+
+
+def _resume_point(engine: sa.Engine, job: dict) -> str | None:
+    """The checkpoint to continue from: the one recorded at pause/requeue, else the newest."""
+    path = job["resume_checkpoint"]
+    if path and Path(path).exists():
+        return path
+    with engine.connect() as conn:
+        latest = queue.latest_checkpoint(conn, job["id"])
+    return latest[1] if latest else None
+
+
+def _write_metadata(spec, job: dict) -> None:
+    out = Path(job["output_dir"])
+    meta = {"job_id": job["id"], "model": job["model"], "base_model": job["base_model"],
+            "training_file": job["training_file"], "validation_file": job["validation_file"],
+            "attempt": job["attempts"], "spec": dataclasses.asdict(spec)}
+    (out / "job.json").write_text(json.dumps(meta, indent=2, default=str))
+
+
+def _succeed(settings: Settings, engine: sa.Engine, job: dict, hooks: DBHooks, result, spec) -> None:
+    model_id = hooks.model_id
+    now = int(time.time())
+    csv_sha, csv_bytes = None, 0
+    if result.results_csv and Path(result.results_csv).exists():
+        with open(result.results_csv, "rb") as f:
+            csv_sha, csv_bytes = BlobStore(Path(settings.data_dir) / "blobs").put_stream(f)
+    with engine.begin() as conn:
+        method = hooks.method_with(conn, dict(result.hyperparameters or {}))
+        result_files = []
+        if csv_sha is not None:
+            result_files = [new_file_id()]
+        won = conn.execute(jobs.update().where(*hooks.fence()).values(
+            status="succeeded", finished_at=now, fine_tuned_model=model_id, result_files=result_files,
+            trained_tokens=int(result.trained_tokens or 0), estimated_finish=None, method=method,
+            requested_action=None, heartbeat_at=None, error=None)).rowcount
+        if not won:
+            return
+        if csv_sha is not None:
+            conn.execute(files.insert().values(
+                id=result_files[0], project_id=job["project_id"], filename="step_metrics.csv",
+                purpose="fine-tune-results", bytes=csv_bytes, sha256=csv_sha, created_at=now,
+                status="processed", seq=next_seq(conn, files)))
+        conn.execute(models.insert().values(
+            id=model_id, project_id=job["project_id"], created_at=now, owned_by=settings.organization,
+            base_model=job["base_model"], job_id=job["id"],
+            method="full" if getattr(spec, "method", "lora") == "full" else "lora",
+            path=str(result.model_dir), deleted=False))
+        add_event(conn, job["id"], f"New fine-tuned model created: {model_id}")
+        add_event(conn, job["id"], "The job has successfully completed")
+
+
+def _pause(engine: sa.Engine, job: dict, hooks: DBHooks, result) -> None:
+    with engine.begin() as conn:
+        latest = queue.latest_checkpoint(conn, job["id"])
+        path = result.checkpoint_dir or hooks.last_checkpoint or (latest[1] if latest else None)
+        step = queue.step_of(conn, job["id"], path)
+        if conn.execute(jobs.update().where(*hooks.fence()).values(
+                status="paused", requested_action=None, worker_id=None, heartbeat_at=None,
+                estimated_finish=None, resume_checkpoint=path)).rowcount:
+            where = f"checkpoint step {step}" if path else "the beginning"
+            add_event(conn, job["id"], f"Fine-tuning job paused; it will resume from {where}.")
+
+
+def _fail(engine: sa.Engine, job: dict, hooks: DBHooks, code: str, message: str, param: str | None) -> None:
+    with engine.begin() as conn:
+        if conn.execute(jobs.update().where(*hooks.fence()).values(
+                status="failed", finished_at=int(time.time()), requested_action=None, heartbeat_at=None,
+                estimated_finish=None, error={"code": code, "message": message, "param": param})).rowcount:
+            add_event(conn, job["id"], f"Fine-tuning job failed: {message}", level="error")
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e).lower()
+
+
+def run(job_id: str, settings: Settings | None = None) -> int:
+    """Train `job_id` (already claimed: status running). Returns the process exit code."""
+    settings = settings or Settings()
+    engine = make_engine(settings.resolved_database_url())
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
+    if row is None or row["status"] != "running":
+        print(f"job {job_id} is not running ({row['status'] if row else 'no such job'}); nothing to do")
+        return 0
+    job = dict(row)
+    model_id = naming.fine_tuned_model_id(job["base_model"], settings.organization, job["suffix"], job_id)
+    hooks = DBHooks(engine, job, model_id)
+    try:
+        spec = build_spec(settings, engine, job, hooks)
+        from openft.train.loop import train  # torch and transformers: seconds to import
+
+        resume_from = _resume_point(engine, job)
+        _write_metadata(spec, job)
+        if not resume_from:  # a resumed run: the trainer says "Resumed from checkpoint at step N."
+            hooks.on_event("Fine-tuning job started")
+        result = train(spec, hooks, settings, resume_from=resume_from)
+        hooks.flush()
+        if result.status == "succeeded":
+            _succeed(settings, engine, job, hooks, result, spec)
+        elif result.status == "paused":
+            _pause(engine, job, hooks, result)
+        # "cancelled": the API already recorded it (or the job was taken away); nothing to write.
+        return 0
+    except OpenFTError as e:
+        hooks.flush()
+        param = e.param or (getattr(e, "file", None) if getattr(e, "file", None) in FILE_PARAMS else None)
+        print(f"job {job_id} failed: {e.code}: {e.message}", file=sys.stderr)
+        _fail(engine, job, hooks, e.code or "invalid_request", e.message, param)
+        return 0
+    except BaseException as e:  # noqa: BLE001 - report whatever killed training, then exit non-zero
+        traceback.print_exc()
+        try:
+            hooks.flush()
+        except Exception:  # noqa: BLE001 - the failure itself matters more than a metrics line
+            pass
+        if _is_oom(e):
+            _fail(engine, job, hooks, "out_of_memory",
+                  f"Training ran out of memory ({e}). Try a smaller batch_size or shorter examples.", None)
+        elif isinstance(e, KeyboardInterrupt):
+            return 130  # stopped by a signal: the worker decides what that means
+        else:
+            _fail(engine, job, hooks, "training_error", f"Training failed: {type(e).__name__}: {e}", None)
+        return 1
+    finally:
+        engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m openft.jobs.runner JOB_ID", file=sys.stderr)
+        sys.exit(2)
+    _die_with_parent()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM -> KeyboardInterrupt
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(run(argv[0]))
+
+
+if __name__ == "__main__":
+    main()

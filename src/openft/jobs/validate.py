@@ -1,0 +1,161 @@
+"""File validation of a new job: `validating_files -> queued | failed`.
+
+`validate_job(settings, engine, job_id)` runs openft.data's checks (`validate_file`) on the
+job's training and validation files and moves the job on, with OpenAI's events. A failure
+names the file, line and field in `error.message`, uses the data check's code
+(`invalid_n_examples`, `invalid_json`, `example_missing_assistant_message`, ...) and sets
+`error.param` to `training_file` or `validation_file`.
+
+`recover_at_start(settings, engine)` is what the server calls when it starts: it requeues
+running jobs whose worker's lease expired and validates again the jobs that were left in
+`validating_files` by a previous server.
+
+Knows the tables and openft.data's report; knows nothing about HTTP or training.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from openft.config import Settings
+from openft.jobs import queue
+from openft.store.blobs import BlobStore
+from openft.store.db import files, jobs
+from openft.store.events import add_event
+
+log = logging.getLogger("openft.jobs")
+
+# Data formats each fine-tuning method trains on.
+METHOD_FORMATS = {"supervised": ("chat", "prompt_completion"), "dpo": ("preference",)}
+MAX_WARNING_EVENTS = 5
+MIN_TRAINING_EXAMPLES = 10
+
+
+@dataclass
+class Failure:
+    code: str
+    message: str
+    param: str | None
+
+
+@dataclass
+class Recovery:
+    requeued: list[str] = field(default_factory=list)
+    revalidated: dict[str, str] = field(default_factory=dict)  # job id -> new status
+
+
+def _tokenizer(settings: Settings, base_model: str):
+    """The base model's tokenizer, for token counts and length checks; None when not loadable."""
+    try:
+        from transformers import AutoTokenizer
+
+        from openft.models import materialize
+
+        return AutoTokenizer.from_pretrained(materialize(settings, base_model))
+    except Exception as e:  # validation still runs every format check without it
+        log.warning("no tokenizer for %s (%s); validating without token counts", base_model, e)
+        return None
+
+
+def _check_one(settings: Settings, conn: sa.Connection, job: sa.Row, file_id: str, param: str,
+               tokenizer, method_type: str) -> tuple[Failure | None, list[str]]:
+    """Validate one file; returns (failure or None, warning messages)."""
+    from openft.data.validate import validate_file
+
+    row = conn.execute(sa.select(files).where(files.c.id == file_id, files.c.project_id == job.project_id)).first()
+    kind = "training" if param == "training_file" else "validation"
+    if row is None:
+        return Failure("file_not_found", f"The {kind} file {file_id} does not exist (was it deleted?).", param), []
+    path = BlobStore(Path(settings.data_dir) / "blobs").path(row.sha256)
+    if not path.exists():
+        return Failure("file_not_found", f"The content of the {kind} file {file_id} is missing.", param), []
+    report = validate_file(path, tokenizer=tokenizer, display_name=row.filename,
+                           min_examples=MIN_TRAINING_EXAMPLES if param == "training_file" else 1)
+    warnings = [f"{kind.capitalize()} file {file_id}: {w}" for w in report.warnings]
+    if not report.ok:
+        first = report.errors[0]
+        more = max(getattr(report, "n_errors", len(report.errors)), len(report.errors)) - 1
+        message = f"The {kind} file {file_id} is invalid: {first}"
+        if more:
+            message += f" (and {more} more problem{'s' if more > 1 else ''}, e.g. " \
+                       f"{'; '.join(str(e) for e in report.errors[1:3])})"
+        return Failure(first.code or "invalid_file", message, param), warnings
+    accepted = METHOD_FORMATS.get(method_type)
+    if accepted and report.format and report.format not in accepted:
+        return Failure("invalid_file_format",
+                       f"The {kind} file {file_id} ({row.filename}) is in {report.format} format; fine-tuning "
+                       f"method '{method_type}' needs {' or '.join(accepted)} examples.", param), warnings
+    return None, warnings
+
+
+def validate_job(settings: Settings, engine: sa.Engine, job_id: str) -> str | None:
+    """Validate a job's files and move it to `queued` or `failed`. Returns the new status, or
+    None when the job was not in `validating_files` (e.g. cancelled meanwhile)."""
+    with engine.connect() as conn:
+        job = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+    if job is None or job.status != "validating_files":
+        return None
+    with engine.begin() as conn:
+        msg = f"Validating training file: {job.training_file}"
+        if job.validation_file:
+            msg += f" and validation file: {job.validation_file}"
+        add_event(conn, job_id, msg)
+    method_type = (job.method or {}).get("type", "supervised")
+    tokenizer = _tokenizer(settings, job.base_model)
+    failure, warnings = None, []
+    with engine.connect() as conn:
+        for file_id, param in ((job.training_file, "training_file"), (job.validation_file, "validation_file")):
+            if not file_id:
+                continue
+            failure, w = _check_one(settings, conn, job, file_id, param, tokenizer, method_type)
+            warnings += w
+            if failure:
+                break
+    with engine.begin() as conn:
+        for w in warnings[:MAX_WARNING_EVENTS]:
+            add_event(conn, job_id, w, level="warn")
+        if len(warnings) > MAX_WARNING_EVENTS:
+            add_event(conn, job_id, f"... and {len(warnings) - MAX_WARNING_EVENTS} more warnings", level="warn")
+        if failure:
+            n = conn.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.status == "validating_files").values(
+                status="failed", finished_at=int(time.time()),
+                error={"code": failure.code, "message": failure.message, "param": failure.param})).rowcount
+            if n:
+                add_event(conn, job_id, failure.message, level="error")
+                return "failed"
+            return None
+        n = conn.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.status == "validating_files")
+                         .values(status="queued")).rowcount
+        if n:
+            add_event(conn, job_id, "Files validated, moving job to queued state")
+            return "queued"
+    return None
+
+
+def recover_at_start(settings: Settings, engine: sa.Engine, *, max_attempts: int = 3) -> Recovery:
+    """At server start: requeue jobs whose worker's lease expired, validate leftover jobs."""
+    out = Recovery()
+    out.requeued = [r.job_id for r in queue.reap_expired(engine, settings.lease_seconds, max_attempts=max_attempts)]
+    with engine.connect() as conn:
+        pending = conn.execute(sa.select(jobs.c.id).where(jobs.c.status == "validating_files")
+                               .order_by(jobs.c.created_at)).scalars().all()
+    for job_id in pending:
+        try:
+            status = validate_job(settings, engine, job_id)
+        except Exception as e:  # one broken job must not stop the server from starting
+            log.exception("re-validating %s failed", job_id)
+            with engine.begin() as conn:
+                if conn.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.status == "validating_files")
+                                .values(status="failed", finished_at=int(time.time()),
+                                        error={"code": "server_error", "message": f"File validation crashed: {e}",
+                                               "param": None})).rowcount:
+                    add_event(conn, job_id, f"File validation crashed: {e}", level="error")
+            status = "failed"
+        if status:
+            out.revalidated[job_id] = status
+    return out

@@ -1,0 +1,243 @@
+"""The job worker: reap expired leases, claim one queued job, run it in a child process.
+
+`Worker(settings).run_forever(stop_event)` is what `openft worker` runs and what `openft serve`
+starts in a background thread; `run_once()` handles at most one job and returns. While the
+child (`python -m openft.jobs.runner JOB_ID`) runs, the worker heartbeats the job's lease and
+watches its row: a cancelled job's child gets a grace period to stop on its own, then is
+killed; a job that was taken away from this worker (lease lost) is killed at once. When the
+child dies without finishing the job (crash, out-of-memory kill) the job fails with an error
+that says what happened; the server never goes down with it. On `stop`, a running job is put
+back in the queue to continue from its newest checkpoint.
+
+Knows the queue and the backend; knows nothing about training internals or HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+
+import sqlalchemy as sa
+
+from openft.config import Settings
+from openft.jobs import queue
+from openft.jobs.backends.local import LocalBackend, LocalProcess
+from openft.store.db import jobs, make_engine, migrate
+from openft.store.events import add_event
+
+log = logging.getLogger("openft.worker")
+
+
+class Worker:
+    def __init__(self, settings: Settings, *, engine: sa.Engine | None = None, worker_id: str | None = None,
+                 cancel_grace_seconds: float = 15.0, stop_grace_seconds: float = 10.0,
+                 exit_grace_seconds: float = 60.0, max_attempts: int = 3):
+        """Grace periods, in seconds: a cancelled job's runner (to stop on its own), a stopping
+        worker's runner (SIGTERM to SIGKILL), a runner that recorded its outcome (to exit).
+        max_attempts: a job whose worker is lost that many times fails (code worker_lost)."""
+        self.settings = settings
+        self.engine = engine
+        self._own_engine = engine is None
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.cancel_grace_seconds = cancel_grace_seconds
+        self.stop_grace_seconds = stop_grace_seconds
+        self.exit_grace_seconds = exit_grace_seconds
+        self.max_attempts = max_attempts
+        self.backend = LocalBackend(settings)
+        self._stop = threading.Event()
+        self.current_job: str | None = None
+        self.process: LocalProcess | None = None  # the running job's child, if any
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _engine(self) -> sa.Engine:
+        if self.engine is None:
+            self.settings.ensure_dirs()
+            self.engine = make_engine(self.settings.resolved_database_url())
+            migrate(self.engine)
+        return self.engine
+
+    def stop(self) -> None:
+        """Ask run_forever / a running job to stop (the job is requeued, not failed)."""
+        self._stop.set()
+
+    def run_forever(self, stop_event: threading.Event | None = None) -> None:
+        """Run jobs until `stop_event` (or `stop()`) is set; safe to run in a thread."""
+        if stop_event is not None:
+            self._stop = stop_event  # stop() and the caller's event are then one and the same
+        restore = {}
+        if threading.current_thread() is threading.main_thread():  # `openft worker`: Ctrl-C stops in order
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                restore[sig] = signal.signal(sig, lambda *_: self._stop.set())
+        log.info("worker %s started", self.worker_id)
+        try:
+            while not self._stop.is_set():
+                try:
+                    ran = self.run_once()
+                except Exception:  # a DB hiccup must not end the worker
+                    log.exception("worker loop error")
+                    ran = None
+                if ran is None:
+                    self._stop.wait(self.settings.worker_poll_seconds)
+        finally:
+            for sig, handler in restore.items():
+                signal.signal(sig, handler)
+            if self._own_engine and self.engine is not None:
+                self.engine.dispose()
+        log.info("worker %s stopped", self.worker_id)
+
+    def run_once(self) -> str | None:
+        """Reap expired leases, then claim and run one queued job. Returns its id, or None."""
+        engine = self._engine()
+        for r in queue.reap_expired(engine, self.settings.lease_seconds, max_attempts=self.max_attempts):
+            log.warning("requeued %s (worker lost)" if r.requeued else "failed %s (worker lost too often)", r.job_id)
+        if self._stop.is_set():
+            return None
+        job = queue.claim_next(engine, self.worker_id, self.settings.data_dir)
+        if job is None:
+            return None
+        self.current_job = job["id"]
+        try:
+            self._run(job)
+        finally:
+            self.current_job = None
+        return job["id"]
+
+    # -- one job -----------------------------------------------------------------------------
+
+    def _run(self, job: dict) -> None:
+        engine = self._engine()
+        job_id = job["id"]
+        log.info("running %s (attempt %s)", job_id, job["attempts"])
+        try:
+            proc = self.backend.start(job_id, job["output_dir"])
+        except OSError as e:
+            self._fail(job_id, "runner_start_failed", f"Could not start the training process: {e}")
+            return
+        self.process = proc
+        try:
+            self._watch(job_id, proc)
+        except BaseException:
+            proc.stop(2.0)  # never leave an unwatched child behind; the reaper requeues the job
+            raise
+        finally:
+            self.process = None
+
+    def _watch(self, job_id: str, proc: LocalProcess) -> None:
+        engine = self._engine()
+        killed_by_us: str | None = None   # "cancel" | "lease" | "stop"
+        cancel_deadline: float | None = None  # stop the child at this time (cancelled, or done and hanging)
+        next_beat = time.monotonic() + self.settings.heartbeat_seconds
+        tick = max(0.05, min(0.5, self.settings.heartbeat_seconds / 2))
+        while proc.wait(tick) is None:
+            now = time.monotonic()
+            if self._stop.is_set():
+                proc.stop(self.stop_grace_seconds)
+                killed_by_us = "stop"
+                break
+            if cancel_deadline is not None and now >= cancel_deadline:
+                log.warning("the runner of %s did not exit in time; stopping it", job_id)
+                proc.stop(5.0)
+                killed_by_us = "cancel"
+                break
+            if now < next_beat:
+                continue
+            next_beat = now + self.settings.heartbeat_seconds
+            try:
+                if queue.heartbeat(engine, job_id, self.worker_id):
+                    continue
+                with engine.connect() as conn:
+                    row = conn.execute(sa.select(jobs.c.status, jobs.c.worker_id)
+                                       .where(jobs.c.id == job_id)).first()
+            except sa.exc.OperationalError:  # DB briefly locked/unreachable: the lease has slack
+                log.warning("heartbeat for %s failed; retrying", job_id, exc_info=True)
+                continue
+            taken = row is None or row.status == "queued" or (
+                row.status == "running" and row.worker_id != self.worker_id)
+            if taken:
+                log.warning("job %s was taken away from this worker; stopping its process", job_id)
+                proc.stop(2.0)
+                killed_by_us = "lease"
+                break
+            if row.status == "cancelled" and cancel_deadline is None:
+                cancel_deadline = now + self.cancel_grace_seconds
+            elif row.status in ("succeeded", "failed", "paused") and cancel_deadline is None:
+                # the runner recorded the outcome and is exiting; one that hangs is stopped
+                cancel_deadline = now + self.exit_grace_seconds
+        self._after_exit(job_id, proc, killed_by_us)
+
+    def _after_exit(self, job_id: str, proc: LocalProcess, killed_by_us: str | None) -> None:
+        engine = self._engine()
+        code = proc.wait(None)
+        if killed_by_us == "stop":
+            queue.requeue(engine, job_id, worker_id=self.worker_id,
+                          reason="The worker was stopped while running this job")
+            return
+        if killed_by_us == "lease":
+            return
+        with engine.connect() as conn:
+            row = conn.execute(sa.select(jobs.c.status, jobs.c.worker_id, jobs.c.requested_action)
+                               .where(jobs.c.id == job_id)).first()
+        if row is None or row.status != "running" or row.worker_id != self.worker_id:
+            return  # the runner finished the job (or it was cancelled/taken): nothing to add
+        if row.requested_action == "pause":
+            self._pause_without_runner(job_id)
+            return
+        self._fail(job_id, *describe_exit(code, proc.log_tail()))
+
+    def _pause_without_runner(self, job_id: str) -> None:
+        engine = self._engine()
+        with engine.begin() as conn:
+            latest = queue.latest_checkpoint(conn, job_id)
+            n = conn.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.status == "running",
+                                                 jobs.c.worker_id == self.worker_id).values(
+                status="paused", requested_action=None, worker_id=None, heartbeat_at=None,
+                resume_checkpoint=latest[1] if latest else None)).rowcount
+            if n:
+                where = f"checkpoint step {latest[0]}" if latest else "the beginning"
+                add_event(conn, job_id, f"Fine-tuning job paused; it will resume from {where}.")
+
+    def _fail(self, job_id: str, code: str, message: str) -> None:
+        with self._engine().begin() as conn:
+            n = conn.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.status == "running",
+                                                 jobs.c.worker_id == self.worker_id).values(
+                status="failed", finished_at=int(time.time()), worker_id=None, heartbeat_at=None,
+                requested_action=None, error={"code": code, "message": message, "param": None})).rowcount
+            if n:
+                add_event(conn, job_id, f"Fine-tuning job failed: {message}", level="error")
+        log.error("job %s failed: %s", job_id, message)
+
+
+def describe_exit(code: int | None, log_tail: str) -> tuple[str, str]:
+    """(error code, message) for a runner that died without finishing its job."""
+    last = _last_error_line(log_tail)
+    if code is not None and code < 0:
+        sig = -code
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
+        if sig == signal.SIGKILL:
+            return ("out_of_memory",
+                    f"The training process was killed ({name}), most likely by the system's out-of-memory "
+                    "killer. Try a smaller batch_size, shorter examples, or a smaller model.")
+        return "training_process_died", f"The training process died from {name}." + (f" Last output: {last}" if last else "")
+    return ("training_process_died",
+            f"The training process exited with code {code} without finishing the job."
+            + (f" Last output: {last}" if last else ""))
+
+
+def _last_error_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else ""
+
+
+def main() -> None:  # `python -m openft.jobs.worker`: the standalone worker (also `openft worker`)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    Worker(Settings()).run_forever()
+
+
+if __name__ == "__main__":
+    main()

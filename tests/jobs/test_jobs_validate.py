@@ -1,0 +1,90 @@
+"""Job file validation: validating_files -> queued | failed, with OpenAI's events and located errors."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from jobs_helpers import chat_records, event_messages, insert_job, job_row, store_file, write_lines
+from openft.jobs import queue
+from openft.jobs.validate import recover_at_start, validate_job
+from openft.store.db import jobs
+
+
+def _job(settings, engine, tmp_path, train: list, valid: list | None = None, **kw) -> str:
+    tf = store_file(settings, engine, write_lines(tmp_path / "train.jsonl", train))
+    vf = store_file(settings, engine, write_lines(tmp_path / "valid.jsonl", valid)) if valid is not None else None
+    return insert_job(engine, tf, validation_file=vf, status="validating_files", **kw)
+
+
+def test_valid_files_queue_the_job(engine, settings, tmp_path):
+    jid = _job(settings, engine, tmp_path, chat_records(12), chat_records(3, seed=1))
+    assert validate_job(settings, engine, jid) == "queued"
+    row = job_row(engine, jid)
+    assert row["status"] == "queued" and row["error"] is None
+    msgs = event_messages(engine, jid)
+    assert msgs[1] == f"Validating training file: {row['training_file']} and validation file: {row['validation_file']}"
+    assert msgs[-1] == "Files validated, moving job to queued state"
+
+
+def test_too_few_examples(engine, settings, tmp_path):
+    jid = _job(settings, engine, tmp_path, chat_records(5))
+    assert validate_job(settings, engine, jid) == "failed"
+    row = job_row(engine, jid)
+    assert row["status"] == "failed" and row["finished_at"]
+    err = row["error"]
+    assert err["code"] == "invalid_n_examples" and err["param"] == "training_file"
+    assert row["training_file"] in err["message"] and "train.jsonl" in err["message"]
+    msgs = event_messages(engine, jid)
+    assert msgs[1] == f"Validating training file: {row['training_file']}"
+    assert msgs[-1] == err["message"]
+
+
+def test_bad_json_line_is_located(engine, settings, tmp_path):
+    lines = chat_records(12)
+    lines[2] = '{"messages": [{"role": "user", "content": "hi"}'  # line 3, cut short
+    jid = _job(settings, engine, tmp_path, lines)
+    assert validate_job(settings, engine, jid) == "failed"
+    err = job_row(engine, jid)["error"]
+    assert err["code"] == "invalid_json" and err["param"] == "training_file"
+    assert "train.jsonl:3" in err["message"]
+
+
+def test_validation_file_without_assistant_message(engine, settings, tmp_path):
+    valid = chat_records(3, seed=2)
+    valid[1]["messages"] = valid[1]["messages"][:2]
+    jid = _job(settings, engine, tmp_path, chat_records(12), valid)
+    assert validate_job(settings, engine, jid) == "failed"
+    err = job_row(engine, jid)["error"]
+    assert err["code"] == "example_missing_assistant_message" and err["param"] == "validation_file"
+    assert "valid.jsonl:2" in err["message"] and job_row(engine, jid)["validation_file"] in err["message"]
+
+
+def test_preference_data_for_supervised_job_is_rejected(engine, settings, tmp_path):
+    pref = [{"input": {"messages": [{"role": "user", "content": f"q{i}"}]},
+             "preferred_output": [{"role": "assistant", "content": "good"}],
+             "non_preferred_output": [{"role": "assistant", "content": "bad"}]} for i in range(12)]
+    jid = _job(settings, engine, tmp_path, pref)
+    assert validate_job(settings, engine, jid) == "failed"
+    err = job_row(engine, jid)["error"]
+    assert err["param"] == "training_file" and "supervised" in err["message"]
+
+
+def test_job_cancelled_during_validation_stays_cancelled(engine, settings, tmp_path):
+    jid = _job(settings, engine, tmp_path, chat_records(12))
+    with engine.begin() as conn:
+        conn.execute(jobs.update().where(jobs.c.id == jid).values(status="cancelled"))
+    assert validate_job(settings, engine, jid) is None
+    assert job_row(engine, jid)["status"] == "cancelled"
+
+
+def test_recover_at_start(engine, settings, tmp_path):
+    left = _job(settings, engine, tmp_path, chat_records(12))
+    stale = insert_job(engine, job_row(engine, left)["training_file"])
+    queue.claim_next(engine, "gone", settings.data_dir)
+    with engine.begin() as conn:
+        conn.execute(jobs.update().where(jobs.c.id == stale).values(heartbeat_at=time.time() - 1000))
+    rec = recover_at_start(settings, engine)
+    assert rec.requeued == [stale] and rec.revalidated == {left: "queued"}
+    assert job_row(engine, stale)["status"] == "queued" and job_row(engine, left)["status"] == "queued"
+    assert json.dumps(rec.revalidated)  # plain data, loggable

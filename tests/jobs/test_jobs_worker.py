@@ -1,0 +1,143 @@
+"""The worker with real runner child processes: failures, kills, cancel, stop, worker death.
+
+These do not need training to succeed: they act while the runner starts up or fails, and
+check what the worker and the database make of it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import sqlalchemy as sa
+
+from jobs_helpers import chat_records, event_messages, insert_job, job_row, store_file, wait_for, write_lines
+from openft.jobs import queue
+from openft.jobs.backends.local import settings_env
+from openft.jobs.worker import Worker
+from openft.store.db import jobs
+
+
+def _valid_job(settings, engine, tmp_path, **kw) -> str:
+    fid = store_file(settings, engine, write_lines(tmp_path / "train.jsonl", chat_records(12)))
+    return insert_job(engine, fid, hyperparameters={"n_epochs": 50, "batch_size": 1}, **kw)
+
+
+def _in_thread(worker: Worker):
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("job", worker.run_once()), daemon=True)
+    t.start()
+    wait_for(lambda: worker.process is not None or not t.is_alive(), 30, 0.01, "the runner to start")
+    return t, out
+
+
+def test_run_once_without_jobs_returns_none(engine, settings):
+    assert Worker(settings, engine=engine).run_once() is None
+
+
+def test_runner_error_fails_the_job_with_its_code_and_param(engine, settings):
+    jid = insert_job(engine, "file-doesnotexist")
+    assert Worker(settings, engine=engine).run_once() == jid
+    row = job_row(engine, jid)
+    assert row["status"] == "failed" and row["finished_at"]
+    assert row["error"]["code"] == "file_not_found" and row["error"]["param"] == "training_file"
+    assert "file-doesnotexist" in row["error"]["message"]
+    assert event_messages(engine, jid)[-1].startswith("Fine-tuning job failed: File file-doesnotexist")
+
+
+def test_runner_killed_by_sigkill_is_reported_as_out_of_memory(engine, settings, tmp_path):
+    jid = _valid_job(settings, engine, tmp_path)
+    worker = Worker(settings, engine=engine)
+    t, out = _in_thread(worker)
+    os.kill(worker.process.pid, signal.SIGKILL)  # what the kernel's OOM killer does
+    t.join(60)
+    assert out["job"] == jid
+    row = job_row(engine, jid)
+    assert row["status"] == "failed" and row["error"]["code"] == "out_of_memory"
+    assert "out-of-memory" in row["error"]["message"]
+
+
+def test_cancel_stops_the_runner(engine, settings, tmp_path):
+    jid = _valid_job(settings, engine, tmp_path)
+    worker = Worker(settings, engine=engine, cancel_grace_seconds=1.0)
+    t, out = _in_thread(worker)
+    pid = worker.process.pid
+    with engine.begin() as conn:  # what POST /cancel does
+        conn.execute(jobs.update().where(jobs.c.id == jid).values(status="cancelled", finished_at=int(time.time())))
+    t.join(60)
+    assert not t.is_alive() and out["job"] == jid
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    row = job_row(engine, jid)
+    assert row["status"] == "cancelled" and row["error"] is None and row["fine_tuned_model"] is None
+
+
+def test_stopping_the_worker_requeues_its_job(engine, settings, tmp_path):
+    jid = _valid_job(settings, engine, tmp_path)
+    worker = Worker(settings, engine=engine, stop_grace_seconds=2.0)
+    t, out = _in_thread(worker)
+    worker.stop()
+    t.join(60)
+    assert not t.is_alive()
+    row = job_row(engine, jid)
+    assert row["status"] == "queued" and row["worker_id"] is None and row["attempts"] == 1
+    assert "The worker was stopped while running this job" in event_messages(engine, jid)[-1]
+
+
+def test_run_forever_stops_on_its_event(engine, settings):
+    stop = threading.Event()
+    worker = Worker(settings, engine=engine)
+    t = threading.Thread(target=worker.run_forever, args=(stop,))
+    t.start()
+    time.sleep(0.3)
+    stop.set()
+    t.join(10)
+    assert not t.is_alive()
+
+
+def test_worker_death_kills_the_runner_and_the_lease_expires(engine, settings, tmp_path):
+    jid = _valid_job(settings, engine, tmp_path)
+    env = {**os.environ, **settings_env(settings)}
+    proc = subprocess.Popen([sys.executable, "-m", "openft.jobs.worker"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: job_row(engine, jid)["status"] == "running", 60, 0.05, "the job to be claimed")
+        runner = wait_for(lambda: next(iter(psutil.Process(proc.pid).children()), None), 30, 0.02, "the runner")
+        proc.kill()
+        proc.wait(10)
+        runner.wait(10)  # the kernel kills the runner with its worker (PR_SET_PDEATHSIG)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert job_row(engine, jid)["status"] == "running"  # nobody knows yet...
+    with engine.begin() as conn:
+        conn.execute(jobs.update().where(jobs.c.id == jid).values(
+            heartbeat_at=sa.literal(time.time() - settings.lease_seconds - 1)))
+    reaped = queue.reap_expired(engine, settings.lease_seconds)  # ...until the lease expires
+    assert [r.job_id for r in reaped] == [jid]
+    assert job_row(engine, jid)["status"] == "queued"
+
+
+def test_sigterm_to_a_standalone_worker_requeues_its_job(engine, settings, tmp_path):
+    jid = _valid_job(settings, engine, tmp_path)
+    env = {**os.environ, **settings_env(settings)}
+    proc = subprocess.Popen([sys.executable, "-m", "openft.jobs.worker"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: job_row(engine, jid)["status"] == "running", 60, 0.05, "the job to be claimed")
+        runner = wait_for(lambda: next(iter(psutil.Process(proc.pid).children()), None), 30, 0.02, "the runner")
+        proc.send_signal(signal.SIGTERM)  # `kill <pid>` / Ctrl-C: stop in order
+        assert proc.wait(60) == 0
+        runner.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    row = job_row(engine, jid)
+    assert row["status"] == "queued" and row["worker_id"] is None
+    assert "The worker was stopped while running this job" in event_messages(engine, jid)[-1]
