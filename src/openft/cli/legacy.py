@@ -1,0 +1,79 @@
+"""`openft api fine_tunes.*`: the old `openai api fine_tunes.*` commands people still have in notes.
+
+They map onto today's fine-tuning jobs API: `-t/-v` take a local file (uploaded first) or a
+file id; `create` follows the job unless `--no_follow`; `results` prints the results CSV.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from openft.cli.common import client, fail, resolve_file, typer_app
+from openft.cli.follow import follow_job
+from openft.cli.jobs import build_method, parse_auto
+
+app = typer_app("Legacy commands of the old `openai api` CLI (fine_tunes.*).")
+
+STREAM_NOTE = "Streaming events until fine-tuning is complete...\n(Ctrl-C will interrupt the stream, but not cancel the job)"
+
+
+def _follow(job_id: str) -> None:
+    print(STREAM_NOTE, flush=True)
+    try:
+        state = follow_job(client(), job_id, interval=1.0)
+    except KeyboardInterrupt:
+        print(f"\nStream interrupted (job still running). Resume it with:\n\n  openft api fine_tunes.follow -i {job_id}",
+              file=sys.stderr)
+        raise typer.Exit(1)
+    print(state.summary())
+    if state.status == "succeeded":
+        print(f"\nTry out your fine-tuned model:\n\n  openft chat -m {state.fine_tuned_model} -p \"Hello\"")
+    elif state.status in ("failed", "cancelled"):
+        raise typer.Exit(1)
+
+
+@app.command("fine_tunes.create")
+def fine_tunes_create(
+    training_file: str = typer.Option(..., "-t", "--training_file", help="Local JSONL path or file id."),
+    validation_file: Optional[str] = typer.Option(None, "-v", "--validation_file", help="Local JSONL path or file id."),
+    model: str = typer.Option("smollm2-135m-instruct", "-m", "--model", help="Base model or ft:... model."),
+    suffix: Optional[str] = typer.Option(None, "--suffix", help="Added to the fine-tuned model's name."),
+    n_epochs: Optional[str] = typer.Option(None, "--n_epochs", "--n-epochs", help="Epochs (int) or 'auto'."),
+    batch_size: Optional[str] = typer.Option(None, "--batch_size", "--batch-size", help="Batch size or 'auto'."),
+    learning_rate_multiplier: Optional[str] = typer.Option(None, "--learning_rate_multiplier",
+                                                           "--learning-rate-multiplier", help="LR multiplier or 'auto'."),
+    no_follow: bool = typer.Option(False, "--no_follow", "--no-follow", help="Return after creating the job."),
+):
+    """Create a fine-tuning job (old syntax); local files are uploaded first, then the job is followed."""
+    method = build_method("supervised", parse_auto(n_epochs, "--n_epochs", int),
+                          parse_auto(batch_size, "--batch_size", int),
+                          parse_auto(learning_rate_multiplier, "--learning_rate_multiplier", float))
+    train_id = resolve_file(training_file, option="-t/--training_file")
+    valid_id = resolve_file(validation_file, option="-v/--validation_file") if validation_file else None
+    kw = {k: v for k, v in (("validation_file", valid_id), ("suffix", suffix)) if v is not None}
+    job = client().fine_tuning.jobs.create(training_file=train_id, model=model, method=method, **kw)
+    print(f"Created fine-tune: {job.id}", flush=True)
+    if no_follow:
+        return
+    _follow(job.id)
+
+
+@app.command("fine_tunes.follow")
+def fine_tunes_follow(job_id: str = typer.Option(..., "-i", "--id", help="ftjob-...")):
+    """Follow a fine-tuning job's events until it ends (old syntax)."""
+    _follow(job_id)
+
+
+@app.command("fine_tunes.results")
+def fine_tunes_results(job_id: str = typer.Option(..., "-i", "--id", help="ftjob-...")):
+    """Print a finished job's results CSV (step, losses, accuracies)."""
+    c = client()
+    job = c.fine_tuning.jobs.retrieve(job_id)
+    if not job.result_files:
+        fail(f"job {job_id} has no result file yet (status: {job.status})")
+    data = c.files.content(job.result_files[0]).content
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
