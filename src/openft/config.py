@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     serve_max_queue: int = Field(64, description="Requests waiting beyond the running batch before 429.")
     serve_max_adapters: int = Field(8, description="LoRA adapters kept loaded (LRU).")
     serve_max_adapter_bytes: int = Field(2 * 1024**3, description="Memory bound for loaded adapters, bytes.")
+    serve_backend: str = Field("builtin", description="'builtin' (transformers + our multi-LoRA batching) or 'vllm'.")
+    serve_dtype: str = Field("auto", description="'auto' (bf16 where the CPU/GPU has it), 'float32' or 'bfloat16'.")
+    serve_threads: int = Field(0, description="Torch threads for decoding; 0 adapts to the machine's load.")
 
     def resolved_database_url(self) -> str:
         if self.database_url:
