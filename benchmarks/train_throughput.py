@@ -1,0 +1,254 @@
+"""Training throughput: openft vs TRL's SFTTrainer (defaults, and its best CPU configuration).
+
+Same base model (smollm2-135m-instruct), same data (the first N sentiment reviews of
+../shared/data/sentiment/reviews.csv as chat JSONL), same LoRA (r=16, alpha=32, all linear
+projections, no dropout), same batch (8 examples per optimizer step), learning rate 2e-4,
+linear decay, one epoch. Each trainer runs in its own process (so peak RSS is its own) and is
+timed end to end: tokenization, model load, training and saving the adapter.
+
+    HF_HUB_OFFLINE=1 python benchmarks/train_throughput.py            # 400 examples
+    HF_HUB_OFFLINE=1 python benchmarks/train_throughput.py --quick    # 48 examples, smoke run
+
+Prints one table; the last line is `ratio_vs_trl_default=<x> ratio_vs_trl_best=<y>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+REVIEWS = REPO.parent / "shared" / "data" / "sentiment" / "reviews.csv"
+SYSTEM = "Classify the sentiment of the review. Answer with one word: positive or negative."
+BATCH, LR, LORA_R, LORA_ALPHA = 8, 2e-4, 16, 32
+
+
+def read_reviews(path: Path = REVIEWS) -> list[tuple[str, str]]:
+    with open(path, newline="") as fh:
+        return [(r["review"], r["sentiment"]) for r in csv.DictReader(fh)]
+
+
+def to_chat(review: str, label: str | None = None) -> dict:
+    msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": review}]
+    if label is not None:
+        msgs.append({"role": "assistant", "content": label})
+    return {"messages": msgs}
+
+
+def write_chat_jsonl(rows, path: Path) -> Path:
+    with open(path, "w") as fh:
+        for review, label in rows:
+            fh.write(json.dumps(to_chat(review, label)) + "\n")
+    return path
+
+
+def settings(tmp: Path):
+    from openft.config import Settings
+
+    return Settings(data_dir=tmp / "data", model_cache_dir=os.environ.get(
+        "OPENFT_MODEL_CACHE_DIR", str(REPO / ".cache" / "test-models")))
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- one trainer per process ---------------------------------------------------------------------
+
+def run_openft(data: Path, tmp: Path) -> dict:
+    import peft  # noqa: F401  (imported before the clock starts, as in run_trl)
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+
+    from openft.train.auto import BASE_LEARNING_RATE
+    from openft.train.hooks import RecordingHooks
+    from openft.train.loop import train
+    from openft.train.spec import TrainSpec
+
+    spec = TrainSpec(base_model="smollm2-135m-instruct", train_file=str(data), output_dir=str(tmp / "openft"),
+                     n_epochs=1, batch_size=BATCH, learning_rate_multiplier=LR / BASE_LEARNING_RATE["lora"],
+                     lora_r=LORA_R, lora_alpha=LORA_ALPHA, keep_checkpoints=1)
+    class Timed(RecordingHooks):
+        def on_event(self, message, level="info"):
+            super().on_event(message, level)
+            if message.startswith("Training "):
+                self.loop_start = time.perf_counter()
+
+        def on_progress(self, *a):
+            super().on_progress(*a)
+            self.loop_end = time.perf_counter()
+
+    hooks = Timed()
+    t0 = time.perf_counter()
+    result = train(spec, hooks, settings(tmp))
+    wall = time.perf_counter() - t0
+    losses = [m["train_loss"] for m in hooks.metrics]
+    return {"wall_s": wall, "loop_s": hooks.loop_end - hooks.loop_start, "tokens": result.trained_tokens,
+            "losses": losses, "steps": result.total_steps, "adapter": result.model_dir}
+
+
+def run_trl(data: Path, tmp: Path, best: bool) -> dict:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from openft.models import materialize
+
+    base = materialize(settings(tmp), "smollm2-135m-instruct")
+    rows = []
+    for line in open(data):  # prompt/completion conversational form: TRL trains the completion only
+        m = json.loads(line)["messages"]
+        rows.append({"prompt": m[:-1], "completion": m[-1:]})
+    t0 = time.perf_counter()
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16 if best else torch.float32)
+    extra = dict(padding_free=True, max_length=None, gradient_checkpointing=False) if best else {}
+    args = SFTConfig(output_dir=str(tmp / ("trl_best" if best else "trl_default")), use_cpu=True,
+                     per_device_train_batch_size=BATCH, learning_rate=LR, num_train_epochs=1, logging_steps=1,
+                     save_strategy="no", report_to=[], **extra)
+    peft_config = LoraConfig(r=LORA_R, lora_alpha=LORA_ALPHA, lora_dropout=0.0, target_modules="all-linear",
+                             task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
+                         peft_config=peft_config)
+    tokens = sum(len(x) for x in trainer.train_dataset["input_ids"])
+    trainer.train()
+    trainer.save_model(str(tmp / "trl_adapter"))
+    wall = time.perf_counter() - t0
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    loop_s = [h["train_runtime"] for h in trainer.state.log_history if "train_runtime" in h][0]
+    return {"wall_s": wall, "loop_s": loop_s, "tokens": tokens, "losses": losses, "steps": trainer.state.global_step,
+            "adapter": str(tmp / "trl_adapter")}
+
+
+def same_mask_loss(adapter: str, data: Path, tmp: Path, n: int = 64) -> float:
+    """Mean token loss of the trained adapter on the first n training examples, with openft's
+    mask (answer + end-of-turn token) for every trainer: TRL also trains the newline after the
+    end-of-turn token, which makes its own logged loss lower on the same model."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from openft.models import materialize
+    from openft.train.data import load_dataset, pack
+    from openft.train.model import build_model, evaluate
+
+    base = materialize(settings(tmp), "smollm2-135m-instruct")
+    examples = load_dataset(AutoTokenizer.from_pretrained(base), data, None).examples[:n]
+    model = build_model(base, method="lora", precision="fp32", device=torch.device("cpu"), adapter_dir=adapter)
+    return evaluate(model, pack(examples, 4096), "fp32", torch.device("cpu"))[0]
+
+
+def child(name: str, data: Path, out: Path, threads: int) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        res = run_openft(data, tmp) if name == "openft" else run_trl(data, tmp, best=name == "trl_best")
+        res["peak_rss_mib"] = peak_rss_mib()
+        res["eval_loss"] = same_mask_loss(res.pop("adapter"), data, tmp)
+    out.write_text(json.dumps(res))
+
+
+# --- the comparison ------------------------------------------------------------------------------
+
+def bf16_matmul_peak(n: int = 2048, reps: int = 10) -> float:
+    import torch
+
+    a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def lora_flops_per_token() -> float:
+    """Forward 2N + backward through activations 2N (frozen weights get no gradient), N = the
+    non-embedding weights; LoRA's own matmuls (r=16) add ~2% and are left out."""
+    from transformers import AutoConfig
+
+    from openft.models import materialize
+
+    with tempfile.TemporaryDirectory() as d:
+        cfg = AutoConfig.from_pretrained(materialize(settings(Path(d)), "smollm2-135m-instruct"))
+    h, i, L = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+    kv = cfg.num_key_value_heads * (h // cfg.num_attention_heads)
+    n = L * (2 * h * h + 2 * h * kv + 3 * h * i)
+    return 4.0 * n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--limit", type=int, default=400, help="first N reviews (default 400)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 48 examples")
+    ap.add_argument("--only", default="openft,trl_default,trl_best", help="comma-separated subset")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads for every trainer (0: torch default)")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--data", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if a.child:
+        return child(a.child, Path(a.data), Path(a.out), a.threads)
+
+    limit = 48 if a.quick else a.limit
+    names = a.only.split(",")
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        data = write_chat_jsonl(read_reviews()[:limit], tmp / "train.jsonl")
+        results = {}
+        for name in names:
+            out = tmp / f"{name}.json"
+            print(f"running {name} on {limit} examples ...", file=sys.stderr, flush=True)
+            subprocess.run([sys.executable, __file__, "--child", name, "--data", str(data), "--out", str(out),
+                            "--threads", str(a.threads)],
+                           check=True, stdout=subprocess.DEVNULL if name != "openft" else None)
+            results[name] = json.loads(out.read_text())
+    peak = bf16_matmul_peak()
+    fpt = lora_flops_per_token()
+
+    def tps(r):
+        return r["tokens"] / r["wall_s"]
+
+    def final(r):
+        tail = r["losses"][-5:]
+        return sum(tail) / len(tail)
+
+    ref = results.get("openft")
+    print(f"\n{limit} examples, batch {BATCH}, lr {LR}, LoRA r={LORA_R} alpha={LORA_ALPHA} all-linear, 1 epoch, "
+          f"torch threads: {a.threads or 'default'} of {os.cpu_count()} CPUs")
+    print(f"| {'trainer':<12}|{'steps':>6} |{'tokens':>8} |{'tokens/s':>9} |{'wall s':>8} |{'loop s':>8} |"
+          f"{'peak RSS MiB':>13} |{'final loss':>11} |{'eval loss':>10} |{'openft x':>9} |")
+    print("|" + "|".join("-" * w for w in (13, 7, 9, 10, 9, 9, 14, 12, 11, 10)) + "|")
+    for name, r in results.items():
+        ratio = f"{tps(ref) / tps(r):.2f}" if ref else "-"
+        print(f"| {name:<12}|{r['steps']:>6} |{r['tokens']:>8} |{tps(r):>9.1f} |{r['wall_s']:>8.1f} |{r['loop_s']:>8.1f} |"
+              f"{r['peak_rss_mib']:>13.0f} |{final(r):>11.4f} |{r['eval_loss']:>10.4f} |{ratio:>9} |")
+    print("tokens/s = tokens of the data / wall s (end to end: tokenize, load, train, save); loop s = training loop only;\n"
+          "final loss = the trainer's own mean train loss of its last 5 steps (TRL's also counts the newline after\n"
+          "<|im_end|>); eval loss = every final adapter on the first 64 examples with openft's mask (comparable)")
+    if ref:
+        achieved = tps(ref) * fpt
+        print(f"openft achieved {achieved / 1e9:.0f} GFLOP/s (4 x {fpt / 4 / 1e6:.0f}M non-embedding weights per token, "
+              f"end to end) = {100 * achieved / peak:.1f}% of the measured bf16 matmul peak {peak / 1e9:.0f} GFLOP/s")
+    rd = tps(ref) / tps(results["trl_default"]) if ref and "trl_default" in results else float("nan")
+    rb = tps(ref) / tps(results["trl_best"]) if ref and "trl_best" in results else float("nan")
+    print(f"ratio_vs_trl_default={rd:.2f} ratio_vs_trl_best={rb:.2f}")
+
+
+if __name__ == "__main__":
+    main()

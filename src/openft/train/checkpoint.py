@@ -1,0 +1,117 @@
+"""Checkpoints: a standard PEFT adapter folder (or safetensors model for `full`) plus
+`trainer_state/` (optimizer, scheduler, RNG, step and data position), written atomically
+(temporary folder, then rename), and pruned to the last `keep` ones. Also the results CSV.
+
+`transformers` + `peft` load a checkpoint folder without openft. Knows nothing about jobs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import torch
+
+CSV_FIELDS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
+
+
+def checkpoint_dirs(output_dir: str | Path) -> list[tuple[int, Path]]:
+    root = Path(output_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    out = []
+    for d in root.iterdir():
+        if d.is_dir() and d.name.startswith("step-") and d.name[5:].isdigit():
+            out.append((int(d.name[5:]), d))
+    return sorted(out)
+
+
+def save_model(model, tokenizer, dest: Path) -> None:
+    """PEFT adapter (adapter_config.json + adapter_model.safetensors) or full safetensors model."""
+    model.save_pretrained(str(dest), safe_serialization=True)
+    tokenizer.save_pretrained(str(dest))
+
+
+def save_checkpoint(output_dir: str | Path, step: int, model, tokenizer, optimizer, scheduler, state: dict) -> Path:
+    root = Path(output_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    dest, tmp = root / f"step-{step}", root / f".step-{step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model(model, tokenizer, tmp)
+    ts = tmp / "trainer_state"
+    ts.mkdir()
+    torch.save(optimizer.state_dict(), ts / "optimizer.pt")
+    torch.save(scheduler.state_dict(), ts / "scheduler.pt")
+    rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    torch.save(rng, ts / "rng.pt")
+    (ts / "state.json").write_text(json.dumps({**state, "step": step}, indent=2))
+    shutil.rmtree(dest, ignore_errors=True)  # a stale one from a run that crashed after it
+    os.replace(tmp, dest)
+    return dest
+
+
+def load_trainer_state(checkpoint: str | Path) -> dict:
+    f = Path(checkpoint) / "trainer_state" / "state.json"
+    if not f.exists():
+        from openft.errors import InvalidRequest
+
+        raise InvalidRequest(f"{checkpoint} is not a training checkpoint (no trainer_state/state.json).",
+                             param="resume_from")
+    return json.loads(f.read_text())
+
+
+def restore_optimizer(checkpoint: str | Path, optimizer, scheduler) -> None:
+    ts = Path(checkpoint) / "trainer_state"
+    optimizer.load_state_dict(torch.load(ts / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(ts / "scheduler.pt", weights_only=True))
+    rng = torch.load(ts / "rng.pt", weights_only=False)
+    torch.set_rng_state(rng["torch"])
+    random.setstate(rng["python"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def prune(output_dir: str | Path, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` checkpoints; return the deleted folders."""
+    dirs = checkpoint_dirs(output_dir)
+    gone = [d for _, d in dirs[:-keep]] if keep > 0 else []
+    for d in gone:
+        shutil.rmtree(d, ignore_errors=True)
+    return gone
+
+
+class ResultsCSV:
+    """results.csv (step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy).
+
+    On resume, rows after the resumed step (written before a crash) are dropped first."""
+
+    def __init__(self, path: str | Path, keep_until_step: int = 0):
+        self.path = Path(path)
+        rows = []
+        if keep_until_step and self.path.exists():
+            with open(self.path, newline="") as fh:
+                rows = [r for r in csv.DictReader(fh) if r.get("step", "").isdigit() and int(r["step"]) <= keep_until_step]
+        self._fh = open(self.path, "w", newline="")
+        self._w = csv.DictWriter(self._fh, fieldnames=CSV_FIELDS)
+        self._w.writeheader()
+        self._w.writerows(rows)
+        self._fh.flush()
+
+    def write(self, m: dict) -> None:
+        def fmt(v):
+            return "" if v is None else (f"{v:.6f}" if isinstance(v, float) else v)
+
+        self._w.writerow({"step": m["step"], "train_loss": fmt(m.get("train_loss")),
+                          "train_accuracy": fmt(m.get("train_mean_token_accuracy")),
+                          "valid_loss": fmt(m.get("valid_loss")),
+                          "valid_mean_token_accuracy": fmt(m.get("valid_mean_token_accuracy"))})
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()

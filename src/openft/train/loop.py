@@ -1,0 +1,226 @@
+"""The training loop: one function, top to bottom (nanoGPT / litgpt style).
+
+`train(spec, hooks, settings, resume_from)` loads the base model, tokenizes and packs the
+data, resolves "auto" hyperparameters, then runs optimizer steps of `batch_size` examples,
+reporting metrics, progress and checkpoints through `hooks` and polling `hooks.should_stop()`
+between steps. It knows nothing about jobs, the database or HTTP: the job runner turns the
+hook calls into events and rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from openft.config import Settings
+from openft.errors import DataError
+from openft.train import checkpoint as ckpt
+from openft.train.auto import learning_rate, resolve_hyperparameters
+from openft.train.data import load_dataset, pack, step_indices
+from openft.train.hooks import TrainHooks
+from openft.train.model import build_model, evaluate, micro_batch_loss, pick_device, pick_precision
+from openft.train.spec import TrainSpec
+
+DEFAULT_PACK_TOKENS = 4096
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    status: str                      # succeeded | paused | cancelled
+    model_dir: str | None            # final adapter/model folder (succeeded only)
+    trained_tokens: int              # tokens processed (all tokens of the examples seen, per epoch)
+    total_steps: int
+    hyperparameters: dict            # concrete n_epochs, batch_size, learning_rate_multiplier
+    results_csv: str
+    step: int = 0                    # last completed step
+    checkpoint_dir: str | None = None  # newest checkpoint (the one to resume a paused run from)
+    metrics: dict = field(default_factory=dict)  # last step's metrics
+
+
+def lr_lambda(total_steps: int, warmup_steps: int, schedule: str):
+    """Learning-rate factor after `s` completed steps (as transformers' schedulers)."""
+    def f(s: int) -> float:
+        if s < warmup_steps:
+            return s / max(1, warmup_steps)
+        progress = (s - warmup_steps) / max(1, total_steps - warmup_steps)
+        if schedule == "constant":
+            return 1.0
+        if schedule == "cosine":
+            return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+        return max(0.0, 1.0 - progress)
+    return f
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_run_info(out: Path, spec: TrainSpec, base_dir: str, device, precision: str, hp: dict, n: int) -> None:
+    import peft
+    import transformers
+
+    (out / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2))
+    meta = {"base_model": spec.base_model, "base_dir": base_dir, "device": str(device), "precision": precision,
+            "hyperparameters": hp, "n_train_examples": n, "train_file_sha256": _sha256(spec.train_file),
+            "valid_file_sha256": _sha256(spec.valid_file) if spec.valid_file else None,
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
+def train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: str | None = None) -> TrainResult:
+    from transformers import AutoConfig, AutoTokenizer
+
+    from openft.models import materialize
+
+    spec.validate()
+    if spec.num_threads:
+        torch.set_num_threads(spec.num_threads)
+    out = Path(spec.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = pick_device(spec.device)
+    precision = pick_precision(spec.precision, device)
+    base_dir = materialize(settings, spec.base_model)
+
+    # --- data: tokenize with loss masks, truncate to the context -------------------------------
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    context = getattr(AutoConfig.from_pretrained(base_dir), "max_position_embeddings", None) or 2048
+    max_len = min(spec.max_seq_len or context, context)
+    train_data = load_dataset(tokenizer, spec.train_file, max_len, "training_file")
+    valid_data = load_dataset(tokenizer, spec.valid_file, max_len, "validation_file") if spec.valid_file else None
+    for name, d in (("training", train_data), ("validation", valid_data)):
+        if d and d.n_truncated:
+            hooks.on_event(f"{d.n_truncated} of {d.n_lines} {name} examples were longer than {max_len} tokens "
+                           f"and were truncated.", "warn")
+        if d and d.n_skipped:
+            hooks.on_event(f"{d.n_skipped} {name} examples have no trained tokens (all assistant weights 0 "
+                           f"or truncated away) and were skipped.", "warn")
+    if len(train_data) == 0:
+        raise DataError("no example in the training file has a trained assistant token.", file="training_file",
+                        code="no_trained_tokens")
+
+    # --- hyperparameters: "auto" resolved once; a resumed run keeps the original values -------
+    state = ckpt.load_trainer_state(resume_from) if resume_from else None
+    hp = state["hyperparameters"] if state else resolve_hyperparameters(
+        len(train_data), spec.n_epochs, spec.batch_size, spec.learning_rate_multiplier)
+    hooks.on_resolved(hp)
+    n, bs = len(train_data), hp["batch_size"]
+    steps_per_epoch = math.ceil(n / bs)
+    total_steps = hp["n_epochs"] * steps_per_epoch
+    eval_every = spec.eval_every_steps or max(1, total_steps // 10)
+    longest = max(len(e) for e in train_data.examples)
+    budget = max(spec.pack_tokens or DEFAULT_PACK_TOKENS, longest) if spec.packing else None
+
+    # --- model and optimizer ------------------------------------------------------------------
+    torch.manual_seed(spec.seed)
+    random.seed(spec.seed)
+    model = build_model(
+        base_dir, method=spec.method, precision=precision, device=device, lora_r=spec.lora_r,
+        lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout, target_modules=spec.target_modules,
+        adapter_dir=(resume_from if resume_from else spec.init_adapter) if spec.method != "full" else None,
+        full_weights_dir=resume_from if spec.method == "full" else None)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=learning_rate(spec.method, hp["learning_rate_multiplier"]),
+                                  weight_decay=spec.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(total_steps, round(spec.warmup_ratio * total_steps), spec.lr_schedule))
+    step, trained_tokens = 0, 0
+    if state:
+        ckpt.restore_optimizer(resume_from, optimizer, scheduler)
+        step, trained_tokens = state["step"], state["trained_tokens"]
+        hooks.on_event(f"Resumed from checkpoint at step {step}.")
+    else:
+        _write_run_info(out, spec, base_dir, device, precision, hp, n)
+    results = ckpt.ResultsCSV(out / "results.csv", keep_until_step=step)
+    full_valid = pack(valid_data.examples, budget) if valid_data else []
+    n_trainable = sum(p.numel() for p in params)
+    hooks.on_event(f"Training {spec.method} ({n_trainable:,} trainable parameters, {precision}, {device.type}) on "
+                   f"{n} examples ({train_data.n_tokens:,} tokens) for {total_steps} steps.")
+
+    def save(step: int, metrics: dict) -> Path:
+        epoch = math.ceil(step / steps_per_epoch)
+        path = ckpt.save_checkpoint(out, step, model, tokenizer, optimizer, scheduler, {
+            "epoch": epoch, "trained_tokens": trained_tokens, "hyperparameters": hp, "metrics": metrics,
+            "total_steps": total_steps})
+        hooks.on_checkpoint(step, epoch, str(path), metrics)
+        for gone in ckpt.prune(out, spec.keep_checkpoints):
+            hooks.on_checkpoint_removed(str(gone))
+        return path
+
+    def finish(status: str, model_dir=None) -> TrainResult:
+        results.close()
+        last = ckpt.checkpoint_dirs(out)
+        return TrainResult(status, model_dir, trained_tokens, total_steps, hp, str(out / "results.csv"), step,
+                           str(last[-1][1]) if last else None, metrics)
+
+    # --- the loop -----------------------------------------------------------------------------
+    t_start, start_step, metrics, last_saved = time.time(), step, {}, step if state else -1
+    while step < total_steps:
+        _, idx = step_indices(n, bs, spec.seed, step)
+        examples = [train_data.examples[i] for i in idx]
+        n_target = sum(e.n_trained for e in examples)  # the step's loss is a mean over these tokens
+        loss_sum, correct = 0.0, 0
+        rows = pack(examples, budget)
+        for k, mb in enumerate(rows):
+            if k and hooks.should_stop() == "cancel":  # big steps: do not wait for the step to end
+                optimizer.zero_grad(set_to_none=True)
+                return finish("cancelled")
+            ls, _, c = micro_batch_loss(model, mb.to(device), precision)
+            (ls / n_target).backward()
+            loss_sum, correct = loss_sum + float(ls.detach()), correct + c
+        if spec.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, spec.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        trained_tokens += sum(len(e) for e in examples)
+
+        metrics = {"step": step, "train_loss": loss_sum / n_target,
+                   "train_mean_token_accuracy": correct / n_target, "total_steps": total_steps}
+        epoch_end = step % steps_per_epoch == 0 or step == total_steps
+        if valid_data and (step % eval_every == 0 or epoch_end):
+            k = min(len(valid_data), max(bs, 8))
+            start = (step // eval_every * k) % len(valid_data)
+            window = [valid_data.examples[(start + j) % len(valid_data)] for j in range(k)]
+            metrics["valid_loss"], metrics["valid_mean_token_accuracy"] = evaluate(
+                model, pack(window, budget), precision, device)
+        if valid_data and epoch_end:
+            metrics["full_valid_loss"], metrics["full_valid_mean_token_accuracy"] = evaluate(
+                model, full_valid, precision, device)
+        hooks.on_metrics(metrics)
+        results.write(metrics)
+        pace = (time.time() - t_start) / (step - start_step)
+        hooks.on_progress(step, total_steps, trained_tokens, int(time.time() + pace * (total_steps - step)))
+        if epoch_end or (spec.checkpoint_every_steps and step % spec.checkpoint_every_steps == 0):
+            save(step, metrics)
+            last_saved = step
+
+        stop = hooks.should_stop()
+        if stop == "cancel":
+            return finish("cancelled")
+        if stop == "pause" and step < total_steps:
+            if last_saved != step:
+                save(step, metrics)
+            return finish("paused")
+
+    # --- the final model ------------------------------------------------------------------------
+    final, tmp = out / "model", out / ".model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    ckpt.save_model(model, tokenizer, tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    return finish("succeeded", str(final))

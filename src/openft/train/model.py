@@ -1,0 +1,154 @@
+"""Build the model to train (base + LoRA, or all weights) and compute the masked loss.
+
+Precision: with bf16 the frozen base weights are stored in bf16 and the forward pass runs
+under bf16 autocast, while trainable weights (LoRA A/B, or all weights for `full`) and the
+optimizer state stay fp32. The loss projects only the trained positions through the output
+layer (the vocabulary projection is the largest single matmul of a small model, and most
+positions of a chat example are prompt), in fp32.
+
+Knows nothing about files, data order or jobs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from openft.train.data import IGNORE, MicroBatch
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            from openft.errors import InvalidRequest
+
+            raise InvalidRequest("device 'cuda' was requested but no CUDA GPU is available.", param="device")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AMX or AVX512-BF16 in the CPU flags (where bf16 matmuls beat fp32 several times over)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split("\nflags", 2)[1].split("\n", 1)[0].split()
+    except (OSError, IndexError):
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def pick_precision(requested: str, device: torch.device) -> str:
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_fast_bf16() else "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def build_model(base_dir: str, *, method: str, precision: str, device: torch.device, lora_r: int = 16,
+                lora_alpha: int = 32, lora_dropout: float = 0.0, target_modules=("all-linear",),
+                adapter_dir: str | None = None, full_weights_dir: str | None = None):
+    """The trainable model on `device`; `adapter_dir` continues a LoRA adapter (resume or ft:),
+    `full_weights_dir` a full-weights checkpoint."""
+    from transformers import AutoModelForCausalLM
+
+    from openft.train.attention import register
+
+    # CPU: per-example causal SDPA on packed rows; CUDA: stock SDPA (transformers masks packed rows)
+    kw = {"attn_implementation": register() if device.type == "cpu" else "sdpa"}
+    if method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        kw["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                       bnb_4bit_compute_dtype=torch.bfloat16)
+        kw["device_map"] = {"": device.index or 0}
+    base_dtype = torch.bfloat16 if precision == "bf16" and method != "full" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(full_weights_dir or base_dir, dtype=base_dtype, **kw)
+    if kw["attn_implementation"] != "sdpa" and not _packed_attention_works(model):
+        kw["attn_implementation"] = "sdpa"  # stock path: transformers builds the block-diagonal mask
+        model = AutoModelForCausalLM.from_pretrained(full_weights_dir or base_dir, dtype=base_dtype, **kw)
+    model.config.use_cache = False
+    if method == "full":
+        model.requires_grad_(True)
+        return model.to(device)
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if adapter_dir:
+        model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
+    else:
+        targets = "all-linear" if tuple(target_modules) == ("all-linear",) else list(target_modules)
+        cfg = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=targets,
+                         task_type="CAUSAL_LM", bias="none")
+        model = get_peft_model(model, cfg)
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+    return model.to(device) if method != "qlora" else model
+
+
+def _packed_attention_works(model) -> bool:
+    """Probe: does the model hand position_ids to its attention function (Llama, Qwen, ...)?"""
+    from openft.train.attention import NotPackedAware
+
+    ids = torch.tensor([[1, 2, 3, 1, 2]])
+    try:
+        with torch.no_grad():
+            model(input_ids=ids, position_ids=torch.tensor([[0, 1, 2, 0, 1]]), use_cache=False)
+    except NotPackedAware:
+        return False
+    return True
+
+
+def _fast_path_ok(causal_lm) -> bool:
+    """Our own head projection matches the model's forward unless it rescales logits."""
+    cfg = causal_lm.config
+    return not any(getattr(cfg, a, None) not in (None, 1.0, 1) for a in
+                   ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale"))
+
+
+def micro_batch_loss(model, mb: MicroBatch, precision: str) -> tuple[torch.Tensor, int, int]:
+    """(sum of token losses over trained positions, trained tokens, correct argmax predictions)."""
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    targets = mb.labels[0, 1:]                 # (T-1,) target of position t+1, predicted at t
+    sel = targets != IGNORE
+    n = int(sel.sum())
+    if n == 0:
+        return torch.zeros((), device=mb.input_ids.device), 0, 0
+    with autocast(mb.input_ids.device, precision):
+        if _fast_path_ok(causal_lm):
+            hidden = causal_lm.get_decoder()(input_ids=mb.input_ids, position_ids=mb.position_ids,
+                                             use_cache=False).last_hidden_state    # (1, T, H)
+            logits = causal_lm.get_output_embeddings()(hidden[0, :-1][sel])         # (n, V)
+        else:
+            logits = causal_lm(input_ids=mb.input_ids, position_ids=mb.position_ids,
+                               use_cache=False).logits[0, :-1][sel]
+    logits = logits.float()
+    y = targets[sel]
+    loss_sum = F.cross_entropy(logits, y, reduction="sum")
+    correct = int((logits.detach().argmax(-1) == y).sum())
+    return loss_sum, n, correct
+
+
+@torch.no_grad()
+def evaluate(model, batches: list[MicroBatch], precision: str, device) -> tuple[float, float]:
+    """(mean token loss, mean token accuracy) over the trained tokens of `batches`."""
+    was_training = model.training
+    model.eval()
+    total, n, correct = 0.0, 0, 0
+    for mb in batches:
+        ls, k, c = micro_batch_loss(model, mb.to(device), precision)
+        total, n, correct = total + float(ls), n + k, correct + c
+    model.train(was_training)
+    return total / max(n, 1), correct / max(n, 1)
