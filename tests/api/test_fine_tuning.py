@@ -257,3 +257,43 @@ def test_unknown_ids_are_404(api):
         with pytest.raises(openai.NotFoundError) as e:
             call()
         assert e.value.body["param"] == "after"
+
+
+def test_continuing_a_full_fine_tune_is_refused(api, api_server, train_file, tmp_path):
+    """The trainer continues LoRA adapters only: a full fine-tune's folder (model or checkpoint)
+    must not be handed to it as an adapter, and full fine-tuning on top of an adapter is refused."""
+    from openft.store.auth import DEFAULT_PROJECT_ID
+    from openft.store.db import models
+
+    full_dir, lora_dir = tmp_path / "full", tmp_path / "lora"
+    full_dir.mkdir()
+    (full_dir / "config.json").write_text("{}")   # a full model folder: weights, no adapter_config.json
+    lora_dir.mkdir()
+    (lora_dir / "adapter_config.json").write_text("{}")
+    full_id, lora_id = f"ft:{MODEL}:openft:full:ftjob-fullx", f"ft:{MODEL}:openft:lora:ftjob-lorax"
+    db = api_server.db()
+    with db.begin() as conn:
+        for mid, kind, path in ((full_id, "full", full_dir), (lora_id, "lora", lora_dir)):
+            conn.execute(models.insert().values(id=mid, project_id=DEFAULT_PROJECT_ID, created_at=int(time.time()),
+                                                owned_by="openft", base_model=MODEL, job_id=None, method=kind,
+                                                path=str(path), deleted=False))
+    db.dispose()
+    n_before = len(api.fine_tuning.jobs.list(limit=100).data)
+    with pytest.raises(openai.BadRequestError) as e:
+        api.fine_tuning.jobs.create(model=full_id, training_file=train_file)
+    body = e.value.body
+    assert body["param"] == "model" and "not supported yet" in body["message"] and full_id in body["message"]
+    with pytest.raises(openai.BadRequestError) as e:
+        api.fine_tuning.jobs.create(model=lora_id, training_file=train_file, method={
+            "type": "supervised", "supervised": {"hyperparameters": {"method": "full"}}})
+    assert e.value.body["param"] == "model" and "'full'" in e.value.body["message"]
+    assert len(api.fine_tuning.jobs.list(limit=100).data) == n_before   # nothing was created
+    job = api.fine_tuning.jobs.create(model=lora_id, training_file=train_file)   # a LoRA model continues
+    assert job.model == lora_id
+    db = api_server.db()
+    with db.connect() as conn:
+        from openft.store.db import jobs
+
+        assert conn.execute(sa.select(jobs.c.init_adapter).where(jobs.c.id == job.id)).scalar() == str(lora_dir)
+    db.dispose()
+    api.fine_tuning.jobs.cancel(job.id)

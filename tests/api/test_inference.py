@@ -146,9 +146,31 @@ def test_unknown_model_is_404(api):
 def test_models_list_retrieve_delete_base(api):
     models = {m.id: m for m in api.models.list()}
     assert models[MODEL].owned_by == "system" and models[MODEL].object == "model"
-    assert api.models.retrieve(MODEL).id == MODEL
+    got = api.models.retrieve(MODEL)
+    assert got.id == MODEL
+    # a real timestamp (when the model's source appeared), the same in list and retrieve, every time
+    assert models[MODEL].created > 1_600_000_000 and got.created == models[MODEL].created
+    assert all(m.created > 1_600_000_000 for m in models.values())
+    assert {m.id: m.created for m in api.models.list()} == {k: m.created for k, m in models.items()}
     with pytest.raises(openai.NotFoundError):
         api.models.retrieve("no-such-model")
     with pytest.raises(openai.BadRequestError) as e:
         api.models.delete(MODEL)
     assert e.value.body["param"] == "model"
+
+
+def test_registered_local_folder_is_a_base_model(api, api_server, tiny_model_dir):
+    """A local Hugging Face folder registered under a name is listed (created = its config.json's
+    mtime) and serves chat under that name."""
+    import os
+
+    from openft.config import Settings
+    from openft.models import register_local
+
+    register_local(Settings(data_dir=api_server.data_dir), "my-local-tiny", tiny_model_dir)
+    listed = {m.id: m for m in api.models.list()}
+    assert listed["my-local-tiny"].owned_by == "system"
+    assert listed["my-local-tiny"].created == int(os.stat(os.path.join(tiny_model_dir, "config.json")).st_mtime)
+    assert api.models.retrieve("my-local-tiny").created == listed["my-local-tiny"].created
+    r = api.chat.completions.create(model="my-local-tiny", messages=MSG, max_tokens=2)
+    assert r.model == "my-local-tiny" and r.usage.completion_tokens == 2

@@ -25,6 +25,8 @@ def test_valid_files_queue_the_job(engine, settings, tmp_path):
     msgs = event_messages(engine, jid)
     assert msgs[1] == f"Validating training file: {row['training_file']} and validation file: {row['validation_file']}"
     assert msgs[-1] == "Files validated, moving job to queued state"
+    # the data toolkit's estimate (tokens counted with the model's tokenizer, auto epochs) is told
+    assert msgs[-2].startswith("Training file: ") and "tokens per epoch, " in msgs[-2] and "(auto)" in msgs[-2]
 
 
 def test_too_few_examples(engine, settings, tmp_path):
@@ -88,3 +90,26 @@ def test_recover_at_start(engine, settings, tmp_path):
     assert rec.requeued == [stale] and rec.revalidated == {left: "queued"}
     assert job_row(engine, stale)["status"] == "queued" and job_row(engine, left)["status"] == "queued"
     assert json.dumps(rec.revalidated)  # plain data, loggable
+
+
+def test_over_long_example_gets_the_truncation_warning(engine, settings, tmp_path, tiny_model_dir):
+    """The job's max_seq_len (capped by the model's context, as the trainer does) drives the check."""
+    records = chat_records(12)
+    records[4]["messages"][1]["content"] = "This review is long. " * 20   # line 5: well over 64 tokens (the others are ~35)
+    jid = _job(settings, engine, tmp_path, records, hyperparameters={"max_seq_len": 64})
+    assert validate_job(settings, engine, jid) == "queued"
+    warns = [m for m in event_messages(engine, jid) if "over the 64-token context" in m]
+    assert len(warns) == 1 and "train.jsonl:5" in warns[0] and "truncated" in warns[0]
+    assert job_row(engine, jid)["training_file"] in warns[0]
+
+
+def test_context_of_the_model_caps_max_seq_len(tiny_model_dir):
+    from pathlib import Path
+
+    from openft.jobs.validate import effective_max_seq_len
+
+    sup = lambda hp: {"type": "supervised", "supervised": {"hyperparameters": hp}}  # noqa: E731
+    assert effective_max_seq_len(Path(tiny_model_dir), sup({"n_epochs": "auto"})) == 2048
+    assert effective_max_seq_len(Path(tiny_model_dir), sup({"max_seq_len": 100})) == 100
+    assert effective_max_seq_len(Path(tiny_model_dir), sup({"max_seq_len": 10**6})) == 2048
+    assert effective_max_seq_len(None, sup({})) is None

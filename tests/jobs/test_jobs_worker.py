@@ -50,6 +50,19 @@ def test_runner_error_fails_the_job_with_its_code_and_param(engine, settings):
     assert event_messages(engine, jid)[-1].startswith("Fine-tuning job failed: File file-doesnotexist")
 
 
+
+def test_continuing_from_weights_that_are_not_an_adapter_fails_naming_the_model(engine, settings, tmp_path):
+    """A full fine-tune's folder is never handed to the trainer as a LoRA adapter (the API
+    refuses such jobs; this guards rows made another way)."""
+    full = tmp_path / "full-model"
+    full.mkdir()
+    (full / "config.json").write_text("{}")
+    jid = _valid_job(settings, engine, tmp_path, model="ft:openft-tiny:openft:full:abcdefgh", init_adapter=str(full))
+    assert Worker(settings, engine=engine).run_once() == jid
+    row = job_row(engine, jid)
+    assert row["status"] == "failed" and row["error"]["param"] == "model"
+    assert row["error"]["code"] == "model_not_available" and "not a LoRA adapter" in row["error"]["message"]
+
 def test_runner_killed_by_sigkill_is_reported_as_out_of_memory(engine, settings, tmp_path):
     jid = _valid_job(settings, engine, tmp_path)
     worker = Worker(settings, engine=engine)

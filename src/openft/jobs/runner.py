@@ -87,13 +87,18 @@ def build_spec(settings: Settings, engine: sa.Engine, job: dict, hooks: DBHooks)
     ignored = sorted(set(hp) - set(kwargs) - {k for k, v in hp.items() if v is None})
     if ignored:
         hooks.on_event(f"Ignoring hyperparameters this trainer does not use: {', '.join(ignored)}", level="warn")
+    init = job["init_adapter"] or None
+    if init and not (Path(init) / "adapter_config.json").exists():
+        raise InvalidRequest(f"Continuing from {job['model']} is not supported: its weights at {init} are not a LoRA "
+                             f"adapter (a full fine-tune, or deleted). Fine-tune {job['base_model']} instead.",
+                             param="model", code="model_not_available")
     out = Path(job["output_dir"])
     spec = TrainSpec(
         base_model=job["base_model"],
         train_file=_link_file(engine, settings, job["training_file"], out / "data" / "train"),
         valid_file=(_link_file(engine, settings, job["validation_file"], out / "data" / "valid")
                     if job["validation_file"] else None),
-        output_dir=str(out), seed=int(job["seed"]), init_adapter=job["init_adapter"] or None,
+        output_dir=str(out), seed=int(job["seed"]), init_adapter=init,
         device=settings.device, **kwargs)
     spec.validate()
     return spec

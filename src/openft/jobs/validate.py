@@ -15,6 +15,7 @@ Knows the tables and openft.data's report; knows nothing about HTTP or training.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -50,31 +51,66 @@ class Recovery:
 
 
 def _tokenizer(settings: Settings, base_model: str):
-    """The base model's tokenizer, for token counts and length checks; None when not loadable."""
-    try:
-        from transformers import AutoTokenizer
+    """(tokenizer, model folder) for token counts and length checks; (None, None) when not loadable.
 
+    The light tokenizer (Rust `tokenizers` + the chat template, no torch) is used when the
+    folder has a tokenizer.json; AutoTokenizer otherwise."""
+    try:
+        from openft.data.light_tokenizer import LightTokenizer
         from openft.models import materialize
 
-        return AutoTokenizer.from_pretrained(materialize(settings, base_model))
+        folder = materialize(settings, base_model)
+        tok = LightTokenizer.load(folder)
+        if tok is None:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(folder)
+        return tok, Path(folder)
     except Exception as e:  # validation still runs every format check without it
         log.warning("no tokenizer for %s (%s); validating without token counts", base_model, e)
+        return None, None
+
+
+def effective_max_seq_len(model_dir: Path | None, method: dict | None) -> int | None:
+    """The length the trainer truncates examples to, by the trainer's rule (openft.train.loop):
+    context = config.json's `max_position_embeddings` (2048 when absent), then
+    min(hyperparameters.max_seq_len or context, context)."""
+    if model_dir is None:
         return None
+    try:
+        cfg = json.loads((model_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        cfg = {}
+    context = cfg.get("max_position_embeddings") or cfg.get("text_config", {}).get("max_position_embeddings") or 2048
+    mtype = (method or {}).get("type", "supervised")
+    hp = ((method or {}).get(mtype) or {}).get("hyperparameters") or {}
+    wanted = hp.get("max_seq_len")
+    if not isinstance(wanted, int) or isinstance(wanted, bool) or wanted <= 0:
+        wanted = None
+    return min(wanted or context, context)
+
+
+def _n_epochs(method: dict | None) -> int | None:
+    mtype = (method or {}).get("type", "supervised")
+    n = (((method or {}).get(mtype) or {}).get("hyperparameters") or {}).get("n_epochs")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 
 
 def _check_one(settings: Settings, conn: sa.Connection, job: sa.Row, file_id: str, param: str,
-               tokenizer, method_type: str) -> tuple[Failure | None, list[str]]:
-    """Validate one file; returns (failure or None, warning messages)."""
+               tokenizer, method_type: str, max_seq_len: int | None = None
+               ) -> tuple[Failure | None, list[str], dict | None]:
+    """Validate one file; returns (failure or None, warning messages, the data toolkit's estimate)."""
     from openft.data.validate import validate_file
 
     row = conn.execute(sa.select(files).where(files.c.id == file_id, files.c.project_id == job.project_id)).first()
     kind = "training" if param == "training_file" else "validation"
     if row is None:
-        return Failure("file_not_found", f"The {kind} file {file_id} does not exist (was it deleted?).", param), []
+        return Failure("file_not_found", f"The {kind} file {file_id} does not exist (was it deleted?).", param), [], None
     path = BlobStore(Path(settings.data_dir) / "blobs").path(row.sha256)
     if not path.exists():
-        return Failure("file_not_found", f"The content of the {kind} file {file_id} is missing.", param), []
-    report = validate_file(path, tokenizer=tokenizer, display_name=row.filename,
+        return Failure("file_not_found", f"The content of the {kind} file {file_id} is missing.", param), [], None
+    report = validate_file(path, tokenizer=tokenizer, display_name=row.filename, max_seq_len=max_seq_len,
+                           model=job.base_model, n_epochs=_n_epochs(job.method),
                            min_examples=MIN_TRAINING_EXAMPLES if param == "training_file" else 1)
     warnings = [f"{kind.capitalize()} file {file_id}: {w}" for w in report.warnings]
     if not report.ok:
@@ -84,13 +120,26 @@ def _check_one(settings: Settings, conn: sa.Connection, job: sa.Row, file_id: st
         if more:
             message += f" (and {more} more problem{'s' if more > 1 else ''}, e.g. " \
                        f"{'; '.join(str(e) for e in report.errors[1:3])})"
-        return Failure(first.code or "invalid_file", message, param), warnings
+        return Failure(first.code or "invalid_file", message, param), warnings, None
     accepted = METHOD_FORMATS.get(method_type)
     if accepted and report.format and report.format not in accepted:
         return Failure("invalid_file_format",
                        f"The {kind} file {file_id} ({row.filename}) is in {report.format} format; fine-tuning "
-                       f"method '{method_type}' needs {' or '.join(accepted)} examples.", param), warnings
-    return None, warnings
+                       f"method '{method_type}' needs {' or '.join(accepted)} examples.", param), warnings, None
+    return None, warnings, report.stats.get("estimate")
+
+
+def estimate_message(est: dict | None) -> str | None:
+    """`Training file: ... tokens per epoch ...` from openft.data's estimate, or None."""
+    if not est or not est.get("tokens_per_epoch"):
+        return None
+    from openft.data.estimate import human_duration
+
+    msg = (f"Training file: {est['tokens_per_epoch']} tokens per epoch, {est['n_epochs']} epoch"
+           f"{'s' if est['n_epochs'] != 1 else ''}{' (auto)' if est.get('n_epochs_is_auto') else ''}")
+    if est.get("estimated_seconds") is not None:
+        msg += f"; estimated training time on this machine: {human_duration(est['estimated_seconds'])}"
+    return msg
 
 
 def validate_job(settings: Settings, engine: sa.Engine, job_id: str) -> str | None:
@@ -106,14 +155,17 @@ def validate_job(settings: Settings, engine: sa.Engine, job_id: str) -> str | No
             msg += f" and validation file: {job.validation_file}"
         add_event(conn, job_id, msg)
     method_type = (job.method or {}).get("type", "supervised")
-    tokenizer = _tokenizer(settings, job.base_model)
-    failure, warnings = None, []
+    tokenizer, model_dir = _tokenizer(settings, job.base_model)
+    max_seq_len = effective_max_seq_len(model_dir, job.method) if tokenizer is not None else None
+    failure, warnings, estimate = None, [], None
     with engine.connect() as conn:
         for file_id, param in ((job.training_file, "training_file"), (job.validation_file, "validation_file")):
             if not file_id:
                 continue
-            failure, w = _check_one(settings, conn, job, file_id, param, tokenizer, method_type)
+            failure, w, est = _check_one(settings, conn, job, file_id, param, tokenizer, method_type, max_seq_len)
             warnings += w
+            if param == "training_file":
+                estimate = est
             if failure:
                 break
     with engine.begin() as conn:
@@ -132,6 +184,8 @@ def validate_job(settings: Settings, engine: sa.Engine, job_id: str) -> str | No
         n = conn.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.status == "validating_files")
                          .values(status="queued")).rowcount
         if n:
+            if estimate_message(estimate):
+                add_event(conn, job_id, estimate_message(estimate))
             add_event(conn, job_id, "Files validated, moving job to queued state")
             return "queued"
     return None

@@ -67,6 +67,25 @@ def start_validation(settings, db, jid: str) -> threading.Thread:
     return t
 
 
+def _check_continuable(resolved, method: dict) -> None:
+    """A job continues a fine-tuned model by training its LoRA adapter further. The trainer
+    cannot yet start from a full fine-tune's weights (nor put full fine-tuning on top of an
+    adapter), so those requests are refused now rather than failing when the job starts."""
+    if resolved.kind == "base":
+        return
+    what = "checkpoint" if resolved.kind == "checkpoint" else "model"
+    if resolved.full_model_path:
+        raise InvalidRequest(f"Continuing from {resolved.id} is not supported yet: that {what} is a full "
+                             f"fine-tune (method 'full'), and openft can only continue LoRA fine-tunes. Fine-tune "
+                             f"its base model {resolved.base_model} instead.", param="model",
+                             code="model_not_available")
+    hp = ((method.get(method.get("type", "supervised")) or {}).get("hyperparameters")) or {}
+    if hp.get("method") == "full":
+        raise InvalidRequest(f"Full fine-tuning (hyperparameters.method 'full') cannot continue from the LoRA "
+                             f"fine-tuned {what} {resolved.id}; use method 'lora', or fine-tune the base model "
+                             f"{resolved.base_model} with method 'full'.", param="model", code="model_not_available")
+
+
 @router.post("")
 def create_job(body: JobCreate, state: AppState = Depends(get_state), project: str = Depends(get_project)):
     settings = state.settings
@@ -78,6 +97,7 @@ def create_job(body: JobCreate, state: AppState = Depends(get_state), project: s
             why = "" if "does not exist" in e.message else f" ({e.message})"
             raise InvalidRequest(f"Model {body.model} is not available for fine-tuning or does not exist{why}.",
                                  param="model", code="model_not_available") from None
+        _check_continuable(resolved, method)
         _check_file(conn, project, body.training_file, "training_file")
         if body.validation_file:
             _check_file(conn, project, body.validation_file, "validation_file")
@@ -85,7 +105,7 @@ def create_job(body: JobCreate, state: AppState = Depends(get_state), project: s
         now = int(time.time())
         conn.execute(jobs.insert().values(
             id=jid, project_id=project, seq=next_seq(conn, jobs), model=body.model, base_model=resolved.base_model,
-            init_adapter=resolved.adapter_path or resolved.full_model_path, status="validating_files",
+            init_adapter=resolved.adapter_path, status="validating_files",
             created_at=now, method=method, training_file=body.training_file, validation_file=body.validation_file,
             result_files=[], seed=body.seed if body.seed is not None else secrets.randbelow(2**31 - 1),
             suffix=body.suffix, metadata=body.metadata,

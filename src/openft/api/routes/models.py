@@ -6,6 +6,8 @@ converter. Deleting a fine-tuned model marks it deleted and evicts it from the s
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends
 
@@ -18,19 +20,40 @@ from openft.store.resolve import resolve_model
 router = APIRouter()
 
 
-def _base_created(settings, model_id: str) -> int:
-    folder = settings.resolved_model_cache_dir() / model_id
+def _mtime(path) -> int | None:
     try:
-        return int(folder.stat().st_mtime)
-    except OSError:
-        return 0
+        return int(Path(path).stat().st_mtime)
+    except (OSError, TypeError, ValueError):
+        return None
+
+
+def _base_created(settings, model_id: str, base=None) -> int:
+    """A base model's `created`: when its source appeared on this machine, stable across calls.
+
+    gguf-package: the packaged GGUF file; local: the registered folder's config.json; hub:
+    the downloaded config.json when present; the tiny test model (and a hub model not yet
+    downloaded): the registry module that defines it."""
+    from openft.models import get_base_model, registry
+
+    try:
+        base = base or get_base_model(settings, model_id)
+    except Exception:
+        base = None
+    found = None
+    if base is not None and base.source == "gguf-package":
+        found = _mtime(base.location)
+    elif base is not None and base.source == "local":
+        found = _mtime(Path(base.location) / "config.json")
+    elif base is not None and base.source == "hub":
+        found = _mtime(settings.resolved_model_cache_dir() / model_id / "config.json")
+    return found or _mtime(registry.__file__) or 0
 
 
 @router.get("/models")
 def list_models(state: AppState = Depends(get_state), project: str = Depends(get_project)):
     from openft.models import list_base_models
 
-    data = [model_object(m.id, _base_created(state.settings, m.id), "system") for m in list_base_models(state.settings)]
+    data = [model_object(m.id, _base_created(state.settings, m.id, m), "system") for m in list_base_models(state.settings)]
     with state.db.connect() as conn:
         rows = conn.execute(sa.select(models).where(models.c.project_id == project, models.c.deleted == sa.false())
                             .order_by(models.c.created_at.desc())).all()
