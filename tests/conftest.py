@@ -62,6 +62,11 @@ def free_port() -> int:
 
 
 class LiveServer:
+    """A real openft server process on a free port; `argv` picks how it is started
+    (default: the CLI, `python -m openft serve`). Stopped with SIGTERM."""
+
+    argv = ("-m", "openft", "serve")
+
     def __init__(self, data_dir: Path, model_cache: Path, env: dict | None = None):
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
@@ -69,7 +74,8 @@ class LiveServer:
         self.data_dir = data_dir
         self.log = data_dir.parent / f"server-{self.port}.log"
         self.env = {**os.environ, "OPENFT_DATA_DIR": str(data_dir), "OPENFT_MODEL_CACHE_DIR": str(model_cache),
-                    "OPENFT_API_KEY": ADMIN_KEY, "OPENFT_WORKER_POLL_SECONDS": "0.2",
+                    "OPENFT_API_KEY": ADMIN_KEY, "OPENFT_HOST": "127.0.0.1", "OPENFT_PORT": str(self.port),
+                    "OPENFT_WORKER_POLL_SECONDS": "0.2",
                     "OPENFT_HEARTBEAT_SECONDS": "0.5", "OPENFT_LEASE_SECONDS": "5", **(env or {})}
         self.proc: subprocess.Popen | None = None
 
@@ -78,7 +84,7 @@ class LiveServer:
         data_dir.mkdir(parents=True, exist_ok=True)
         self._logf = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "openft", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            [sys.executable, *self.argv],
             env=self.env, stdout=self._logf, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -90,23 +96,31 @@ class LiveServer:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
+        self.stop()
         raise RuntimeError(f"server did not start:\n{self.log.read_text()[-4000:]}")
 
-    def stop(self) -> None:
+    def stop(self) -> int | None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(15)
+                self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
         if getattr(self, "_logf", None):
             self._logf.close()
+        return self.proc.returncode if self.proc else None
 
     def client(self, api_key: str | None = None):
         from openai import OpenAI
 
         return OpenAI(base_url=self.base_url, api_key=api_key or self.api_key, max_retries=0, timeout=120)
+
+    def db(self):
+        from openft.config import Settings
+        from openft.store.db import make_engine
+
+        return make_engine(Settings(data_dir=self.data_dir).resolved_database_url())
 
 
 @pytest.fixture(scope="module")

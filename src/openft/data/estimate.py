@@ -1,8 +1,6 @@
 """What a fine-tuning job on a dataset would do: epochs "auto" picks, tokens trained, time.
 
-`auto_n_epochs(n)` is the trainer's rule when `openft.train` exposes one, else OpenAI's
-documented rule (the cookbook's): 3 epochs, raised so that epochs x examples >= 100 (at most
-25), lowered so that epochs x examples <= 25,000 (at least 1).
+`auto_n_epochs(n)` is the trainer's own rule (`openft.train.auto`, pure arithmetic, no torch).
 
 The time estimate divides trained-over tokens (every token of every example, each epoch; the
 forward and backward pass cost the same whether a token is trained or masked) by a measured
@@ -15,32 +13,15 @@ Knows nothing about files or tokenizers.
 
 from __future__ import annotations
 
-TARGET_EPOCHS, MIN_TARGET_EXAMPLES, MAX_TARGET_EXAMPLES = 3, 100, 25_000
-MIN_DEFAULT_EPOCHS, MAX_DEFAULT_EPOCHS = 1, 25
+from openft.train.auto import auto_n_epochs  # the trainer's rule: estimates match what a job does
 
 # Training tokens per second (processed, not only trained), per base model, on this machine.
-# Placeholders until the trainer benchmark reports: the lead updates them from its output.
+# smollm2: benchmarks/train_throughput.py on an idle machine, 2026-11-22 (268 tokens/s end to
+# end, 279 in the loop). openft-tiny: a rough figure, the tiny model is for tests only.
 TOKENS_PER_SECOND: dict[str, float] = {
     "openft-tiny": 20_000.0,           # 2-layer random Llama, CPU
-    "smollm2-135m-instruct": 600.0,    # SmolLM2-135M LoRA, 2 CPU cores (bf16 AMX)
+    "smollm2-135m-instruct": 270.0,    # SmolLM2-135M LoRA r=16 all-linear, 2 CPU cores (bf16 AMX)
 }
-
-
-def auto_n_epochs(n_examples: int) -> int:
-    """The number of epochs `n_epochs="auto"` gives a job with `n_examples` training examples."""
-    try:  # the trainer's rule wins when it exists, so the estimate matches what a job does
-        from openft.train.auto import auto_n_epochs as trainer_rule  # type: ignore[import-not-found]
-    except ImportError:
-        trainer_rule = None
-    if trainer_rule is not None:
-        return int(trainer_rule(n_examples))
-    n = max(1, n_examples)
-    epochs = TARGET_EPOCHS
-    if n * TARGET_EPOCHS < MIN_TARGET_EXAMPLES:
-        epochs = min(MAX_DEFAULT_EPOCHS, MIN_TARGET_EXAMPLES // n)
-    elif n * TARGET_EPOCHS > MAX_TARGET_EXAMPLES:
-        epochs = max(MIN_DEFAULT_EPOCHS, MAX_TARGET_EXAMPLES // n)
-    return epochs
 
 
 def estimate(*, n_examples: int, total_tokens: int, trained_tokens: int, model: str | None,
