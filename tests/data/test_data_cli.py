@@ -51,6 +51,10 @@ def test_inspect_shows_the_trained_tokens(tmp_path, run_data):
     assert code == 1 and err.strip() == f"error: {p}:3 [completion]: no 'completion'"
     code, out, err = run_data("inspect", p, "-m", "no-such-model", "--line", "3")
     assert code == 1 and err.startswith("error: ") and "Traceback" not in out + err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}\n')
+    code, out, err = run_data("inspect", bad, "-m", "openft-tiny")
+    assert code == 1 and err.startswith(f"error: {bad}:1: invalid JSON") and "Traceback" not in out + err
 
 
 @pytest.mark.parametrize("name,kind", [("a.CSV", "csv"), ("b.tsv", "tsv"), ("c.xlsx", "xlsx"),

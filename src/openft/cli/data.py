@@ -265,7 +265,7 @@ def inspect(
 ):
     """Show how examples are tokenized and which tokens are trained (green, or [[...]] without color)."""
     from openft.data import formats as F
-    from openft.data.reader import iter_lines
+    from openft.data.reader import iter_lines, json_problem
     from openft.errors import DataError
     from openft.train.tokenize import encode_example, render_mask
 
