@@ -14,9 +14,10 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import Annotated, AsyncIterator
 
 from fastapi import Request
+from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 
 from openft.api.deps import AppState
@@ -24,6 +25,27 @@ from openft.errors import InvalidRequest, OpenFTError
 from openft.store.resolve import ResolvedModel, resolve_model
 
 log = logging.getLogger("openft.api")
+
+
+def _at_most_4(v):
+    if isinstance(v, list) and len(v) > 4:
+        raise ValueError("at most 4 stop sequences")
+    return v
+
+
+Stop = Annotated[str | list[str] | None, AfterValidator(_at_most_4)]
+"""The `stop` field of chat and legacy completions: a string or up to 4 strings."""
+
+
+def refuse_unsupported_sampling(req) -> None:
+    """What both chat and legacy completions refuse rather than silently ignore."""
+    for name in ("frequency_penalty", "presence_penalty"):
+        if getattr(req, name):
+            raise InvalidRequest(f"{name} is not supported by openft; leave it unset or 0.", param=name)
+    if req.logit_bias:
+        raise InvalidRequest("logit_bias is not supported by openft.", param="logit_bias")
+    if req.stream_options is not None and not req.stream:
+        raise InvalidRequest("stream_options is only allowed when stream is true.", param="stream_options")
 
 
 def system_fingerprint(m: ResolvedModel) -> str:

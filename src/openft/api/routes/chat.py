@@ -8,12 +8,12 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from openft.api.deps import AppState, get_project, get_state
 from openft.api.generation import (SSE_DONE, SSE_HEADERS, collect, generation_request, resolve, sse,
-                                   log_stream_cancelled, start_streams, system_fingerprint,
-                                   usage_object)
+                                   Stop, log_stream_cancelled, refuse_unsupported_sampling, start_streams,
+                                   system_fingerprint, usage_object)
 from openft.errors import InvalidRequest
 from openft.ids import completion_id
 
@@ -48,7 +48,7 @@ class ChatRequest(_Strict):
     n: int | None = Field(None, ge=1, le=128)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    stop: str | list[str] | None = None
+    stop: Stop = None
     seed: int | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
@@ -68,21 +68,10 @@ class ChatRequest(_Strict):
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None
 
-    @field_validator("stop")
-    @classmethod
-    def _stop(cls, v):
-        if isinstance(v, list) and len(v) > 4:
-            raise ValueError("at most 4 stop sequences")
-        return v
-
 
 def _unsupported(req: ChatRequest) -> None:
     """Refuse what openft cannot honour instead of silently ignoring it."""
-    for name in ("frequency_penalty", "presence_penalty"):
-        if getattr(req, name):
-            raise InvalidRequest(f"{name} is not supported by openft; leave it unset or 0.", param=name)
-    if req.logit_bias:
-        raise InvalidRequest("logit_bias is not supported by openft.", param="logit_bias")
+    refuse_unsupported_sampling(req)
     if req.response_format and req.response_format.get("type") != "text":
         raise InvalidRequest(f"response_format type {req.response_format.get('type')!r} is not supported by openft; "
                              "only 'text'.", param="response_format")
@@ -90,8 +79,6 @@ def _unsupported(req: ChatRequest) -> None:
         raise InvalidRequest("tool_choice other than 'none' or 'auto' is not supported by openft.", param="tool_choice")
     if req.top_logprobs and not req.logprobs:
         raise InvalidRequest("top_logprobs requires logprobs to be true.", param="top_logprobs")
-    if req.stream_options is not None and not req.stream:
-        raise InvalidRequest("stream_options is only allowed when stream is true.", param="stream_options")
 
 
 def _engine_messages(messages: list[Message]) -> list[dict]:

@@ -9,12 +9,12 @@ import time
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from openft.api.deps import AppState, get_project, get_state
 from openft.api.generation import (SSE_DONE, SSE_HEADERS, collect, generation_request, resolve, sse,
-                                   log_stream_cancelled, start_streams, system_fingerprint,
-                                   usage_object)
+                                   Stop, log_stream_cancelled, refuse_unsupported_sampling, start_streams,
+                                   system_fingerprint, usage_object)
 from openft.api.routes.chat import StreamOptions
 from openft.errors import InvalidRequest
 from openft.ids import completion_id
@@ -36,20 +36,13 @@ class CompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     logprobs: int | None = Field(None, ge=0, le=5)
     echo: bool | None = None
-    stop: str | list[str] | None = None
+    stop: Stop = None
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     best_of: int | None = Field(None, ge=1, le=20)
     logit_bias: dict[str, float] | None = None
     user: str | None = None
     seed: int | None = None
-
-    @field_validator("stop")
-    @classmethod
-    def _stop(cls, v):
-        if isinstance(v, list) and len(v) > 4:
-            raise ValueError("at most 4 stop sequences")
-        return v
 
 
 def _prompts(req: CompletionRequest) -> list[str]:
@@ -64,17 +57,11 @@ def _prompts(req: CompletionRequest) -> list[str]:
 
 
 def _check(req: CompletionRequest) -> None:
-    for name in ("frequency_penalty", "presence_penalty"):
-        if getattr(req, name):
-            raise InvalidRequest(f"{name} is not supported by openft; leave it unset or 0.", param=name)
-    if req.logit_bias:
-        raise InvalidRequest("logit_bias is not supported by openft.", param="logit_bias")
+    refuse_unsupported_sampling(req)
     if req.suffix:
         raise InvalidRequest("suffix (insertion) is not supported by openft.", param="suffix")
     if req.best_of is not None and req.best_of != (req.n or 1):
         raise InvalidRequest("best_of other than n is not supported by openft.", param="best_of")
-    if req.stream_options is not None and not req.stream:
-        raise InvalidRequest("stream_options is only allowed when stream is true.", param="stream_options")
     if req.max_tokens == 0 and not req.echo:
         raise InvalidRequest("max_tokens must be at least 1 (0 is allowed only with echo).", param="max_tokens")
 
