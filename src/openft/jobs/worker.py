@@ -111,7 +111,6 @@ class Worker:
     # -- one job -----------------------------------------------------------------------------
 
     def _run(self, job: dict) -> None:
-        engine = self._engine()
         job_id = job["id"]
         log.info("running %s (attempt %s)", job_id, job["attempts"])
         try:
