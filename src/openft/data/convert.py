@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from openft.data import formats as F
-from openft.data.reader import iter_lines, json_problem, iter_table, table_kind
+from openft.data.reader import iter_records, iter_table, table_kind
 from openft.errors import DataError, InvalidRequest
 
 TARGETS = ("system", "user", "assistant", "prompt", "completion")
@@ -142,16 +142,7 @@ def _records(path: Path, kind: str | None, mapping, system, result: ConvertResul
         return
     if mapping:
         raise InvalidRequest("--map applies to tables (CSV, TSV, XLSX, Parquet), not JSONL", param="map")
-    for line, text, problem in iter_lines(path, allow_utf16=True):
-        if problem is not None:
-            raise DataError(problem[1], file=name, line=line, code=problem[0])
-        if not text.strip():
-            continue
-        try:
-            rec = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(json_problem(e, text), file=name, line=line,
-                            code="invalid_json") from None
+    for line, _text, rec in iter_records(path, name=name, allow_utf16=True):
         fmt = F.detect(rec)
         if result.input_format in ("", "jsonl"):
             result.input_format = fmt or "jsonl"

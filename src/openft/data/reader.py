@@ -107,6 +107,23 @@ def json_problem(e: json.JSONDecodeError, text: str) -> str:
     return f"invalid JSON: {what}" + ("; the line ends before the object closes (truncated?)" if cut else "")
 
 
+def iter_records(path: str | Path, *, name: str | None = None, allow_utf16: bool = False
+                 ) -> Iterator[tuple[int, str, object]]:
+    """`(line, text, parsed JSON)` for each non-blank line; a located DataError (named `name`,
+    default the path) on the first undecodable or invalid-JSON line."""
+    name = name or str(path)
+    for line, text, problem in iter_lines(path, allow_utf16=allow_utf16):
+        if problem is not None:
+            raise DataError(problem[1], file=name, line=line, code=problem[0])
+        if not text.strip():
+            continue
+        try:
+            rec = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(json_problem(e, text), file=name, line=line, code="invalid_json") from None
+        yield line, text, rec
+
+
 def table_kind(path: str | Path) -> str | None:
     return TABLE_EXTS.get(Path(path).suffix.lower())
 

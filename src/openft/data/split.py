@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from openft.data import formats as F
-from openft.data.reader import iter_lines, json_problem
+from openft.data.reader import iter_records
 from openft.errors import DataError, InvalidRequest
 
 
@@ -52,16 +52,7 @@ def example_keys(rec: dict) -> tuple[bytes, bytes, str | None]:
 
 def _scan(path: Path):
     """(line, text, record) for each non-empty line; DataError on the first bad one."""
-    for line, text, problem in iter_lines(path):
-        if problem is not None:
-            raise DataError(problem[1], file=str(path), line=line, code=problem[0])
-        if not text.strip():
-            continue
-        try:
-            rec = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(json_problem(e, text), file=str(path), line=line,
-                            code="invalid_json") from None
+    for line, text, rec in iter_records(path):
         if F.detect(rec) is None:
             raise DataError("not a chat, prompt/completion, preference or evals example", file=str(path),
                             line=line, code="unknown_format")
