@@ -226,33 +226,31 @@ def resume_job(jid: str, state: AppState = Depends(get_state), project: str = De
                        "Fine-tuning job resumed")
 
 
+def _job_children_page(state: AppState, project: str, jid: str, table: sa.Table, after: str | None,
+                       limit: int, what: str, *where) -> tuple[list, bool]:
+    """Newest-first cursor page of a job's events or checkpoints: rows after the `after` id."""
+    with state.db.connect() as conn:
+        get_job_row(conn, project, jid)
+        q = sa.select(table).where(table.c.job_id == jid, *where)
+        if after:
+            cur = conn.execute(sa.select(table.c.seq).where(table.c.id == after, table.c.job_id == jid)).scalar()
+            if cur is None:
+                raise NotFound(f"No such {what} for job {jid}: {after}", param="after")
+            q = q.where(table.c.seq < cur)
+        rows = conn.execute(q.order_by(table.c.seq.desc()).limit(limit + 1)).all()
+    return rows[:limit], len(rows) > limit
+
+
 @router.get("/{jid}/events")
 def list_events(jid: str, after: str | None = None, limit: int = Query(20, ge=1, le=1000),
                 state: AppState = Depends(get_state), project: str = Depends(get_project)):
-    with state.db.connect() as conn:
-        get_job_row(conn, project, jid)
-        q = sa.select(job_events).where(job_events.c.job_id == jid)
-        if after:
-            cur = conn.execute(sa.select(job_events.c.seq).where(job_events.c.id == after,
-                                                                  job_events.c.job_id == jid)).scalar()
-            if cur is None:
-                raise NotFound(f"No such event for job {jid}: {after}", param="after")
-            q = q.where(job_events.c.seq < cur)
-        rows = conn.execute(q.order_by(job_events.c.seq.desc()).limit(limit + 1)).all()
-    return cursor_page([event_object(r) for r in rows[:limit]], len(rows) > limit)
+    rows, more = _job_children_page(state, project, jid, job_events, after, limit, "event")
+    return cursor_page([event_object(r) for r in rows], more)
 
 
 @router.get("/{jid}/checkpoints")
 def list_checkpoints(jid: str, after: str | None = None, limit: int = Query(10, ge=1, le=100),
                      state: AppState = Depends(get_state), project: str = Depends(get_project)):
-    with state.db.connect() as conn:
-        get_job_row(conn, project, jid)
-        q = sa.select(checkpoints).where(checkpoints.c.job_id == jid, checkpoints.c.deleted == sa.false())
-        if after:
-            cur = conn.execute(sa.select(checkpoints.c.seq).where(checkpoints.c.id == after,
-                                                                   checkpoints.c.job_id == jid)).scalar()
-            if cur is None:
-                raise NotFound(f"No such checkpoint for job {jid}: {after}", param="after")
-            q = q.where(checkpoints.c.seq < cur)
-        rows = conn.execute(q.order_by(checkpoints.c.seq.desc()).limit(limit + 1)).all()
-    return cursor_page([checkpoint_object(r) for r in rows[:limit]], len(rows) > limit)
+    rows, more = _job_children_page(state, project, jid, checkpoints, after, limit, "checkpoint",
+                                    checkpoints.c.deleted == sa.false())
+    return cursor_page([checkpoint_object(r) for r in rows], more)
