@@ -1,4 +1,4 @@
-"""Training throughput: openft vs TRL's SFTTrainer (defaults, and its best CPU configuration).
+"""Training throughput and loss: openft vs TRL's SFTTrainer (defaults, and its best CPU configuration).
 
 Same base model (smollm2-135m-instruct), same data (the first N sentiment reviews of
 ../shared/data/sentiment/reviews.csv as chat JSONL), same LoRA (r=16, alpha=32, all linear
@@ -6,8 +6,16 @@ projections, no dropout), same batch (8 examples per optimizer step), learning r
 linear decay, one epoch. Each trainer runs in its own process (so peak RSS is its own) and is
 timed end to end: tokenization, model load, training and saving the adapter.
 
-    HF_HUB_OFFLINE=1 python benchmarks/train_throughput.py            # 400 examples
-    HF_HUB_OFFLINE=1 python benchmarks/train_throughput.py --quick    # 48 examples, smoke run
+Losses are compared pairwise, per seed: for a given seed every trainer starts from the same
+LoRA initialization (PEFT's, drawn after seeding torch) and sees the same batches in the same
+order (openft's shuffle for that seed; TRL reads it with `train_sampling_strategy="sequential"`),
+and trains the same tokens (the one-word answer and `<|im_end|>`: TRL's completion mask would
+also train the newline after `<|im_end|>`, so its labels for that token are set to -100). What
+is left to differ is each trainer's own arithmetic. Every final adapter is then scored on
+held-out reviews with one mask, in fp32.
+
+    HF_HUB_OFFLINE=1 python benchmarks/train_throughput.py            # 400 examples, seeds 42,1,2
+    HF_HUB_OFFLINE=1 python benchmarks/train_throughput.py --quick    # 48 examples, one seed, smoke run
 
 Prints one table; the last line is `ratio_vs_trl_default=<x> ratio_vs_trl_best=<y>`.
 """
@@ -16,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import statistics
 import json
 import os
 import resource
@@ -29,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 REVIEWS = REPO.parent / "shared" / "data" / "sentiment" / "reviews.csv"
 SYSTEM = "Classify the sentiment of the review. Answer with one word: positive or negative."
 BATCH, LR, LORA_R, LORA_ALPHA = 8, 2e-4, 16, 32
+N_HELD_OUT = 200  # reviews after the training ones, for the held-out loss
 
 
 def read_reviews(path: Path = REVIEWS) -> list[tuple[str, str]]:
@@ -63,7 +73,7 @@ def peak_rss_mib() -> float:
 
 # --- one trainer per process ---------------------------------------------------------------------
 
-def run_openft(data: Path, tmp: Path) -> dict:
+def run_openft(data: Path, tmp: Path, seed: int) -> dict:
     import peft  # noqa: F401  (imported before the clock starts, as in run_trl)
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
 
@@ -74,7 +84,7 @@ def run_openft(data: Path, tmp: Path) -> dict:
 
     spec = TrainSpec(base_model="smollm2-135m-instruct", train_file=str(data), output_dir=str(tmp / "openft"),
                      n_epochs=1, batch_size=BATCH, learning_rate_multiplier=LR / BASE_LEARNING_RATE["lora"],
-                     lora_r=LORA_R, lora_alpha=LORA_ALPHA, keep_checkpoints=1)
+                     lora_r=LORA_R, lora_alpha=LORA_ALPHA, keep_checkpoints=1, seed=seed)
     class Timed(RecordingHooks):
         def on_event(self, message, level="info"):
             super().on_event(message, level)
@@ -94,7 +104,7 @@ def run_openft(data: Path, tmp: Path) -> dict:
             "losses": losses, "steps": result.total_steps, "adapter": result.model_dir}
 
 
-def run_trl(data: Path, tmp: Path, best: bool) -> dict:
+def run_trl(data: Path, tmp: Path, seed: int, best: bool) -> dict:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -102,23 +112,32 @@ def run_trl(data: Path, tmp: Path, best: bool) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     from openft.models import materialize
+    from openft.train.data import epoch_order
 
     base = materialize(settings(tmp), "smollm2-135m-instruct")
     rows = []
     for line in open(data):  # prompt/completion conversational form: TRL trains the completion only
         m = json.loads(line)["messages"]
         rows.append({"prompt": m[:-1], "completion": m[-1:]})
+    rows = [rows[i] for i in epoch_order(len(rows), seed, 0)]  # openft's batches for this seed, in its order
     t0 = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16 if best else torch.float32)
     extra = dict(padding_free=True, max_length=None, gradient_checkpointing=False) if best else {}
     args = SFTConfig(output_dir=str(tmp / ("trl_best" if best else "trl_default")), use_cpu=True,
                      per_device_train_batch_size=BATCH, learning_rate=LR, num_train_epochs=1, logging_steps=1,
-                     save_strategy="no", report_to=[], **extra)
+                     save_strategy="no", report_to=[], seed=seed, train_sampling_strategy="sequential", **extra)
     peft_config = LoraConfig(r=LORA_R, lora_alpha=LORA_ALPHA, lora_dropout=0.0, target_modules="all-linear",
                              task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
                          peft_config=peft_config)
+    end_of_turn = tok.convert_tokens_to_ids("<|im_end|>")
+
+    def stop_at_end_of_turn(ex):  # the token after <|im_end|> (a newline) is not an answer token
+        lab = ex["labels"]
+        return {"labels": [-100 if i and ex["input_ids"][i - 1] == end_of_turn else t for i, t in enumerate(lab)]}
+
+    trainer.train_dataset = trainer.train_dataset.map(stop_at_end_of_turn)
     tokens = sum(len(x) for x in trainer.train_dataset["input_ids"])
     trainer.train()
     trainer.save_model(str(tmp / "trl_adapter"))
@@ -129,10 +148,9 @@ def run_trl(data: Path, tmp: Path, best: bool) -> dict:
             "adapter": str(tmp / "trl_adapter")}
 
 
-def same_mask_loss(adapter: str, data: Path, tmp: Path, n: int = 64) -> float:
-    """Mean token loss of the trained adapter on the first n training examples, with openft's
-    mask (answer + end-of-turn token) for every trainer: TRL also trains the newline after the
-    end-of-turn token, which makes its own logged loss lower on the same model."""
+def held_out_loss(adapter: str, held_out: Path, tmp: Path) -> float:
+    """Mean token loss of a final adapter on the held-out reviews, with openft's mask (the answer
+    and its end-of-turn token), in fp32: the same yardstick for every trainer."""
     import torch
     from transformers import AutoTokenizer
 
@@ -141,21 +159,21 @@ def same_mask_loss(adapter: str, data: Path, tmp: Path, n: int = 64) -> float:
     from openft.train.model import build_model, evaluate
 
     base = materialize(settings(tmp), "smollm2-135m-instruct")
-    examples = load_dataset(AutoTokenizer.from_pretrained(base), data, None).examples[:n]
+    examples = load_dataset(AutoTokenizer.from_pretrained(base), held_out, None).examples
     model = build_model(base, method="lora", precision="fp32", device=torch.device("cpu"), adapter_dir=adapter)
     return evaluate(model, pack(examples, 4096), "fp32", torch.device("cpu"))[0]
 
 
-def child(name: str, data: Path, out: Path, threads: int) -> None:
+def child(name: str, data: Path, held_out: Path, seed: int, out: Path, threads: int) -> None:
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        res = run_openft(data, tmp) if name == "openft" else run_trl(data, tmp, best=name == "trl_best")
+        res = run_openft(data, tmp, seed) if name == "openft" else run_trl(data, tmp, seed, best=name == "trl_best")
         res["peak_rss_mib"] = peak_rss_mib()
-        res["eval_loss"] = same_mask_loss(res.pop("adapter"), data, tmp)
+        res["eval_loss"] = held_out_loss(res.pop("adapter"), held_out, tmp)
     out.write_text(json.dumps(res))
 
 
@@ -190,58 +208,89 @@ def lora_flops_per_token() -> float:
     return 4.0 * n
 
 
+def final_loss(r: dict) -> float:
+    """A run's final training loss: the mean of its last 5 steps' losses (one step is 8 examples)."""
+    return statistics.fmean(r["losses"][-5:])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=400, help="first N reviews (default 400)")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 48 examples")
+    ap.add_argument("--seeds", default="42,1,2", help="comma-separated seeds, one paired run each (default 42,1,2)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 48 examples, the first seed only")
     ap.add_argument("--only", default="openft,trl_default,trl_best", help="comma-separated subset")
     ap.add_argument("--threads", type=int, default=0, help="torch threads for every trainer (0: torch default)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
+    ap.add_argument("--held-out", help=argparse.SUPPRESS)
+    ap.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if a.child:
-        return child(a.child, Path(a.data), Path(a.out), a.threads)
+        return child(a.child, Path(a.data), Path(a.held_out), a.seed, Path(a.out), a.threads)
 
     limit = 48 if a.quick else a.limit
+    seeds = [int(x) for x in a.seeds.split(",")][: 1 if a.quick else None]
     names = a.only.split(",")
+    results: dict[str, list[dict]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        data = write_chat_jsonl(read_reviews()[:limit], tmp / "train.jsonl")
-        results = {}
-        for name in names:
-            out = tmp / f"{name}.json"
-            print(f"running {name} on {limit} examples ...", file=sys.stderr, flush=True)
-            subprocess.run([sys.executable, __file__, "--child", name, "--data", str(data), "--out", str(out),
-                            "--threads", str(a.threads)],
-                           check=True, stdout=subprocess.DEVNULL if name != "openft" else None)
-            results[name] = json.loads(out.read_text())
+        reviews = read_reviews()
+        data = write_chat_jsonl(reviews[:limit], tmp / "train.jsonl")
+        held_out = write_chat_jsonl(reviews[limit:limit + N_HELD_OUT], tmp / "held_out.jsonl")
+        for seed in seeds:
+            for name in names:
+                out = tmp / f"{name}-{seed}.json"
+                print(f"running {name} on {limit} examples, seed {seed} ...", file=sys.stderr, flush=True)
+                subprocess.run([sys.executable, __file__, "--child", name, "--data", str(data), "--held-out",
+                                str(held_out), "--seed", str(seed), "--out", str(out), "--threads", str(a.threads)],
+                               check=True, stdout=subprocess.DEVNULL if name != "openft" else None)
+                results[name].append(json.loads(out.read_text()))
     peak = bf16_matmul_peak()
     fpt = lora_flops_per_token()
 
-    def tps(r):
-        return r["tokens"] / r["wall_s"]
+    def tps(runs):  # all tokens over all wall time
+        return sum(r["tokens"] for r in runs) / sum(r["wall_s"] for r in runs)
 
-    def final(r):
-        tail = r["losses"][-5:]
-        return sum(tail) / len(tail)
+    def mean(runs, f):
+        return statistics.fmean(f(r) for r in runs)
 
     ref = results.get("openft")
     print(f"\n{limit} examples, batch {BATCH}, lr {LR}, LoRA r={LORA_R} alpha={LORA_ALPHA} all-linear, 1 epoch, "
-          f"torch threads: {a.threads or 'default'} of {os.cpu_count()} CPUs")
+          f"seeds {','.join(map(str, seeds))}, torch threads: {a.threads or 'default'} of {os.cpu_count()} CPUs")
     print(f"| {'trainer':<12}|{'steps':>6} |{'tokens':>8} |{'tokens/s':>9} |{'wall s':>8} |{'loop s':>8} |"
-          f"{'peak RSS MiB':>13} |{'final loss':>11} |{'eval loss':>10} |{'openft x':>9} |")
-    print("|" + "|".join("-" * w for w in (13, 7, 9, 10, 9, 9, 14, 12, 11, 10)) + "|")
-    for name, r in results.items():
-        ratio = f"{tps(ref) / tps(r):.2f}" if ref else "-"
-        print(f"| {name:<12}|{r['steps']:>6} |{r['tokens']:>8} |{tps(r):>9.1f} |{r['wall_s']:>8.1f} |{r['loop_s']:>8.1f} |"
-              f"{r['peak_rss_mib']:>13.0f} |{final(r):>11.4f} |{r['eval_loss']:>10.4f} |{ratio:>9} |")
-    print("tokens/s = tokens of the data / wall s (end to end: tokenize, load, train, save); loop s = training loop only;\n"
-          "final loss = the trainer's own mean train loss of its last 5 steps (TRL's also counts the newline after\n"
-          "<|im_end|>); eval loss = every final adapter on the first 64 examples with openft's mask (comparable)")
+          f"{'peak RSS MiB':>13} |{'final loss':>11} |{'held-out loss':>14} |{'openft x':>9} |")
+    print("|" + "|".join("-" * w for w in (13, 7, 9, 10, 9, 9, 14, 12, 15, 10)) + "|")
+    for name, runs in results.items():
+        r0 = runs[0]
+        ratio = f"{tps(ref) / tps(runs):.2f}" if ref else "-"
+        print(f"| {name:<12}|{r0['steps']:>6} |{r0['tokens']:>8} |{tps(runs):>9.1f} |{mean(runs, lambda r: r['wall_s']):>8.1f} |"
+              f"{mean(runs, lambda r: r['loop_s']):>8.1f} |{max(r['peak_rss_mib'] for r in runs):>13.0f} |"
+              f"{mean(runs, final_loss):>11.4f} |{mean(runs, lambda r: r['eval_loss']):>14.4f} |{ratio:>9} |")
+    print("tokens/s = tokens of the data / wall s (end to end: tokenize, load, train, save), over all seeds; loop s =\n"
+          "training loop only; peak RSS = the highest of the seeds; final loss = the trainer's own train loss, mean of its\n"
+          f"last 5 steps (same batches, same trained tokens for every trainer); held-out loss = every final adapter on\n"
+          f"{N_HELD_OUT} held-out reviews, one mask, fp32; both losses are means over the seeds")
+    if len(names) > 1:
+        print(f"\nper seed (final loss / held-out loss):")
+        print("| seed |" + "|".join(f" {n:>21} " for n in names) + "|")
+        print("|------|" + "|".join("-" * 23 for _ in names) + "|")
+        for k, seed in enumerate(seeds):
+            print(f"| {seed:>4} |" + "|".join(f" {final_loss(results[n][k]):>10.4f} / {results[n][k]['eval_loss']:.4f} "
+                                             for n in names) + "|")
     if ref:
+        for name in names[1:]:
+            runs = results[name]
+            step_gap = statistics.fmean(abs(x - y) / y for o, t in zip(ref, runs) for x, y in zip(o["losses"], t["losses"]))
+            fin = [final_loss(o) / final_loss(t) - 1 for o, t in zip(ref, runs)]
+            held = [o["eval_loss"] / t["eval_loss"] - 1 for o, t in zip(ref, runs)]
+            print(f"openft vs {name}: final loss {100 * (mean(ref, final_loss) / mean(runs, final_loss) - 1):+.1f}% "
+                  f"(per seed {', '.join(f'{100 * x:+.1f}%' for x in fin)}), held-out loss "
+                  f"{100 * (mean(ref, lambda r: r['eval_loss']) / mean(runs, lambda r: r['eval_loss']) - 1):+.1f}% "
+                  f"(per seed {', '.join(f'{100 * x:+.1f}%' for x in held)}); per-step loss differs by "
+                  f"{100 * step_gap:.1f}% on average")
         achieved = tps(ref) * fpt
         print(f"openft achieved {achieved / 1e9:.0f} GFLOP/s (4 x {fpt / 4 / 1e6:.0f}M non-embedding weights per token, "
               f"end to end) = {100 * achieved / peak:.1f}% of the measured bf16 matmul peak {peak / 1e9:.0f} GFLOP/s")
