@@ -127,7 +127,7 @@ def add_lora_updates_in_fp32(model) -> int:
 
     n = 0
     for module in model.modules():
-        if (isinstance(module, LoraLayer) and isinstance(module, torch.nn.Module) and not module.lora_variant
+        if (isinstance(module, LoraLayer) and not module.lora_variant
                 and isinstance(getattr(module, "base_layer", None), torch.nn.Linear)):
             module.forward = types.MethodType(_lora_forward_fp32, module)
             n += 1
