@@ -188,8 +188,25 @@ async def collect(request: Request, streams: Streams, n_per_request: int) -> tup
             await asyncio.gather(task, return_exceptions=True)
 
 
-def log_stream_cancelled(path: str) -> None:
-    log.info("client disconnected from %s mid-stream; generation cancelled", path)
+async def sse_stream(chunks: AsyncIterator[bytes], items, path: str) -> AsyncIterator[bytes]:
+    """The tail every streaming route shares around its chunk generator: an error after the
+    headers are sent goes in-band in OpenAI's error shape; a client that goes away is logged and
+    its engine requests are cancelled (`items.aclose()`); a finished stream ends with [DONE]."""
+    try:
+        async for c in chunks:
+            yield c
+    except Exception as e:  # headers are gone: report in-band, as OpenAI does
+        from openft.errors import ServerError
+
+        err = e if isinstance(e, OpenFTError) else ServerError(f"Generation failed: {e}")
+        yield sse(err.to_openai())
+    except BaseException:  # the client went away (cancelled / closed generator)
+        log.info("client disconnected from %s mid-stream; generation cancelled", path)
+        raise
+    finally:
+        await chunks.aclose()
+        await items.aclose()  # cancels the engine requests when the client went away
+    yield SSE_DONE
 
 
 def sse(obj) -> bytes:

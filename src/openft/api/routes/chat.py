@@ -11,8 +11,8 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from openft.api.deps import AppState, get_project, get_state
-from openft.api.generation import (SSE_DONE, SSE_HEADERS, collect, generation_request, resolve, sse,
-                                   Stop, log_stream_cancelled, refuse_unsupported_sampling, start_streams,
+from openft.api.generation import (SSE_HEADERS, collect, generation_request, resolve, sse, sse_stream,
+                                   Stop, refuse_unsupported_sampling, start_streams,
                                    system_fingerprint, usage_object)
 from openft.errors import InvalidRequest
 from openft.ids import completion_id
@@ -134,7 +134,12 @@ async def chat_completions(body: ChatRequest, request: Request, state: AppState 
         for i, c in sorted(choices.items())], "usage": usage_object(prompt_tokens, completion_tokens)}
 
 
-async def _stream(streams, head: dict, n: int, include_usage: bool, logprobs: bool):
+def _stream(streams, head: dict, n: int, include_usage: bool, logprobs: bool):
+    items = streams.items()
+    return sse_stream(_chunks(items, head, n, include_usage, logprobs), items, "/v1/chat/completions")
+
+
+async def _chunks(items, head: dict, n: int, include_usage: bool, logprobs: bool):
     from openft.serve.types import Delta, Finish, Usage
 
     def chunk(choices: list[dict], **extra) -> bytes:
@@ -143,31 +148,18 @@ async def _stream(streams, head: dict, n: int, include_usage: bool, logprobs: bo
             obj["usage"] = None
         return sse(obj)
 
-    items = streams.items()
-    try:
-        for i in range(n):  # OpenAI opens each choice with the role and an empty content
-            yield chunk([{"index": i, "delta": {"role": "assistant", "content": "", "refusal": None},
-                          "logprobs": None, "finish_reason": None}])
-        async for _, item in items:
-            if isinstance(item, Delta):
-                if not item.text and not item.logprobs:
-                    continue
-                lp = {"content": item.logprobs or [], "refusal": None} if logprobs else None
-                yield chunk([{"index": item.index, "delta": {"content": item.text}, "logprobs": lp,
-                              "finish_reason": None}])
-            elif isinstance(item, Finish):
-                yield chunk([{"index": item.index, "delta": {}, "logprobs": None,
-                              "finish_reason": item.finish_reason}])
-            elif isinstance(item, Usage) and include_usage:
-                yield chunk([], usage=usage_object(item.prompt_tokens, item.completion_tokens))
-    except Exception as e:  # headers are gone: report in-band, as OpenAI does
-        from openft.errors import OpenFTError, ServerError
-
-        err = e if isinstance(e, OpenFTError) else ServerError(f"Generation failed: {e}")
-        yield sse(err.to_openai())
-    except BaseException:  # the client went away (cancelled / closed generator)
-        log_stream_cancelled("/v1/chat/completions")
-        raise
-    finally:
-        await items.aclose()  # cancels the engine requests when the client went away
-    yield SSE_DONE
+    for i in range(n):  # OpenAI opens each choice with the role and an empty content
+        yield chunk([{"index": i, "delta": {"role": "assistant", "content": "", "refusal": None},
+                      "logprobs": None, "finish_reason": None}])
+    async for _, item in items:
+        if isinstance(item, Delta):
+            if not item.text and not item.logprobs:
+                continue
+            lp = {"content": item.logprobs or [], "refusal": None} if logprobs else None
+            yield chunk([{"index": item.index, "delta": {"content": item.text}, "logprobs": lp,
+                          "finish_reason": None}])
+        elif isinstance(item, Finish):
+            yield chunk([{"index": item.index, "delta": {}, "logprobs": None,
+                          "finish_reason": item.finish_reason}])
+        elif isinstance(item, Usage) and include_usage:
+            yield chunk([], usage=usage_object(item.prompt_tokens, item.completion_tokens))

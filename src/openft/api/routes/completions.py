@@ -12,8 +12,8 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from openft.api.deps import AppState, get_project, get_state
-from openft.api.generation import (SSE_DONE, SSE_HEADERS, collect, generation_request, resolve, sse,
-                                   Stop, log_stream_cancelled, refuse_unsupported_sampling, start_streams,
+from openft.api.generation import (SSE_HEADERS, collect, generation_request, resolve, sse, sse_stream,
+                                   Stop, refuse_unsupported_sampling, start_streams,
                                    system_fingerprint, usage_object)
 from openft.api.routes.chat import StreamOptions
 from openft.errors import InvalidRequest
@@ -114,12 +114,16 @@ async def completions(body: CompletionRequest, request: Request, state: AppState
     return {**head, "choices": out, "usage": usage_object(prompt_tokens, completion_tokens)}
 
 
-async def _stream(streams, head: dict, n: int, starts: list[int], include_usage: bool, logprobs: bool):
+def _stream(streams, head: dict, n: int, starts: list[int], include_usage: bool, logprobs: bool):
+    items = streams.items()
+    return sse_stream(_chunks(items, head, n, starts, include_usage, logprobs), items, "/v1/completions")
+
+
+async def _chunks(items, head: dict, n: int, starts: list[int], include_usage: bool, logprobs: bool):
     from openft.serve.types import Delta, Finish, Usage
 
     offsets: dict[int, _Offsets] = {}
     usage = [0, 0]
-    items = streams.items()
 
     def chunk(choices: list[dict], **extra) -> bytes:
         obj = {**head, "choices": choices, **extra}
@@ -127,28 +131,16 @@ async def _stream(streams, head: dict, n: int, starts: list[int], include_usage:
             obj["usage"] = None
         return sse(obj)
 
-    try:
-        async for k, item in items:
-            if isinstance(item, Delta):
-                i = k * n + item.index
-                lp = offsets.setdefault(i, _Offsets(starts[k])).convert(item.logprobs or []) if logprobs else None
-                yield chunk([{"text": item.text, "index": i, "logprobs": lp, "finish_reason": None}])
-            elif isinstance(item, Finish):
-                yield chunk([{"text": "", "index": k * n + item.index, "logprobs": None,
-                              "finish_reason": item.finish_reason}])
-            elif isinstance(item, Usage):
-                usage[0] += item.prompt_tokens
-                usage[1] += item.completion_tokens
-        if include_usage:
-            yield chunk([], usage=usage_object(*usage))
-    except Exception as e:  # headers are gone: report in-band
-        from openft.errors import OpenFTError, ServerError
-
-        err = e if isinstance(e, OpenFTError) else ServerError(f"Generation failed: {e}")
-        yield sse(err.to_openai())
-    except BaseException:  # the client went away (cancelled / closed generator)
-        log_stream_cancelled("/v1/completions")
-        raise
-    finally:
-        await items.aclose()
-    yield SSE_DONE
+    async for k, item in items:
+        if isinstance(item, Delta):
+            i = k * n + item.index
+            lp = offsets.setdefault(i, _Offsets(starts[k])).convert(item.logprobs or []) if logprobs else None
+            yield chunk([{"text": item.text, "index": i, "logprobs": lp, "finish_reason": None}])
+        elif isinstance(item, Finish):
+            yield chunk([{"text": "", "index": k * n + item.index, "logprobs": None,
+                          "finish_reason": item.finish_reason}])
+        elif isinstance(item, Usage):
+            usage[0] += item.prompt_tokens
+            usage[1] += item.completion_tokens
+    if include_usage:
+        yield chunk([], usage=usage_object(*usage))
