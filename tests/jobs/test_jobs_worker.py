@@ -6,6 +6,7 @@ check what the worker and the database make of it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -26,6 +27,22 @@ from openft.store.db import jobs
 def _valid_job(settings, engine, tmp_path, **kw) -> str:
     fid = store_file(settings, engine, write_lines(tmp_path / "train.jsonl", chat_records(12)))
     return insert_job(engine, fid, hyperparameters={"n_epochs": 50, "batch_size": 1}, **kw)
+
+
+@contextlib.contextmanager
+def _standalone_worker_running(engine, settings, jid):
+    """`python -m openft.jobs.worker` once it has claimed `jid` and started its runner: yields
+    (worker process, runner process); the worker is killed on the way out if still alive."""
+    env = {**os.environ, **settings_env(settings)}
+    proc = subprocess.Popen([sys.executable, "-m", "openft.jobs.worker"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: job_row(engine, jid)["status"] == "running", 60, 0.05, "the job to be claimed")
+        yield proc, wait_for(lambda: next(iter(psutil.Process(proc.pid).children()), None), 30, 0.02, "the runner")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def _in_thread(worker: Worker):
@@ -114,19 +131,10 @@ def test_run_forever_stops_on_its_event(engine, settings):
 
 def test_worker_death_kills_the_runner_and_the_lease_expires(engine, settings, tmp_path):
     jid = _valid_job(settings, engine, tmp_path)
-    env = {**os.environ, **settings_env(settings)}
-    proc = subprocess.Popen([sys.executable, "-m", "openft.jobs.worker"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: job_row(engine, jid)["status"] == "running", 60, 0.05, "the job to be claimed")
-        runner = wait_for(lambda: next(iter(psutil.Process(proc.pid).children()), None), 30, 0.02, "the runner")
+    with _standalone_worker_running(engine, settings, jid) as (proc, runner):
         proc.kill()
         proc.wait(10)
         runner.wait(10)  # the kernel kills the runner with its worker (PR_SET_PDEATHSIG)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert job_row(engine, jid)["status"] == "running"  # nobody knows yet...
     with engine.begin() as conn:
         conn.execute(jobs.update().where(jobs.c.id == jid).values(
@@ -138,19 +146,10 @@ def test_worker_death_kills_the_runner_and_the_lease_expires(engine, settings, t
 
 def test_sigterm_to_a_standalone_worker_requeues_its_job(engine, settings, tmp_path):
     jid = _valid_job(settings, engine, tmp_path)
-    env = {**os.environ, **settings_env(settings)}
-    proc = subprocess.Popen([sys.executable, "-m", "openft.jobs.worker"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: job_row(engine, jid)["status"] == "running", 60, 0.05, "the job to be claimed")
-        runner = wait_for(lambda: next(iter(psutil.Process(proc.pid).children()), None), 30, 0.02, "the runner")
+    with _standalone_worker_running(engine, settings, jid) as (proc, runner):
         proc.send_signal(signal.SIGTERM)  # `kill <pid>` / Ctrl-C: stop in order
         assert proc.wait(60) == 0
         runner.wait(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     row = job_row(engine, jid)
     assert row["status"] == "queued" and row["worker_id"] is None
     assert "The worker was stopped while running this job" in event_messages(engine, jid)[-1]
