@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     serve_backend: str = Field("builtin", description="'builtin' (transformers + our multi-LoRA batching) or 'vllm'.")
     serve_dtype: str = Field("auto", description="'auto' (bf16 where the CPU/GPU has it), 'float32' or 'bfloat16'.")
     serve_threads: int = Field(0, description="Torch threads for decoding; 0 adapts to the machine's load.")
+    runner_max_retries: int = Field(2, ge=0, description="Times a job whose training process died of an "
+                                    "infrastructure fault (killed, not out of memory) is retried from its last "
+                                    "checkpoint before it fails.")
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -110,8 +110,11 @@ def test_expired_lease_without_checkpoint_and_attempt_limit(engine, settings):
 
 
 def test_describe_exit():
-    code, msg = describe_exit(-9, "")
+    code, msg = describe_exit(-9, "", oom_killed=True)  # the kernel recorded an OOM kill
     assert code == "out_of_memory" and "SIGKILL" in msg
+    for oom_killed in (False, None):  # no record (or none readable): never called out-of-memory
+        code, msg = describe_exit(-9, "", oom_killed=oom_killed)
+        assert code == "training_process_died" and "killed by signal 9 (SIGKILL)" in msg
     code, msg = describe_exit(-11, "")
     assert code == "training_process_died" and "SIGSEGV" in msg
     code, msg = describe_exit(1, "Traceback...\nRuntimeError: boom\n")

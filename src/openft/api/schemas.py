@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator
 
 from openft.config import Settings
+from openft.train import rules
 
 FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 SUPPORTED_METHODS = ("supervised",)
@@ -90,8 +91,7 @@ class Integration(Strict):
 
 
 # TrainSpec fields a job may set beside OpenAI's three (LoRA shape, full fine-tuning, schedule...).
-_NOT_OPTIONS = {"base_model", "train_file", "valid_file", "output_dir", "init_adapter", "seed", "device",
-                *HYPERPARAMETER_KEYS}
+_NOT_OPTIONS = {*rules.RESERVED_HYPERPARAMETERS, *HYPERPARAMETER_KEYS}
 
 
 def train_options() -> list[str]:
@@ -225,8 +225,7 @@ def file_object(row) -> dict:
 
 
 def job_hyperparameters(method: dict | None) -> dict:
-    method = method or {}
-    hp = (method.get(method.get("type") or "supervised") or {}).get("hyperparameters") or {}
+    hp = rules.hyperparameters(method)
     return {k: hp.get(k, "auto") for k in HYPERPARAMETER_KEYS}
 
 

@@ -1,10 +1,11 @@
 """The job queue in the database: atomic claim, heartbeat, lease expiry, requeue.
 
-Every state change is one `UPDATE ... WHERE id = ? AND <expected state>` whose rowcount says
-whether this caller won; that is correct on SQLite (one writer at a time) and on PostgreSQL
-(READ COMMITTED re-checks the WHERE clause after waiting for a concurrent writer's row lock),
-so two workers can never both claim a job, and a stale worker can never overwrite a job that
-was reaped and handed to another.
+The status changes themselves are openft.jobs.state's checked transitions (one
+`UPDATE ... WHERE id = ? AND <expected state>` whose rowcount says whether this caller won);
+that is correct on SQLite (one writer at a time) and on PostgreSQL (READ COMMITTED re-checks the
+WHERE clause after waiting for a concurrent writer's row lock), so two workers can never both
+claim a job, and a stale worker can never overwrite a job that was reaped and handed to another.
+This module picks which job and which checkpoint.
 
 Knows the `jobs`/`checkpoints` tables; knows nothing about processes or training.
 """
@@ -18,11 +19,9 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from openft.store.db import checkpoints, job_events, jobs
-from openft.store.events import add_event
-
-
-LOST_PREFIX = "The worker running this job stopped responding"
+from openft.jobs import state
+from openft.jobs.state import LOST_PREFIX
+from openft.store.db import checkpoints, jobs
 
 
 @dataclass(frozen=True)
@@ -66,16 +65,8 @@ def claim_next(engine: Engine, worker_id: str, data_dir: Path) -> dict | None:
             sa.select(jobs.c.id).where(jobs.c.status == "queued")
             .order_by(jobs.c.created_at, jobs.c.seq).limit(8)).scalars().all()
     for job_id in candidates:
-        now = time.time()
         with engine.begin() as conn:
-            won = conn.execute(
-                jobs.update().where(jobs.c.id == job_id, jobs.c.status == "queued").values(
-                    status="running", worker_id=worker_id, heartbeat_at=now,
-                    attempts=jobs.c.attempts + 1,
-                    started_at=sa.func.coalesce(jobs.c.started_at, int(now)),
-                    output_dir=sa.func.coalesce(jobs.c.output_dir, job_output_dir(data_dir, job_id)),
-                )).rowcount == 1
-            if won:
+            if state.claim(conn, job_id, worker_id, job_output_dir(data_dir, job_id)):
                 return dict(conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().one())
     return None
 
@@ -88,50 +79,50 @@ def heartbeat(engine: Engine, job_id: str, worker_id: str) -> bool:
                                 jobs.c.status == "running").values(heartbeat_at=time.time())).rowcount == 1
 
 
+def resume_point(conn: sa.Connection, job_id: str, recorded: str | None = None) -> tuple[int | None, str | None]:
+    """(step, path) to continue `job_id` from: its newest checkpoint on disk, else the one
+    recorded at an earlier pause/requeue when it still exists; (None, None) for the beginning."""
+    latest = latest_checkpoint(conn, job_id)
+    if latest:
+        return latest
+    if recorded and Path(recorded).exists():
+        return step_of(conn, job_id, recorded), recorded
+    return None, None
+
+
 def requeue(engine: Engine, job_id: str, *, reason: str, worker_id: str | None = None,
-            stale_before: float | None = None, max_attempts: int | None = None) -> Reaped | None:
+            stale_before: float | None = None, max_attempts: int | None = None,
+            retry_of: tuple[int, int] | None = None) -> Reaped | None:
     """Put a running job back in the queue to continue from its newest checkpoint.
 
     Guarded: only when the job is still running (under `worker_id`, or with a heartbeat older
     than `stale_before`). When its worker was lost (`reason` starts with LOST_PREFIX) for the
-    `max_attempts`-th time, the job fails instead. None when not applicable.
+    `max_attempts`-th time (jobs.workers_lost), the job fails instead. `retry_of=(k, n)`: the
+    runner died of an infrastructure fault and this is retry k of n. None when not applicable.
     """
+    lost = reason.startswith(LOST_PREFIX)
     with engine.begin() as conn:
-        job = conn.execute(sa.select(jobs.c.attempts, jobs.c.resume_checkpoint)
+        job = conn.execute(sa.select(jobs.c.resume_checkpoint, jobs.c.workers_lost)
                            .where(jobs.c.id == job_id)).first()
         if job is None:
             return None
-        latest = latest_checkpoint(conn, job_id)
-        resume_path = latest[1] if latest else None
-        if resume_path is None and job.resume_checkpoint and Path(job.resume_checkpoint).exists():
-            resume_path = job.resume_checkpoint
-        cond = [jobs.c.id == job_id, jobs.c.status == "running"]
-        if worker_id is not None:
-            cond.append(jobs.c.worker_id == worker_id)
-        if stale_before is not None:
-            cond.append(sa.or_(jobs.c.heartbeat_at.is_(None), jobs.c.heartbeat_at < stale_before))
-        step = latest[0] if latest else step_of(conn, job_id, resume_path)
-        lost = 0  # how many times this job's worker vanished, this time included
-        if reason.startswith(LOST_PREFIX):
-            lost = 1 + conn.execute(sa.select(sa.func.count()).select_from(job_events).where(
-                job_events.c.job_id == job_id, job_events.c.message.like(LOST_PREFIX + "%"))).scalar()
-        if max_attempts is not None and lost >= max_attempts:
-            n = conn.execute(jobs.update().where(*cond).values(
-                status="failed", finished_at=int(time.time()), worker_id=None, heartbeat_at=None,
-                error={"code": "worker_lost",
-                       "message": f"{reason}; its worker was lost {lost} times, so it is not retried again.",
-                       "param": None})).rowcount
-            if n:
-                add_event(conn, job_id, f"{reason}; giving up after losing its worker {lost} times.", level="error")
+        step, resume_path = resume_point(conn, job_id, job.resume_checkpoint)
+        n_lost = (job.workers_lost or 0) + 1 if lost else 0  # this time included
+        if max_attempts is not None and lost and n_lost >= max_attempts:
+            if state.fail(conn, job_id, "worker_lost",
+                          f"{reason}; its worker was lost {n_lost} times, so it is not retried again.",
+                          worker_id=worker_id, stale_before=stale_before,
+                          event=f"{reason}; giving up after losing its worker {n_lost} times."):
                 return Reaped(job_id, False, step)
             return None
-        n = conn.execute(jobs.update().where(*cond).values(
-            status="queued", worker_id=None, heartbeat_at=None, resume_checkpoint=resume_path)).rowcount
-        if not n:
-            return None
         where = f"checkpoint step {step}" if resume_path else "the beginning (no checkpoint yet)"
-        add_event(conn, job_id, f"{reason}; the job was put back in the queue and will continue from {where}.",
-                  level="warn")
+        if retry_of:
+            event = f"{reason}; retrying (attempt {retry_of[0]} of {retry_of[1]}), resuming from {where}."
+        else:
+            event = f"{reason}; the job was put back in the queue and will continue from {where}."
+        if not state.requeue(conn, job_id, event=event, resume_checkpoint=resume_path, worker_id=worker_id,
+                             stale_before=stale_before, lost_worker=lost, runner_retry=retry_of is not None):
+            return None
         return Reaped(job_id, True, step if resume_path else None)
 
 

@@ -7,8 +7,10 @@ fine-tuned model, stores the results CSV as a `fine-tune-results` file and marks
 succeeded; on pause it records the checkpoint to resume from; on error it fails the job with
 the error's code, message and param.
 
-Every write is fenced on `status='running' AND worker_id=<the worker that claimed it>`, so a
-runner whose job was cancelled, reaped or handed to another worker changes nothing.
+Status changes are openft.jobs.state's transitions, fenced on `status='running' AND
+worker_id=<the worker that claimed it>`, so a runner whose job was cancelled, reaped or handed
+to another worker changes nothing. Before training it deletes the temporary checkpoint folders
+an earlier, killed run of the job left.
 Knows the database and the trainer's interface; knows nothing about HTTP or the worker loop.
 """
 
@@ -27,12 +29,13 @@ import sqlalchemy as sa
 
 from openft.config import Settings
 from openft.errors import InvalidRequest, OpenFTError
-from openft.jobs import naming, queue
+from openft.ids import file_id as new_file_id
+from openft.jobs import naming, queue, state
 from openft.jobs.hooks import DBHooks
 from openft.store.blobs import BlobStore
 from openft.store.db import files, jobs, make_engine, models, next_seq
-from openft.store.events import add_event
-from openft.ids import file_id as new_file_id
+from openft.train import rules
+from openft.train.faults import fault_point
 
 SUPPORTED_METHODS = ("supervised",)
 FILE_PARAMS = ("training_file", "validation_file")
@@ -74,24 +77,21 @@ def build_spec(settings: Settings, engine: sa.Engine, job: dict, hooks: DBHooks)
     """TrainSpec for a job row; unknown hyperparameters are reported and ignored."""
     from openft.train.spec import TrainSpec
 
-    method = job["method"] or {"type": "supervised"}
-    mtype = method.get("type", "supervised")
+    method = job["method"] or {"type": rules.DEFAULT_METHOD}
+    mtype = rules.method_type(method)
     if mtype not in SUPPORTED_METHODS:
         raise InvalidRequest(f"Fine-tuning method '{mtype}' is not supported by this server yet "
                              f"(supported: {', '.join(SUPPORTED_METHODS)}).", param="method.type",
                              code="unsupported_method")
-    hp = dict(((method.get(mtype) or {}).get("hyperparameters")) or {})
+    hp = rules.hyperparameters(method)
     fields = {f.name for f in dataclasses.fields(TrainSpec)}
-    reserved = {"base_model", "train_file", "valid_file", "output_dir", "init_adapter", "seed", "device"}
-    kwargs = {k: v for k, v in hp.items() if k in fields and k not in reserved and v is not None}
+    kwargs = {k: v for k, v in hp.items() if k in fields and k not in rules.RESERVED_HYPERPARAMETERS and v is not None}
     ignored = sorted(set(hp) - set(kwargs) - {k for k, v in hp.items() if v is None})
     if ignored:
         hooks.on_event(f"Ignoring hyperparameters this trainer does not use: {', '.join(ignored)}", level="warn")
     init = job["init_adapter"] or None
-    if init and not (Path(init) / "adapter_config.json").exists():
-        raise InvalidRequest(f"Continuing from {job['model']} is not supported: its weights at {init} are not a LoRA "
-                             f"adapter (a full fine-tune, or deleted). Fine-tune {job['base_model']} instead.",
-                             param="model", code="model_not_available")
+    if init:
+        rules.check_continuation(job["model"], job["base_model"], method, adapter_dir=init)
     out = Path(job["output_dir"])
     spec = TrainSpec(
         base_model=job["base_model"],
@@ -110,8 +110,7 @@ def _resume_point(engine: sa.Engine, job: dict) -> str | None:
     if path and Path(path).exists():
         return path
     with engine.connect() as conn:
-        latest = queue.latest_checkpoint(conn, job["id"])
-    return latest[1] if latest else None
+        return queue.resume_point(conn, job["id"])[1]
 
 
 def _write_metadata(spec, job: dict) -> None:
@@ -131,14 +130,10 @@ def _succeed(settings: Settings, engine: sa.Engine, job: dict, hooks: DBHooks, r
             csv_sha, csv_bytes = BlobStore(Path(settings.data_dir) / "blobs").put_stream(f)
     with engine.begin() as conn:
         method = hooks.method_with(conn, dict(result.hyperparameters or {}))
-        result_files = []
-        if csv_sha is not None:
-            result_files = [new_file_id()]
-        won = conn.execute(jobs.update().where(*hooks.fence()).values(
-            status="succeeded", finished_at=now, fine_tuned_model=model_id, result_files=result_files,
-            trained_tokens=int(result.trained_tokens or 0), estimated_finish=None, method=method,
-            requested_action=None, heartbeat_at=None, error=None)).rowcount
-        if not won:
+        result_files = [new_file_id()] if csv_sha is not None else []
+        if not state.succeed(conn, job["id"], hooks.worker_id, {
+                "fine_tuned_model": model_id, "result_files": result_files, "method": method,
+                "trained_tokens": int(result.trained_tokens or 0)}, model_id=model_id):
             return
         if csv_sha is not None:
             conn.execute(files.insert().values(
@@ -150,28 +145,18 @@ def _succeed(settings: Settings, engine: sa.Engine, job: dict, hooks: DBHooks, r
             base_model=job["base_model"], job_id=job["id"],
             method="full" if getattr(spec, "method", "lora") == "full" else "lora",
             path=str(result.model_dir), deleted=False))
-        add_event(conn, job["id"], f"New fine-tuned model created: {model_id}")
-        add_event(conn, job["id"], "The job has successfully completed")
 
 
 def _pause(engine: sa.Engine, job: dict, hooks: DBHooks, result) -> None:
     with engine.begin() as conn:
-        latest = queue.latest_checkpoint(conn, job["id"])
-        path = result.checkpoint_dir or hooks.last_checkpoint or (latest[1] if latest else None)
-        step = queue.step_of(conn, job["id"], path)
-        if conn.execute(jobs.update().where(*hooks.fence()).values(
-                status="paused", requested_action=None, worker_id=None, heartbeat_at=None,
-                estimated_finish=None, resume_checkpoint=path)).rowcount:
-            where = f"checkpoint step {step}" if path else "the beginning"
-            add_event(conn, job["id"], f"Fine-tuning job paused; it will resume from {where}.")
+        path = result.checkpoint_dir or hooks.last_checkpoint or queue.resume_point(conn, job["id"])[1]
+        state.pause(conn, job["id"], worker_id=hooks.worker_id, resume_checkpoint=path,
+                    step=queue.step_of(conn, job["id"], path))
 
 
 def _fail(engine: sa.Engine, job: dict, hooks: DBHooks, code: str, message: str, param: str | None) -> None:
     with engine.begin() as conn:
-        if conn.execute(jobs.update().where(*hooks.fence()).values(
-                status="failed", finished_at=int(time.time()), requested_action=None, heartbeat_at=None,
-                estimated_finish=None, error={"code": code, "message": message, "param": param})).rowcount:
-            add_event(conn, job["id"], f"Fine-tuning job failed: {message}", level="error")
+        state.fail(conn, job["id"], code, message, param, worker_id=hooks.worker_id)
 
 
 def _is_oom(e: BaseException) -> bool:
@@ -188,13 +173,17 @@ def run(job_id: str, settings: Settings | None = None) -> int:
         print(f"job {job_id} is not running ({row['status'] if row else 'no such job'}); nothing to do")
         return 0
     job = dict(row)
+    fault_point("runner-start")  # test-only, inert by default (openft.train.faults)
     model_id = naming.fine_tuned_model_id(job["base_model"], settings.organization, job["suffix"], job_id)
     hooks = DBHooks(engine, job, model_id)
     try:
         spec = build_spec(settings, engine, job, hooks)
+        from openft.train.checkpoint import remove_partial
         from openft.train.loop import train  # torch and transformers: seconds to import
 
         resume_from = _resume_point(engine, job)
+        for leftover in remove_partial(job["output_dir"]):  # a killed run's half-written folders
+            print(f"removed the partial folder {leftover} left by an earlier run", file=sys.stderr)
         _write_metadata(spec, job)
         if not resume_from:  # a resumed run: the trainer says "Resumed from checkpoint at step N."
             hooks.on_event("Fine-tuning job started")

@@ -8,25 +8,24 @@ names the file, line and field in `error.message`, uses the data check's code
 
 `recover_at_start(settings, engine)` is what the server calls when it starts: it requeues
 running jobs whose worker's lease expired and validates again the jobs that were left in
-`validating_files` by a previous server.
+`validating_files` by a previous server. Status changes go through openft.jobs.state.
 
 Knows the tables and openft.data's report; knows nothing about HTTP or training.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from openft.config import Settings
-from openft.jobs import queue
+from openft.jobs import queue, state
 from openft.store.blobs import BlobStore
 from openft.store.db import files, jobs
+from openft.train import rules
 from openft.store.events import add_event
 
 log = logging.getLogger("openft.jobs")
@@ -72,28 +71,10 @@ def _tokenizer(settings: Settings, base_model: str):
 
 
 def effective_max_seq_len(model_dir: Path | None, method: dict | None) -> int | None:
-    """The length the trainer truncates examples to, by the trainer's rule (openft.train.loop):
-    context = config.json's `max_position_embeddings` (2048 when absent), then
-    min(hyperparameters.max_seq_len or context, context)."""
+    """The length the trainer truncates examples to (openft.train.rules); None without a model folder."""
     if model_dir is None:
         return None
-    try:
-        cfg = json.loads((model_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        cfg = {}
-    context = cfg.get("max_position_embeddings") or cfg.get("text_config", {}).get("max_position_embeddings") or 2048
-    mtype = (method or {}).get("type", "supervised")
-    hp = ((method or {}).get(mtype) or {}).get("hyperparameters") or {}
-    wanted = hp.get("max_seq_len")
-    if not isinstance(wanted, int) or isinstance(wanted, bool) or wanted <= 0:
-        wanted = None
-    return min(wanted or context, context)
-
-
-def _n_epochs(method: dict | None) -> int | None:
-    mtype = (method or {}).get("type", "supervised")
-    n = (((method or {}).get(mtype) or {}).get("hyperparameters") or {}).get("n_epochs")
-    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+    return rules.truncation_length(rules.model_context_length(model_dir), rules.hyperparameters(method).get("max_seq_len"))
 
 
 def _check_one(settings: Settings, conn: sa.Connection, job: sa.Row, file_id: str, param: str,
@@ -110,7 +91,7 @@ def _check_one(settings: Settings, conn: sa.Connection, job: sa.Row, file_id: st
     if not path.exists():
         return Failure("file_not_found", f"The content of the {kind} file {file_id} is missing.", param), [], None
     report = validate_file(path, tokenizer=tokenizer, display_name=row.filename, max_seq_len=max_seq_len,
-                           model=job.base_model, n_epochs=_n_epochs(job.method),
+                           model=job.base_model, n_epochs=rules.positive_int(rules.hyperparameters(job.method).get("n_epochs")),
                            min_examples=MIN_TRAINING_EXAMPLES if param == "training_file" else 1)
     warnings = [f"{kind.capitalize()} file {file_id}: {w}" for w in report.warnings]
     if not report.ok:
@@ -154,7 +135,7 @@ def validate_job(settings: Settings, engine: sa.Engine, job_id: str) -> str | No
         if job.validation_file:
             msg += f" and validation file: {job.validation_file}"
         add_event(conn, job_id, msg)
-    method_type = (job.method or {}).get("type", "supervised")
+    method_type = rules.method_type(job.method)
     tokenizer, model_dir = _tokenizer(settings, job.base_model)
     max_seq_len = effective_max_seq_len(model_dir, job.method) if tokenizer is not None else None
     failure, warnings, estimate = None, [], None
@@ -174,21 +155,19 @@ def validate_job(settings: Settings, engine: sa.Engine, job_id: str) -> str | No
         if len(warnings) > MAX_WARNING_EVENTS:
             add_event(conn, job_id, f"... and {len(warnings) - MAX_WARNING_EVENTS} more warnings", level="warn")
         if failure:
-            n = conn.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.status == "validating_files").values(
-                status="failed", finished_at=int(time.time()),
-                error={"code": failure.code, "message": failure.message, "param": failure.param})).rowcount
-            if n:
-                add_event(conn, job_id, failure.message, level="error")
-                return "failed"
-            return None
-        n = conn.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.status == "validating_files")
-                         .values(status="queued")).rowcount
-        if n:
-            if estimate_message(estimate):
-                add_event(conn, job_id, estimate_message(estimate))
-            add_event(conn, job_id, "Files validated, moving job to queued state")
-            return "queued"
-    return None
+            return "failed" if fail_validation(conn, job_id, failure.code, failure.message, failure.param) else None
+        return "queued" if state.validated(conn, job_id, estimate=estimate_message(estimate)) else None
+
+
+def fail_validation(conn: sa.Connection, job_id: str, code: str, message: str, param: str | None = None) -> bool:
+    """validating_files -> failed; the event is the message itself (it names the file and line)."""
+    return state.fail(conn, job_id, code, message, param, from_=("validating_files",), event=message)
+
+
+def validation_crashed(engine: sa.Engine, job_id: str, e: Exception) -> None:
+    """The validator itself raised: the job fails rather than stay in validating_files."""
+    with engine.begin() as conn:
+        fail_validation(conn, job_id, "server_error", f"File validation crashed: {e}")
 
 
 def recover_at_start(settings: Settings, engine: sa.Engine, *, max_attempts: int = 3) -> Recovery:
@@ -203,12 +182,7 @@ def recover_at_start(settings: Settings, engine: sa.Engine, *, max_attempts: int
             status = validate_job(settings, engine, job_id)
         except Exception as e:  # one broken job must not stop the server from starting
             log.exception("re-validating %s failed", job_id)
-            with engine.begin() as conn:
-                if conn.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.status == "validating_files")
-                                .values(status="failed", finished_at=int(time.time()),
-                                        error={"code": "server_error", "message": f"File validation crashed: {e}",
-                                               "param": None})).rowcount:
-                    add_event(conn, job_id, f"File validation crashed: {e}", level="error")
+            validation_crashed(engine, job_id, e)
             status = "failed"
         if status:
             out.revalidated[job_id] = status

@@ -5,9 +5,14 @@ starts in a background thread; `run_once()` handles at most one job and returns.
 child (`python -m openft.jobs.runner JOB_ID`) runs, the worker heartbeats the job's lease and
 watches its row: a cancelled job's child gets a grace period to stop on its own, then is
 killed; a job that was taken away from this worker (lease lost) is killed at once. When the
-child dies without finishing the job (crash, out-of-memory kill) the job fails with an error
-that says what happened; the server never goes down with it. On `stop`, a running job is put
-back in the queue to continue from its newest checkpoint.
+child dies without finishing the job, the kernel's OOM counters (openft.jobs.oom) tell an
+out-of-memory kill from other deaths: an OOM kill or a non-zero exit fails the job with an error
+that says what happened (the runner's last output line, read from its pipe); a child killed by
+a signal for another reason (an infrastructure fault) is retried from its newest checkpoint up
+to `settings.runner_max_retries` times, then the job fails. The server never goes down with
+it. On `stop`, a running job is put back in the queue to continue from its newest checkpoint.
+At start, the worker deletes the temporary folders killed writers left in the folders of jobs
+that are not running. Status changes go through openft.jobs.state.
 
 Knows the queue and the backend; knows nothing about training internals or HTTP.
 """
@@ -25,10 +30,9 @@ import uuid
 import sqlalchemy as sa
 
 from openft.config import Settings
-from openft.jobs import queue
+from openft.jobs import oom, queue, state
 from openft.jobs.backends.local import LocalBackend, LocalProcess
 from openft.store.db import jobs, make_engine, migrate
-from openft.store.events import add_event
 
 log = logging.getLogger("openft.worker")
 
@@ -52,6 +56,8 @@ class Worker:
         self._stop = threading.Event()
         self.current_job: str | None = None
         self.process: LocalProcess | None = None  # the running job's child, if any
+        self._cleaned = False  # leftovers of killed runs removed (once per worker)
+        self._oom_before: dict[str, int] = {}  # OOM counters when the current runner started
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -94,6 +100,9 @@ class Worker:
     def run_once(self) -> str | None:
         """Reap expired leases, then claim and run one queued job. Returns its id, or None."""
         engine = self._engine()
+        if not self._cleaned:
+            self._cleaned = True
+            self.clean_leftovers()
         for r in queue.reap_expired(engine, self.settings.lease_seconds, max_attempts=self.max_attempts):
             log.warning("requeued %s (worker lost)" if r.requeued else "failed %s (worker lost too often)", r.job_id)
         if self._stop.is_set():
@@ -108,11 +117,27 @@ class Worker:
             self.current_job = None
         return job["id"]
 
+    def clean_leftovers(self) -> int:
+        """Delete `checkpoints/.step-N.tmp` and `.model.tmp` folders of jobs that are not running
+        (a running job's own runner cleans its folder when it starts). Returns how many."""
+        from openft.train.checkpoint import remove_partial
+
+        with self._engine().connect() as conn:
+            rows = conn.execute(sa.select(jobs.c.id, jobs.c.output_dir).where(
+                jobs.c.output_dir.is_not(None), jobs.c.status != "running")).all()
+        n = 0
+        for job_id, out in rows:
+            for p in remove_partial(out):
+                log.info("removed %s, left by a killed run of %s", p, job_id)
+                n += 1
+        return n
+
     # -- one job -----------------------------------------------------------------------------
 
     def _run(self, job: dict) -> None:
         job_id = job["id"]
         log.info("running %s (attempt %s)", job_id, job["attempts"])
+        self._oom_before = oom.snapshot()
         try:
             proc = self.backend.start(job_id, job["output_dir"])
         except OSError as e:
@@ -180,52 +205,68 @@ class Worker:
         if killed_by_us == "lease":
             return
         with engine.connect() as conn:
-            row = conn.execute(sa.select(jobs.c.status, jobs.c.worker_id, jobs.c.requested_action)
-                               .where(jobs.c.id == job_id)).first()
+            row = conn.execute(sa.select(jobs.c.status, jobs.c.worker_id, jobs.c.requested_action,
+                                         jobs.c.runner_retries).where(jobs.c.id == job_id)).first()
         if row is None or row.status != "running" or row.worker_id != self.worker_id:
             return  # the runner finished the job (or it was cancelled/taken): nothing to add
         if row.requested_action == "pause":
-            self._pause_without_runner(job_id)
+            with engine.begin() as conn:
+                step, path = queue.resume_point(conn, job_id)
+                state.pause(conn, job_id, worker_id=self.worker_id, resume_checkpoint=path, step=step)
             return
-        self._fail(job_id, *describe_exit(code, proc.log_tail()))
-
-    def _pause_without_runner(self, job_id: str) -> None:
-        engine = self._engine()
-        with engine.begin() as conn:
-            latest = queue.latest_checkpoint(conn, job_id)
-            n = conn.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.status == "running",
-                                                 jobs.c.worker_id == self.worker_id).values(
-                status="paused", requested_action=None, worker_id=None, heartbeat_at=None,
-                resume_checkpoint=latest[1] if latest else None)).rowcount
-            if n:
-                where = f"checkpoint step {latest[0]}" if latest else "the beginning"
-                add_event(conn, job_id, f"Fine-tuning job paused; it will resume from {where}.")
+        killed_by_oom = oom.killed_since(self._oom_before) if signal_of(code) == signal.SIGKILL else False
+        if signal_of(code) is not None and not killed_by_oom:  # an infrastructure fault: retry, boundedly
+            retries, limit = row.runner_retries or 0, self.settings.runner_max_retries
+            reason = describe_exit(code, "", oom_killed=killed_by_oom)[1].rstrip(".")
+            if retries < limit:
+                r = queue.requeue(engine, job_id, reason=reason, worker_id=self.worker_id,
+                                  retry_of=(retries + 1, limit))
+                if r is not None:
+                    log.warning("%s: %s; retry %d of %d", job_id, reason, retries + 1, limit)
+                    return
+            err_code, message = describe_exit(code, proc.log_tail(), oom_killed=killed_by_oom)
+            self._fail(job_id, err_code, f"{message} It was retried {retries} time{'s' if retries != 1 else ''} "
+                                         f"(runner_max_retries={limit}) and is not retried again.")
+            return
+        self._fail(job_id, *describe_exit(code, proc.log_tail(), oom_killed=killed_by_oom))
 
     def _fail(self, job_id: str, code: str, message: str) -> None:
         with self._engine().begin() as conn:
-            n = conn.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.status == "running",
-                                                 jobs.c.worker_id == self.worker_id).values(
-                status="failed", finished_at=int(time.time()), worker_id=None, heartbeat_at=None,
-                requested_action=None, error={"code": code, "message": message, "param": None})).rowcount
-            if n:
-                add_event(conn, job_id, f"Fine-tuning job failed: {message}", level="error")
+            state.fail(conn, job_id, code, message, worker_id=self.worker_id)
         log.error("job %s failed: %s", job_id, message)
 
 
-def describe_exit(code: int | None, log_tail: str) -> tuple[str, str]:
-    """(error code, message) for a runner that died without finishing its job."""
+def signal_of(code: int | None) -> int | None:
+    """The signal a runner died of: a negative exit code, or 130 (the runner's own exit after
+    SIGTERM/SIGINT, see runner.main); None for a normal exit."""
+    if code is None:
+        return None
+    if code < 0:
+        return -code
+    return signal.SIGTERM if code == 130 else None
+
+
+def describe_exit(code: int | None, log_tail: str, *, oom_killed: bool | None = None) -> tuple[str, str]:
+    """(error code, message) for a runner that died without finishing its job. `oom_killed`:
+    what the kernel's OOM counters say (openft.jobs.oom.killed_since); a SIGKILL is called
+    out-of-memory only when they recorded a kill."""
     last = _last_error_line(log_tail)
-    if code is not None and code < 0:
-        sig = -code
+    output = f" Last output: {last}" if last else ""
+    sig = signal_of(code)
+    if sig is not None:
         name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
-        if sig == signal.SIGKILL:
+        if sig == signal.SIGKILL and oom_killed:
             return ("out_of_memory",
-                    f"The training process was killed ({name}), most likely by the system's out-of-memory "
-                    "killer. Try a smaller batch_size, shorter examples, or a smaller model.")
-        return "training_process_died", f"The training process died from {name}." + (f" Last output: {last}" if last else "")
+                    "The training process was killed by the system's out-of-memory killer (SIGKILL; the kernel "
+                    "recorded an OOM kill). Try a smaller batch_size, shorter examples, or a smaller model.")
+        if sig == signal.SIGKILL:
+            why = (" No out-of-memory kill was recorded, so something else killed it." if oom_killed is False
+                   else " Whether it ran out of memory is unknown (no OOM record is readable here).")
+            return "training_process_died", f"The training process was killed by signal 9 (SIGKILL).{why}{output}"
+        how = f"stopped by {name} (exit code {code})" if code == 130 else f"killed by signal {sig} ({name})"
+        return "training_process_died", f"The training process was {how}.{output}"
     return ("training_process_died",
-            f"The training process exited with code {code} without finishing the job."
-            + (f" Last output: {last}" if last else ""))
+            f"The training process exited with code {code} without finishing the job.{output}")
 
 
 def _last_error_line(text: str) -> str:

@@ -77,6 +77,10 @@ jobs = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("resume_checkpoint", sa.String(1024), nullable=True),  # path to continue from
     sa.Column("output_dir", sa.String(1024), nullable=True),
+    # added by migration 2: how often this job's worker was lost (lease expired) and its runner
+    # was retried after dying of an infrastructure fault (killed, not out of memory)
+    sa.Column("workers_lost", sa.Integer, nullable=False, server_default="0", default=0),
+    sa.Column("runner_retries", sa.Integer, nullable=False, server_default="0", default=0),
 )
 
 job_events = sa.Table(
@@ -132,9 +136,23 @@ def _m1_initial(conn: sa.Connection) -> None:
     metadata.create_all(conn)
 
 
+def _m2_job_fault_counters(conn: sa.Connection) -> None:
+    """jobs.workers_lost and jobs.runner_retries (a database made by migration 1 of this code
+    already has them); workers_lost starts from the events that used to be its only record."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns("jobs")}
+    for name in ("workers_lost", "runner_retries"):
+        if name not in have:
+            conn.execute(sa.text(f"ALTER TABLE jobs ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0"))
+    conn.execute(sa.text(
+        "UPDATE jobs SET workers_lost = (SELECT count(*) FROM job_events WHERE job_events.job_id = jobs.id "
+        "AND job_events.message LIKE 'The worker running this job stopped responding%') "
+        "WHERE status IN ('queued', 'running')"))
+
+
 # Ordered; append only. Each runs once, in a transaction, and is recorded.
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "initial schema", _m1_initial),
+    (2, "job fault counters", _m2_job_fault_counters),
 ]
 
 

@@ -1,8 +1,11 @@
 """Checkpoints: a standard PEFT adapter folder (or safetensors model for `full`) plus
 `trainer_state/` (optimizer, scheduler, RNG, step and data position), written atomically
 (temporary folder, then rename), and pruned to the last `keep` ones. Also the results CSV.
+A process killed mid-write leaves only a temporary folder (`checkpoints/.step-N.tmp`,
+`.model.tmp`), never a half-written checkpoint; `remove_partial` deletes those leftovers.
 
 `transformers` + `peft` load a checkpoint folder without openft. Knows nothing about jobs.
+torch is imported by the functions that need it, so the worker can clean folders without it.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import random
 import shutil
 from pathlib import Path
 
-import torch
+from openft.train.faults import fault_point
 
 CSV_FIELDS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
 
@@ -30,6 +33,39 @@ def checkpoint_dirs(output_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
+FINAL_DIR, FINAL_TMP = "model", ".model.tmp"  # the final model and its folder while being written
+
+
+def _step_tmp(step: int) -> str:
+    return f".step-{step}.tmp"
+
+
+def remove_partial(output_dir: str | Path) -> list[Path]:
+    """Delete the temporary folders a killed writer left (`checkpoints/.step-N.tmp`, `.model.tmp`);
+    finished checkpoints and the final model are never touched. Returns what was deleted.
+    Only for a job no process is writing to (at its (re)start, or a job that is not running)."""
+    out = Path(output_dir)
+    root = out / "checkpoints"
+    found = [p for p in root.glob(".step-*.tmp") if p.name[6:-4].isdigit()] if root.is_dir() else []
+    if (out / FINAL_TMP).exists():
+        found.append(out / FINAL_TMP)
+    for p in found:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+    return found
+
+
+def write_final_model(output_dir: str | Path, model, tokenizer) -> Path:
+    """<output_dir>/model, written to .model.tmp first and renamed."""
+    out = Path(output_dir)
+    final, tmp = out / FINAL_DIR, out / FINAL_TMP
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model(model, tokenizer, tmp)
+    fault_point("final")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    return final
+
+
 def save_model(model, tokenizer, dest: Path) -> None:
     """PEFT adapter (adapter_config.json + adapter_model.safetensors) or full safetensors model."""
     model.save_pretrained(str(dest), safe_serialization=True)
@@ -37,9 +73,11 @@ def save_model(model, tokenizer, dest: Path) -> None:
 
 
 def save_checkpoint(output_dir: str | Path, step: int, model, tokenizer, optimizer, scheduler, state: dict) -> Path:
+    import torch
+
     root = Path(output_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
-    dest, tmp = root / f"step-{step}", root / f".step-{step}.tmp"
+    dest, tmp = root / f"step-{step}", root / _step_tmp(step)
     shutil.rmtree(tmp, ignore_errors=True)
     save_model(model, tokenizer, tmp)
     ts = tmp / "trainer_state"
@@ -51,6 +89,7 @@ def save_checkpoint(output_dir: str | Path, step: int, model, tokenizer, optimiz
         rng["cuda"] = torch.cuda.get_rng_state_all()
     torch.save(rng, ts / "rng.pt")
     (ts / "state.json").write_text(json.dumps({**state, "step": step}, indent=2))
+    fault_point("checkpoint", step)
     shutil.rmtree(dest, ignore_errors=True)  # a stale one from a run that crashed after it
     os.replace(tmp, dest)
     return dest
@@ -67,6 +106,8 @@ def load_trainer_state(checkpoint: str | Path) -> dict:
 
 
 def restore_optimizer(checkpoint: str | Path, optimizer, scheduler) -> None:
+    import torch
+
     ts = Path(checkpoint) / "trainer_state"
     optimizer.load_state_dict(torch.load(ts / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(ts / "scheduler.pt", weights_only=True))

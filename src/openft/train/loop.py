@@ -12,9 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +23,9 @@ from openft.config import Settings
 from openft.errors import DataError
 from openft.train import checkpoint as ckpt
 from openft.train.auto import learning_rate, resolve_hyperparameters
+from openft.train import rules
 from openft.train.data import load_dataset, pack, step_indices
+from openft.train.faults import fault_point
 from openft.train.hooks import TrainHooks
 from openft.train.model import build_model, evaluate, micro_batch_loss, pick_device, pick_precision
 from openft.train.spec import TrainSpec
@@ -81,7 +81,7 @@ def _write_run_info(out: Path, spec: TrainSpec, base_dir: str, device, precision
 
 
 def train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: str | None = None) -> TrainResult:
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from openft.models import materialize
 
@@ -96,8 +96,7 @@ def train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: s
 
     # --- data: tokenize with loss masks, truncate to the context -------------------------------
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    context = getattr(AutoConfig.from_pretrained(base_dir), "max_position_embeddings", None) or 2048
-    max_len = min(spec.max_seq_len or context, context)
+    max_len = rules.truncation_length(rules.model_context_length(base_dir), spec.max_seq_len)
     train_data = load_dataset(tokenizer, spec.train_file, max_len, "training_file")
     valid_data = load_dataset(tokenizer, spec.valid_file, max_len, "validation_file") if spec.valid_file else None
     for name, d in (("training", train_data), ("validation", valid_data)):
@@ -181,6 +180,7 @@ def train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: s
             ls, _, c = micro_batch_loss(model, mb.to(device), precision)
             (ls / n_target).backward()
             loss_sum, correct = loss_sum + float(ls.detach()), correct + c
+        fault_point("step", step + 1)  # test-only, inert by default (openft.train.faults)
         if spec.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, spec.max_grad_norm)
         optimizer.step()
@@ -218,9 +218,4 @@ def train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: s
             return finish("paused")
 
     # --- the final model ------------------------------------------------------------------------
-    final, tmp = out / "model", out / ".model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    ckpt.save_model(model, tokenizer, tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    return finish("succeeded", str(final))
+    return finish("succeeded", str(ckpt.write_final_model(out, model, tokenizer)))

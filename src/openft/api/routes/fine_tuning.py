@@ -2,7 +2,8 @@
 
 The API only writes the job row and its first event, then hands the job to
 `openft.jobs.validate.validate_job` in a background thread; the worker does the rest. State
-changes are conditional UPDATEs (no lost races with the worker); invalid ones answer 400.
+changes are openft.jobs.state's checked transitions (no lost races with the worker); a refused
+one answers 400 naming the job's status.
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ from openft.api.deps import AppState, get_project, get_state
 from openft.api.schemas import JobCreate, checkpoint_object, cursor_page, event_object, job_object, keyset
 from openft.errors import InvalidRequest, NotFound
 from openft.ids import job_id as new_job_id
+from openft.jobs import state as job_state
 from openft.store.db import checkpoints, files, job_events, jobs, next_seq
 from openft.store.events import add_event
 from openft.store.resolve import resolve_model
+from openft.train import rules
 
 log = logging.getLogger("openft.api")
 router = APIRouter(prefix="/fine_tuning/jobs")
 
-TERMINAL = ("succeeded", "failed", "cancelled")
-_PAST = {"cancel": "cancelled", "pause": "paused", "resume": "resumed"}
 
 
 def get_job_row(conn: sa.Connection, project: str, jid: str):
@@ -49,18 +50,13 @@ def _check_file(conn: sa.Connection, project: str, fid: str, param: str) -> None
 def start_validation(settings, db, jid: str) -> threading.Thread:
     """Run the job's file validation in a background thread (the validator moves the job on)."""
     def run():
-        try:
-            from openft.jobs.validate import validate_job
+        from openft.jobs.validate import validate_job, validation_crashed
 
+        try:
             validate_job(settings, db, jid)
         except Exception as e:  # the validator failing must not leave the job stuck
             log.exception("validating job %s failed", jid)
-            with db.begin() as conn:
-                res = conn.execute(jobs.update().where(jobs.c.id == jid, jobs.c.status == "validating_files").values(
-                    status="failed", finished_at=int(time.time()),
-                    error={"code": "server_error", "message": f"File validation crashed: {e}", "param": None}))
-                if res.rowcount:
-                    add_event(conn, jid, f"Fine-tuning job failed: file validation crashed: {e}", level="error")
+            validation_crashed(db, jid, e)
 
     t = threading.Thread(target=run, name=f"validate-{jid}", daemon=True)
     t.start()
@@ -68,22 +64,10 @@ def start_validation(settings, db, jid: str) -> threading.Thread:
 
 
 def _check_continuable(resolved, method: dict) -> None:
-    """A job continues a fine-tuned model by training its LoRA adapter further. The trainer
-    cannot yet start from a full fine-tune's weights (nor put full fine-tuning on top of an
-    adapter), so those requests are refused now rather than failing when the job starts."""
-    if resolved.kind == "base":
-        return
-    what = "checkpoint" if resolved.kind == "checkpoint" else "model"
-    if resolved.full_model_path:
-        raise InvalidRequest(f"Continuing from {resolved.id} is not supported yet: that {what} is a full "
-                             f"fine-tune (method 'full'), and openft can only continue LoRA fine-tunes. Fine-tune "
-                             f"its base model {resolved.base_model} instead.", param="model",
-                             code="model_not_available")
-    hp = ((method.get(method.get("type", "supervised")) or {}).get("hyperparameters")) or {}
-    if hp.get("method") == "full":
-        raise InvalidRequest(f"Full fine-tuning (hyperparameters.method 'full') cannot continue from the LoRA "
-                             f"fine-tuned {what} {resolved.id}; use method 'lora', or fine-tune the base model "
-                             f"{resolved.base_model} with method 'full'.", param="model", code="model_not_available")
+    """Refused now rather than when the job starts (openft.train.rules.check_continuation)."""
+    if resolved.kind != "base":
+        rules.check_continuation(resolved.id, resolved.base_model, method, full_model=bool(resolved.full_model_path),
+                                 what="checkpoint" if resolved.kind == "checkpoint" else "model")
 
 
 @router.post("")
@@ -172,34 +156,25 @@ def retrieve_job(jid: str, state: AppState = Depends(get_state), project: str = 
         return job_object(get_job_row(conn, project, jid), state.settings)
 
 
-_CAN = {"cancel": ("validating_files", "queued", "running", "paused"), "pause": ("queued", "running"),
-        "resume": ("paused",)}
+_PAST = {"cancel": "cancelled", "pause": "paused", "resume": "resumed"}
 
 
-def _transition(state: AppState, project: str, jid: str, verb: str, allowed: tuple[str, ...], values: dict,
-                message: str, extra_where=None):
-    """UPDATE the job iff its status is still one of `allowed`; 400 naming the status otherwise
-    (never 409: the SDK would retry it)."""
+def _transition(state: AppState, project: str, jid: str, verb: str, change) -> dict:
+    """Apply `change(conn)` (an openft.jobs.state transition); when it is refused, 400 naming the
+    job's status (never 409: the SDK would retry it)."""
     with state.db.begin() as conn:
-        row = get_job_row(conn, project, jid)
-        where = [jobs.c.id == jid, jobs.c.status.in_(allowed)]
-        if extra_where is not None:
-            where.append(extra_where)
-        if row.status not in allowed or not conn.execute(jobs.update().where(*where).values(**values)).rowcount:
+        get_job_row(conn, project, jid)
+        if not change(conn):
             row = get_job_row(conn, project, jid)
             raise InvalidRequest(f"Cannot {verb} job {jid}: its status is '{row.status}' (only a job that is "
-                                 f"{', '.join(_CAN[verb])} can be {_PAST[verb]}).",
+                                 f"{', '.join(job_state.CAN[verb])} can be {_PAST[verb]}).",
                                  param="fine_tuning_job_id", code="invalid_job_status")
-        if message:
-            add_event(conn, jid, message)
         return job_object(get_job_row(conn, project, jid), state.settings)
 
 
 @router.post("/{jid}/cancel")
 def cancel_job(jid: str, state: AppState = Depends(get_state), project: str = Depends(get_project)):
-    return _transition(state, project, jid, "cancel", _CAN["cancel"],
-                       {"status": "cancelled", "finished_at": int(time.time()), "estimated_finish": None,
-                        "requested_action": None}, "Fine-tuning job cancelled")
+    return _transition(state, project, jid, "cancel", lambda conn: job_state.cancel(conn, jid))
 
 
 @router.post("/{jid}/pause")
@@ -209,10 +184,8 @@ def pause_job(jid: str, state: AppState = Depends(get_state), project: str = Dep
     if row.status == "paused" or (row.status == "running" and row.requested_action == "pause"):
         return job_object(row, state.settings)
     if row.status == "running":
-        return _transition(state, project, jid, "pause", ("running",), {"requested_action": "pause"},
-                           "Pause requested: the job will pause at its next checkpoint")
-    return _transition(state, project, jid, "pause", ("queued",),
-                       {"status": "paused", "estimated_finish": None}, "Fine-tuning job paused")
+        return _transition(state, project, jid, "pause", lambda conn: job_state.request_pause(conn, jid))
+    return _transition(state, project, jid, "pause", lambda conn: job_state.pause(conn, jid))
 
 
 @router.post("/{jid}/resume")
@@ -220,10 +193,8 @@ def resume_job(jid: str, state: AppState = Depends(get_state), project: str = De
     with state.db.connect() as conn:
         row = get_job_row(conn, project, jid)
     if row.status == "running" and row.requested_action == "pause":  # not paused yet: take the request back
-        return _transition(state, project, jid, "resume", ("running",), {"requested_action": None},
-                           "Pause request withdrawn", extra_where=jobs.c.requested_action == "pause")
-    return _transition(state, project, jid, "resume", ("paused",), {"status": "queued", "requested_action": None},
-                       "Fine-tuning job resumed")
+        return _transition(state, project, jid, "resume", lambda conn: job_state.withdraw_pause(conn, jid))
+    return _transition(state, project, jid, "resume", lambda conn: job_state.resume(conn, jid))
 
 
 def _job_children_page(state: AppState, project: str, jid: str, table: sa.Table, after: str | None,

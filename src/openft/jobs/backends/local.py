@@ -2,7 +2,9 @@
 
 The child gets the worker's settings through `OPENFT_*` environment variables, its own session
 (a Ctrl-C meant for the server does not hit it mid-write; the worker stops it in order), and
-its stdout/stderr in `<output_dir>/runner.log`. The runner asks the kernel to kill it when the
+its stdout/stderr on a pipe that a thread of the worker reads: the last lines are kept in
+memory (so the runner's own traceback reaches the job's error even when its folder cannot be
+written) and copied to `<output_dir>/runner.log` when that file can be written. The runner asks the kernel to kill it when the
 worker dies (see runner.py), so an orphan never keeps training a job another worker took over.
 
 Knows processes and signals; knows nothing about the database.
@@ -15,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from openft.config import Settings
@@ -42,11 +45,41 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class LocalProcess:
-    """A running runner process."""
+    """A running runner process; its output is read from a pipe (see `log_tail`)."""
+
+    TAIL_BYTES = 8192  # output kept in memory for the job's error
 
     def __init__(self, popen: subprocess.Popen, log_path: Path):
         self.popen = popen
         self.log_path = log_path
+        self._tail = bytearray()
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, name=f"runner-output-{popen.pid}", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        try:
+            log = open(self.log_path, "ab")
+        except OSError:
+            log = None  # the job folder is not writable: the in-memory tail still has the output
+        try:
+            for chunk in iter(lambda: self.popen.stdout.read1(65536), b""):
+                with self._lock:
+                    self._tail += chunk
+                    del self._tail[:-self.TAIL_BYTES]
+                if log is not None:
+                    try:
+                        log.write(chunk)
+                        log.flush()
+                    except OSError:
+                        log = None
+        finally:
+            self.popen.stdout.close()
+            if log is not None:
+                try:
+                    log.close()
+                except OSError:
+                    pass
 
     @property
     def pid(self) -> int:
@@ -57,9 +90,11 @@ class LocalProcess:
 
     def wait(self, timeout: float | None = None) -> int | None:
         try:
-            return self.popen.wait(timeout)
+            code = self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
+        self._reader.join(5.0)  # the output up to the exit is in the tail
+        return code
 
     def _signal_group(self, sig: int) -> None:
         try:
@@ -87,14 +122,9 @@ class LocalProcess:
         return self.popen.returncode
 
     def log_tail(self, n_chars: int = 2000) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                size = f.tell()
-                f.seek(max(0, size - n_chars))
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        """The end of the runner's stdout and stderr, from the pipe."""
+        with self._lock:
+            return bytes(self._tail[-n_chars:]).decode("utf-8", "replace")
 
 
 class LocalBackend:
@@ -104,14 +134,16 @@ class LocalBackend:
 
     def start(self, job_id: str, output_dir: str) -> LocalProcess:
         out = Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # the runner reports what it cannot write, through the pipe
         log_path = out / "runner.log"
         env = {k: v for k, v in os.environ.items() if k != "OPENFT_API_KEY"}
         env = {**env, **settings_env(self.settings),
                "OPENFT_RUNNER_PARENT_PID": str(os.getpid()), "PYTHONUNBUFFERED": "1"}
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
-        with open(log_path, "ab") as log:
-            popen = subprocess.Popen([self.python, "-m", "openft.jobs.runner", job_id], env=env,
-                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True, close_fds=True)
+        popen = subprocess.Popen([self.python, "-m", "openft.jobs.runner", job_id], env=env,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 start_new_session=True, close_fds=True)
         return LocalProcess(popen, log_path)
