@@ -80,16 +80,47 @@ def test_continuing_from_weights_that_are_not_an_adapter_fails_naming_the_model(
     assert row["status"] == "failed" and row["error"]["param"] == "model"
     assert row["error"]["code"] == "model_not_available" and "not a LoRA adapter" in row["error"]["message"]
 
-def test_runner_killed_by_sigkill_is_reported_as_out_of_memory(engine, settings, tmp_path):
+def test_runner_killed_by_sigkill_is_retried_then_fails_without_claiming_out_of_memory(engine, settings, tmp_path):
+    """A SIGKILL the kernel did not record as an OOM kill is an infrastructure fault: the job is
+    retried from its newest checkpoint (an event says so), and after runner_max_retries it fails
+    saying what happened, never "out_of_memory"."""
     jid = _valid_job(settings, engine, tmp_path)
-    worker = Worker(settings, engine=engine)
+    worker = Worker(settings.model_copy(update={"runner_max_retries": 1}), engine=engine)
     t, out = _in_thread(worker)
-    os.kill(worker.process.pid, signal.SIGKILL)  # what the kernel's OOM killer does
+    os.kill(worker.process.pid, signal.SIGKILL)
     t.join(60)
     assert out["job"] == jid
     row = job_row(engine, jid)
-    assert row["status"] == "failed" and row["error"]["code"] == "out_of_memory"
-    assert "out-of-memory" in row["error"]["message"]
+    assert row["status"] == "queued" and row["runner_retries"] == 1 and row["worker_id"] is None
+    assert "killed by signal 9 (SIGKILL)" in event_messages(engine, jid)[-1]
+    assert "retrying (attempt 1 of 1), resuming from the beginning" in event_messages(engine, jid)[-1]
+    t, out = _in_thread(worker)  # the retry is claimed like any queued job; killed again: the bound is reached
+    os.kill(worker.process.pid, signal.SIGKILL)
+    t.join(60)
+    row = job_row(engine, jid)
+    assert row["status"] == "failed" and row["error"]["code"] == "training_process_died", row["error"]
+    assert "killed by signal 9 (SIGKILL)" in row["error"]["message"]
+    assert "out-of-memory killer" not in row["error"]["message"] and "retried 1 time " in row["error"]["message"]
+
+
+def test_an_oom_kill_recorded_by_the_kernel_is_out_of_memory_and_not_retried(engine, settings, tmp_path, monkeypatch):
+    """The kernel's OOM counter went up while the runner ran (faked here: the counter file is a
+    boundary this test cannot make the kernel write) -> out_of_memory, no retry."""
+    from openft.jobs import oom
+
+    counter = tmp_path / "memory.events"
+    counter.write_text("low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n")
+    monkeypatch.setattr(oom, "_sources", lambda: [counter])
+    monkeypatch.setattr(oom, "VMSTAT", tmp_path / "no-vmstat")
+    jid = _valid_job(settings, engine, tmp_path)
+    worker = Worker(settings, engine=engine)
+    t, out = _in_thread(worker)
+    counter.write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+    os.kill(worker.process.pid, signal.SIGKILL)
+    t.join(60)
+    row = job_row(engine, jid)
+    assert row["status"] == "failed" and row["error"]["code"] == "out_of_memory" and row["runner_retries"] == 0
+    assert "out-of-memory killer" in row["error"]["message"]
 
 
 def test_cancel_stops_the_runner(engine, settings, tmp_path):

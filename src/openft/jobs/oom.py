@@ -50,10 +50,10 @@ def _sources(proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = CGROUP_
     return found
 
 
-def snapshot(vmstat: Path = VMSTAT, **kw) -> dict[str, int]:
+def snapshot() -> dict[str, int]:
     """{counter file: OOM kills so far} for every readable counter."""
     counts = {}
-    for path in [*_sources(**kw), vmstat]:
+    for path in [*_sources(), VMSTAT]:
         n = _counter(path)
         if n is not None:
             counts[str(path)] = n

@@ -34,6 +34,22 @@ def model_not_found(model: str) -> NotFound:
                     param="model", code="model_not_found")
 
 
+def _checkpoint_not_found(conn: sa.Connection, project_id: str, model: str) -> NotFound:
+    """A checkpoint the job announced and later pruned says so, and names the ones that remain."""
+    job_id = conn.execute(sa.select(checkpoints.c.job_id).where(
+        checkpoints.c.fine_tuned_model_checkpoint == model, checkpoints.c.project_id == project_id,
+        checkpoints.c.deleted == sa.true())).scalar()
+    if job_id is None:
+        return model_not_found(model)
+    left = conn.execute(sa.select(checkpoints.c.fine_tuned_model_checkpoint).where(
+        checkpoints.c.job_id == job_id, checkpoints.c.deleted == sa.false())
+        .order_by(checkpoints.c.step_number)).scalars().all()
+    return NotFound(f"The checkpoint `{model}` was pruned: job {job_id} keeps only its newest checkpoints "
+                    f"(hyperparameter keep_checkpoints, default 3). "
+                    + (f"Checkpoints that still exist: {', '.join(left)}." if left else "No checkpoint of it remains."),
+                    param="model", code="model_not_found")
+
+
 def is_checkpoint_id(model: str) -> bool:
     return model.startswith("ft:") and ":ckpt-step-" in model
 
@@ -52,7 +68,7 @@ def resolve_model(settings: Settings, conn: sa.Connection, project_id: str, mode
             .where(checkpoints.c.fine_tuned_model_checkpoint == model, checkpoints.c.project_id == project_id,
                    checkpoints.c.deleted == sa.false())).first()
         if row is None:
-            raise model_not_found(model)
+            raise _checkpoint_not_found(conn, project_id, model)
         adapter = row.path if _is_adapter(row.path) else None
         return ResolvedModel(model, "checkpoint", row.base_model, adapter, None if adapter else row.path,
                              row.created_at, settings.organization, row.job_id)
