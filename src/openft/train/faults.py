@@ -8,9 +8,11 @@ Inert unless `OPENFT_FAULT` is set (the fault tests set it on the server they st
              folder is written, not yet renamed), final (the final model's temporary folder is
              written, not yet renamed)
     actions: kill (SIGKILL itself, as the kernel or an operator would), exit (print a traceback
-             line to stderr and exit 3 without recording anything), raise (a Python exception)
-    OPENFT_FAULT_MARKER=<path>: fire once; the file is created when the fault fires and, once
-             it exists, the fault is inert (so a retried run gets past the point).
+             line to stderr and exit 3 without recording anything), hold (block until killed:
+             the test kills the server meanwhile), raise (a Python exception)
+    OPENFT_FAULT_ONCE_DIR=<folder>: each fault fires once; the file <folder>/<point>@<step> is
+             created when it fires and, once it exists, that fault is inert (a retried run gets
+             past the point; a test waits for the file to know the point was reached).
 
 Knows nothing about jobs; no torch.
 """
@@ -20,10 +22,11 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 ENV = "OPENFT_FAULT"
-MARKER_ENV = "OPENFT_FAULT_MARKER"
+ONCE_ENV = "OPENFT_FAULT_ONCE_DIR"
 
 
 def fault_point(name: str, step: int | None = None) -> None:
@@ -35,12 +38,15 @@ def fault_point(name: str, step: int | None = None) -> None:
         point, _, at = where.partition("@")
         if point != name or (at and step != int(at)):
             continue
-        marker = os.environ.get(MARKER_ENV)
-        if marker:
+        once = os.environ.get(ONCE_ENV)
+        if once:
             try:
-                Path(marker).touch(exist_ok=False)
+                (Path(once) / where).touch(exist_ok=False)
             except FileExistsError:
                 return
+        if action == "hold":
+            while True:
+                time.sleep(60)
         if action == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
         if action == "exit":
