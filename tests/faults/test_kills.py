@@ -17,6 +17,7 @@ import socket
 import time
 from pathlib import Path
 
+import openai
 import pytest
 
 from tests.conftest import LiveServer, write_chat_jsonl
@@ -67,7 +68,8 @@ def test_a_runner_killed_mid_step_mid_checkpoint_and_mid_final_write_resumes_eac
         train = client.files.create(file=("train.jsonl", io.BytesIO(data)), purpose="fine-tune")
         job = client.fine_tuning.jobs.create(model="openft-tiny", training_file=train.id, method={
             "type": "supervised", "supervised": {"hyperparameters": {
-                "n_epochs": 1, "batch_size": 2, "checkpoint_every_steps": 2}}})  # 6 steps; checkpoints 2, 4, 6
+                "n_epochs": 1, "batch_size": 2, "checkpoint_every_steps": 2,
+                "keep_checkpoints": 2}}})  # 6 steps; checkpoints 2, 4, 6, of which 2 is pruned
         job = _finished(client, job.id)
         msgs = _messages(client, job.id)
         assert job.status == "succeeded", (job.error, msgs)
@@ -81,7 +83,14 @@ def test_a_runner_killed_mid_step_mid_checkpoint_and_mid_final_write_resumes_eac
         assert job.error is None and not any(OOM_CLAIM in m for m in msgs)
         assert "Resumed from checkpoint at step 6." in msgs
         assert job.fine_tuned_model in {m.id for m in client.models.list().data}
-        assert [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id).data] == [6, 4, 2]
+        kept = client.fine_tuning.jobs.checkpoints.list(job.id).data
+        assert [c.step_number for c in kept] == [6, 4]
+        # step 2 was announced in the events, then pruned: its 404 says so and names the ones left
+        pruned = next(m.split("Snapshot ID: ")[1] for m in msgs if m.startswith("Checkpoint created at step 2 "))
+        with pytest.raises(openai.NotFoundError) as e:
+            client.chat.completions.create(model=pruned, messages=[{"role": "user", "content": "hi"}], max_tokens=1)
+        assert "was pruned" in e.value.body["message"] and e.value.body["param"] == "model"
+        assert all(c.fine_tuned_model_checkpoint in e.value.body["message"] for c in kept)
         out = server.data_dir / "jobs" / job.id
         assert (out / "model" / "adapter_config.json").exists() and not _partial_folders(server.data_dir)
         assert f"removed the partial folder {out / 'checkpoints' / '.step-4.tmp'}" in (out / "runner.log").read_text()

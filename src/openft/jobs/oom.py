@@ -1,8 +1,10 @@
 """Did the out-of-memory killer kill our runner? The kernel's own counters say.
 
-`snapshot()` reads every OOM-kill counter this process can see: the cgroup's (v2
-`memory.events` `oom_kill`, v1 `memory.oom_control` `oom_kill`) and the machine's
-(`/proc/vmstat` `oom_kill`, which also counts kills outside any memory limit). The worker takes
+`snapshot()` reads the OOM-kill counters this process can see. cgroup v2's `memory.events`
+`oom_kill` counts every OOM kill of a process in the cgroup, so where it exists it is the only
+one read. Otherwise: cgroup v1's `memory.oom_control` `oom_kill` (kills at the cgroup's limit)
+and the machine's `/proc/vmstat` `oom_kill` (any OOM kill on the host: a kill elsewhere during
+the same seconds could be taken for ours, which is why it comes last). The worker takes
 one before it starts a runner and `killed_since(before)` after the runner died: True when a
 counter went up, False when none did, None when no counter is readable (not Linux, no /proc).
 
@@ -52,8 +54,10 @@ def _sources(proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = CGROUP_
 
 def snapshot() -> dict[str, int]:
     """{counter file: OOM kills so far} for every readable counter."""
+    sources = _sources()
+    v2 = [p for p in sources if p.name == "memory.events"]
     counts = {}
-    for path in [*_sources(), VMSTAT]:
+    for path in v2 or [*sources, VMSTAT]:
         n = _counter(path)
         if n is not None:
             counts[str(path)] = n
