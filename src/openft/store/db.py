@@ -27,9 +27,12 @@ api_keys = sa.Table(
     "api_keys", metadata,
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("project_id", sa.String(64), sa.ForeignKey("projects.id"), nullable=False),
-    sa.Column("key_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("key_sha256", sa.String(64), nullable=False, unique=True),  # hex digest, see key_hash_kind
     sa.Column("name", sa.String(200), nullable=False, default=""),
     sa.Column("created_at", sa.Integer, nullable=False),
+    # "hmac-sha256" (keyed by the server's secret, openft.store.auth) or "sha256" (rows from before
+    # migration 3; upgraded to hmac-sha256 on their first successful use)
+    sa.Column("key_hash_kind", sa.String(16), nullable=False, server_default="sha256"),
 )
 
 files = sa.Table(
@@ -132,9 +135,17 @@ def _m1_initial(conn: sa.Connection) -> None:
     metadata.create_all(conn)
 
 
+def _m3_key_hash_kind(conn: sa.Connection) -> None:
+    """api_keys.key_hash_kind: which hash key_sha256 holds (databases made by migration 1 of a
+    version that had this column in the table already have it)."""
+    if "key_hash_kind" not in {c["name"] for c in sa.inspect(conn).get_columns("api_keys")}:
+        conn.execute(sa.text("ALTER TABLE api_keys ADD COLUMN key_hash_kind VARCHAR(16) NOT NULL DEFAULT 'sha256'"))
+
+
 # Ordered; append only. Each runs once, in a transaction, and is recorded.
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "initial schema", _m1_initial),
+    (3, "api key hash kind (HMAC with the server's secret)", _m3_key_hash_kind),
 ]
 
 

@@ -1,0 +1,63 @@
+"""Owner-only files: everything a server or worker writes (database, blobs, job folders, logs,
+keys) is readable by the user that runs it and nobody else.
+
+`owner_only(settings)` sets the process umask to 0o077 (inherited by the job runners the worker
+starts) and takes group/other permissions off what is already in the data folder and the model
+cache (files a version before this one wrote 0644). Knows nothing about what the files hold.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from pathlib import Path
+
+from openft.config import Settings
+
+UMASK = 0o077
+log = logging.getLogger("openft.store")
+
+
+def owner_only(settings: Settings) -> int:
+    """Umask 0o077 for this process and its children; tighten existing files. Returns how many
+    files or folders had their mode changed."""
+    os.umask(UMASK)
+    changed = 0
+    for root in {Path(settings.data_dir).resolve(), settings.resolved_model_cache_dir()}:
+        if not root.exists():
+            continue
+        changed += _tighten(root)
+        for folder, dirs, names in os.walk(root):  # does not follow symlinks elsewhere
+            for name in dirs + names:
+                changed += _tighten(Path(folder) / name)
+    db_file = _sqlite_file(settings)  # a database outside the data folder: its own files only
+    if db_file is not None:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            changed += _tighten(db_file.with_name(db_file.name + suffix))
+    if changed:
+        log.info("made %d existing file(s) in the data folder owner-only", changed)
+    return changed
+
+
+def _sqlite_file(settings: Settings) -> Path | None:
+    url = settings.resolved_database_url()
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///"):]
+    return Path(path).resolve() if path and path != ":memory:" else None
+
+
+def _tighten(path: Path) -> int:
+    try:
+        st = path.lstat()
+    except OSError:
+        return 0
+    if stat.S_ISLNK(st.st_mode) or not (st.st_mode & 0o077):
+        return 0
+    try:
+        os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o077)
+    except OSError as e:  # not ours (another user's file): say so, carry on
+        log.warning("could not make %s owner-only: %s", path, e)
+        return 0
+    return 1
