@@ -228,7 +228,7 @@ def _check_metadata(v: dict[str, str] | None) -> dict[str, str] | None:
 
 
 class JobCreate(Strict):
-    model: str
+    model: str = Field(max_length=512)
     training_file: str
     validation_file: str | None = None
     hyperparameters: SupervisedHyperparameters | None = None
