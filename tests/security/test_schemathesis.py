@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-schemathesis = pytest.importorskip("schemathesis")
+import schemathesis  # noqa: E402  (dev extras)
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
 
