@@ -152,3 +152,42 @@ def test_storage_refusing_writes_is_a_clear_503(small_disk, model_cache):
         assert api.files.retrieve(f.id).id == f.id  # reading still works
     finally:
         server.stop()
+
+
+def test_read_only_data_dir_is_a_clear_503(tmp_path, settings):
+    """The data dir's file system turns read-only under a server (the app in-process: a server
+    process cannot be started on a read-only data dir, and a mount with files open for writing
+    cannot be remounted read-only)."""
+    from fastapi.testclient import TestClient
+
+    from openft.api.app import create_app
+    from openft.api.server import prepare
+
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a tmpfs and remount it read-only")
+    umask = os.umask(0o022)  # prepare() sets the server's umask on this (test) process: put it back after
+    os.umask(umask)
+    try:
+        settings = settings.model_copy(update={"data_dir": mnt / "data"})
+        db, _ = prepare(settings)
+        client = TestClient(create_app(settings, db=db), raise_server_exceptions=False,
+                            headers={"Authorization": f"Bearer {settings.api_key}"})
+        ok = client.post("/v1/files", files={"file": ("t.jsonl", chat_jsonl())}, data={"purpose": "fine-tune"})
+        assert ok.status_code == 200, ok.text
+        db.dispose()  # no file open for writing, so the mount can turn read-only
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        refused = [client.post("/v1/files", files={"file": ("u.jsonl", chat_jsonl(seed=2))},
+                               data={"purpose": "fine-tune"}),
+                   client.post("/v1/fine_tuning/jobs", json={"model": "openft-tiny", "training_file": ok.json()["id"]})]
+        for r in refused:
+            assert r.status_code == 503, r.text
+            err = r.json()["error"]
+            assert err["code"] == "storage_unavailable" and "not writable" in err["message"], err
+            assert str(mnt) not in err["message"]
+        db.dispose()
+    finally:
+        os.umask(umask)
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
