@@ -11,7 +11,7 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo, WithJsonSchema, field_validator
 
 from openft.config import Settings
 
@@ -31,7 +31,8 @@ def _auto_int(lo: int, hi: int):
         if not lo <= v <= hi:
             raise ValueError(f"must be between {lo} and {hi}")
         return int(v)
-    return PlainValidator(check)
+    return PlainValidator(check, json_schema_input_type=Any), WithJsonSchema(
+        {"anyOf": [{"type": "string", "enum": ["auto"]}, {"type": "integer", "minimum": lo, "maximum": hi}]})
 
 
 def _auto_float(lo: float, hi: float):
@@ -43,7 +44,9 @@ def _auto_float(lo: float, hi: float):
         if not lo < v <= hi:
             raise ValueError(f"must be greater than {lo} and at most {hi}")
         return float(v)
-    return PlainValidator(check)
+    return PlainValidator(check, json_schema_input_type=Any), WithJsonSchema(
+        {"anyOf": [{"type": "string", "enum": ["auto"]},
+                   {"type": "number", "exclusiveMinimum": lo, "maximum": hi}]})
 
 
 def lone_surrogate(v: Any, path: str = "") -> str | None:
@@ -92,13 +95,13 @@ class SupervisedHyperparameters(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    batch_size: Annotated[Any, _auto_int(1, 256)] = "auto"
-    learning_rate_multiplier: Annotated[Any, _auto_float(0.0, 10.0)] = "auto"
-    n_epochs: Annotated[Any, _auto_int(1, 50)] = "auto"
+    batch_size: Annotated[Any, *_auto_int(1, 256)] = "auto"
+    learning_rate_multiplier: Annotated[Any, *_auto_float(0.0, 10.0)] = "auto"
+    n_epochs: Annotated[Any, *_auto_int(1, 50)] = "auto"
 
 
 class DpoHyperparameters(SupervisedHyperparameters):
-    beta: Annotated[Any, _auto_float(0.0, 2.0)] = "auto"
+    beta: Annotated[Any, *_auto_float(0.0, 2.0)] = "auto"
 
 
 class SupervisedMethod(Strict):
