@@ -2,8 +2,9 @@
 keys) is readable by the user that runs it and nobody else.
 
 `owner_only(settings)` sets the process umask to 0o077 (inherited by the job runners the worker
-starts) and takes group/other permissions off what is already in the data folder and the model
-cache (files a version before this one wrote 0644). Knows nothing about what the files hold.
+starts) and takes group/other permissions off what openft already wrote in the data folder and
+the model cache (files a version before this one wrote 0644), leaving anything else in those
+folders alone. Knows nothing about what the files hold.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from openft.config import Settings
 
 UMASK = 0o077
+# What openft keeps in the data folder (config.Settings.ensure_dirs, store.auth, models.registry).
+_OURS = ("blobs", "jobs", "tmp", "models", "admin_key", "key_secret", "models.json")
 log = logging.getLogger("openft.store")
 
 
@@ -23,20 +26,32 @@ def owner_only(settings: Settings) -> int:
     """Umask 0o077 for this process and its children; tighten existing files. Returns how many
     files or folders had their mode changed."""
     os.umask(UMASK)
-    changed = 0
-    for root in {Path(settings.data_dir).resolve(), settings.resolved_model_cache_dir()}:
-        if not root.exists():
-            continue
-        changed += _tighten(root)
-        for folder, dirs, names in os.walk(root):  # does not follow symlinks elsewhere
-            for name in dirs + names:
-                changed += _tighten(Path(folder) / name)
+    data = Path(settings.data_dir).resolve()
+    changed = _tighten(data) if data.exists() else 0
+    # Only what openft writes there: the data folder may be shared with the operator's own files.
+    paths = [data / name for name in _OURS]
+    paths += [p for p in data.glob("openft.db*")] + [p for p in data.glob(".admin_key.*")]
+    for path in paths:
+        changed += _tighten(path)
+        if path.is_dir() and not path.is_symlink():
+            changed += _tighten_tree(path)
+    cache = settings.resolved_model_cache_dir()
+    if cache.exists():
+        changed += _tighten(cache) + _tighten_tree(cache)
     db_file = _sqlite_file(settings)  # a database outside the data folder: its own files only
     if db_file is not None:
         for suffix in ("", "-wal", "-shm", "-journal"):
             changed += _tighten(db_file.with_name(db_file.name + suffix))
     if changed:
         log.info("made %d existing file(s) in the data folder owner-only", changed)
+    return changed
+
+
+def _tighten_tree(root: Path) -> int:
+    changed = 0
+    for folder, dirs, names in os.walk(root):  # does not follow symlinks elsewhere
+        for name in dirs + names:
+            changed += _tighten(Path(folder) / name)
     return changed
 
 
