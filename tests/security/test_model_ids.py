@@ -91,10 +91,26 @@ def test_hub_ids_need_the_operator(sec_server):
         api.models.retrieve("HuggingFaceTB/SmolLM2-135M-Instruct")
 
 
+CACHED_HUB_ID = "openft-test/tiny-cached"
+
+
+def _hub_cache_with(hf_home, repo_id: str, folder: str) -> None:
+    """The hub cache layout `snapshot_download` reads offline: models--org--name/{refs/main, snapshots/REV/}."""
+    import shutil
+
+    repo = hf_home / "hub" / ("models--" + repo_id.replace("/", "--"))
+    rev = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(rev)
+    shutil.copytree(folder, repo / "snapshots" / rev)
+
+
 @pytest.fixture(scope="module")
-def hub_server(tmp_path_factory, model_cache):
-    """Hub ids allowed, offline, with an empty hub cache; LoRA rank capped at 8 by the operator."""
+def hub_server(tmp_path_factory, model_cache, tiny_model_dir):
+    """Hub ids allowed, offline, with a hub cache holding only CACHED_HUB_ID (the tiny model);
+    LoRA rank capped at 8 by the operator."""
     hf_home = tmp_path_factory.mktemp("hf-home")
+    _hub_cache_with(hf_home, CACHED_HUB_ID, tiny_model_dir)
     server = start_server(tmp_path_factory, model_cache, "hub", OPENFT_ALLOW_HUB_MODELS="1", HF_HOME=str(hf_home),
                           HF_HUB_OFFLINE="1", OPENFT_LIMIT_LORA_R="8")
     yield server
@@ -112,6 +128,20 @@ def test_unknown_or_offline_hub_id_is_404_not_500(hub_server):
         _not_found(e)
     with pytest.raises(openai.NotFoundError):  # still never a path
         api.chat.completions.create(model="../../../../etc", messages=MSG, max_tokens=1)
+
+
+def test_an_allowed_cached_hub_model_serves_and_trains(hub_server):
+    api = hub_server.client()
+    out = api.chat.completions.create(model=CACHED_HUB_ID, messages=MSG, max_tokens=2, temperature=0)
+    assert out.model == CACHED_HUB_ID and out.usage.completion_tokens >= 1
+    f = upload(api, chat_jsonl())
+    with pytest.raises(openai.BadRequestError) as e:  # its modules are read from the cached weights
+        api.fine_tuning.jobs.create(model=CACHED_HUB_ID, training_file=f.id,
+                                    hyperparameters={"target_modules": ["wq"], "lora_r": 8})
+    assert e.value.body["param"] == "hyperparameters.target_modules" and "q_proj" in e.value.body["message"]
+    job = api.fine_tuning.jobs.create(model=CACHED_HUB_ID, training_file=f.id,
+                                      hyperparameters={"target_modules": ["q_proj"], "lora_r": 8})
+    assert job.model == CACHED_HUB_ID
 
 
 def test_operator_limits_apply(hub_server):

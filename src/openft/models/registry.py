@@ -138,13 +138,17 @@ def _hub_folder(settings: Settings, model_id: str) -> str:
     from huggingface_hub import snapshot_download
 
     try:
-        return snapshot_download(model_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt",
-                                                           "*.tiktoken", "*.jinja"])
+        folder = snapshot_download(model_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt",
+                                                             "*.tiktoken", "*.jinja"])
     except Exception as e:  # noqa: BLE001 - RepositoryNotFound, offline and missing cache, HTTP errors
         raise NotFound(f"The model `{model_id}` could not be loaded from the Hugging Face hub "
                        f"({type(e).__name__}): it does not exist there, is private, or the hub cannot be "
                        "reached and it is not in this machine's cache.", param="model",
                        code="model_not_found") from None
+    if not (Path(folder) / "config.json").exists() or not any(Path(folder).glob("*.safetensors")):
+        raise NotFound(f"The hub repository `{model_id}` is not a transformers model with safetensors weights.",
+                       param="model", code="model_not_found")
+    return folder
 
 
 def module_names(settings: Settings, model_id: str) -> set[str] | None:
