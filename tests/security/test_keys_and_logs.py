@@ -88,3 +88,19 @@ def test_credentials_never_reach_the_log(sec_server):
     text = sec_server.log.read_text(errors="replace")
     assert "leakcheck" not in text and sec_server.api_key not in text
     assert "api_key=[REDACTED]" in text and "access_token=[REDACTED]" in text
+
+
+def test_key_secret_from_the_environment_or_a_file_made_once(tmp_path):
+    import os
+    import stat
+
+    from openft.config import Settings
+    from openft.store.auth import hash_key, key_secret
+
+    env = Settings(data_dir=tmp_path / "a", key_secret="operator-chosen-secret")
+    assert key_secret(env) == b"operator-chosen-secret" and not (tmp_path / "a" / "key_secret").exists()
+    made = Settings(data_dir=tmp_path / "b")
+    first = key_secret(made)
+    assert len(first) == 64 and key_secret(made) == first  # generated once, then read
+    assert stat.S_IMODE(os.stat(tmp_path / "b" / "key_secret").st_mode) == 0o600
+    assert hash_key("sk-x", first) != hash_key("sk-x", key_secret(Settings(data_dir=tmp_path / "c")))

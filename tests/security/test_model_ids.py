@@ -152,3 +152,12 @@ def test_operator_limits_apply(hub_server):
     assert e.value.body["param"] == "hyperparameters.lora_r" and "[1, 8]" in e.value.body["message"]
     job = api.fine_tuning.jobs.create(model="openft-tiny", training_file=f.id, hyperparameters={"lora_r": 8})
     assert job.status == "validating_files"
+
+
+def test_a_default_above_the_operators_limit_is_explained(hub_server):
+    api = hub_server.client()
+    f = upload(api, chat_jsonl())
+    with pytest.raises(openai.BadRequestError) as e:  # lora_r defaults to 16; this server allows 8
+        api.fine_tuning.jobs.create(model="openft-tiny", training_file=f.id)
+    assert e.value.body["param"] == "method.supervised.hyperparameters.lora_r"
+    assert "OPENFT_LIMIT_LORA_R" in e.value.body["message"]

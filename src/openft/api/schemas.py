@@ -194,6 +194,9 @@ def check_job_options(settings: Settings, body: "JobCreate", method: dict, base_
     try:
         spec.validate(TrainLimits.from_settings(settings))
     except InvalidRequest as e:
+        if e.param and e.param not in hp:  # a default above the operator's limit (OPENFT_LIMIT_*)
+            e.message += (f" ({e.param} was not given: that is openft's default, which this server's limit "
+                          f"OPENFT_LIMIT_{e.param.upper()} does not allow; pass {e.param} explicitly)")
         raise _spec_error(e, where) from None
     targets = [t for t in spec.target_modules if t != "all-linear"]
     if not targets:
