@@ -40,6 +40,23 @@ class Settings(BaseSettings):
     runner_max_retries: int = Field(2, ge=0, description="Times a job whose training process died of an "
                                     "infrastructure fault (killed, not out of memory) is retried from its last "
                                     "checkpoint before it fails.")
+    allow_hub_models: bool = Field(False, description="Let `org/name` model ids download from (or load out of the "
+                                                      "cache of) the Hugging Face hub; off: only registered models.")
+    key_secret: str | None = Field(None, description="Secret that API keys are hashed with (HMAC-SHA256); default: "
+                                                     "one generated at first start in data_dir/key_secret.")
+    # Upper bounds on what a job's hyperparameters may ask for (the API refuses more at creation).
+    limit_n_epochs: int = Field(50, description="Most epochs a job may ask for.")
+    limit_batch_size: int = Field(256, description="Largest batch_size a job may ask for.")
+    limit_lora_r: int = Field(256, description="Largest LoRA rank.")
+    limit_lora_alpha: float = Field(4096.0, description="Largest LoRA alpha.")
+    limit_max_seq_len: int = Field(32768, description="Largest max_seq_len, in tokens.")
+    limit_pack_tokens: int = Field(131072, description="Largest pack_tokens (tokens in one packed row).")
+    limit_num_threads: int = Field(0, description="Most CPU threads a job may ask for; 0: this machine's cores.")
+    limit_checkpoint_every_steps: int = Field(1_000_000, description="Largest checkpoint_every_steps.")
+    limit_keep_checkpoints: int = Field(20, description="Most checkpoints a job may keep on disk.")
+    limit_eval_every_steps: int = Field(1_000_000, description="Largest eval_every_steps.")
+    limit_weight_decay: float = Field(10.0, description="Largest weight_decay.")
+    limit_max_grad_norm: float = Field(1e6, description="Largest max_grad_norm.")
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -31,11 +31,12 @@ def api(api_server):
 @pytest.fixture(scope="module")
 def other_api(api_server):
     """A client holding a key of another project."""
-    from openft.store.auth import create_key
+    from openft.config import Settings
+    from openft.store.auth import create_key, key_secret
 
     db = api_server.db()
     try:
-        _, key = create_key(db, "other-project")
+        _, key = create_key(db, "other-project", secret=key_secret(Settings(data_dir=api_server.data_dir)))
     finally:
         db.dispose()
     return api_server.client(api_key=key)

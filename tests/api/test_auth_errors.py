@@ -59,7 +59,7 @@ def test_query_param_errors_name_the_param(api):
 
 def test_admin_key_generated_and_saved(tmp_path):
     from openft.config import Settings
-    from openft.store.auth import create_key, ensure_admin_key, project_for_key
+    from openft.store.auth import create_key, ensure_admin_key, key_secret, project_for_key
     from openft.store.db import make_engine, migrate
 
     settings = Settings(data_dir=tmp_path / "d")
@@ -72,12 +72,13 @@ def test_admin_key_generated_and_saved(tmp_path):
     assert path.read_text().strip() == key
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert ensure_admin_key(settings, db) is None  # a second start keeps the first key
-    admin = project_for_key(db, key)
-    assert admin is not None and project_for_key(db, "sk-other") is None
-    pid, other = create_key(db, "team-b")
-    assert project_for_key(db, other) == pid != admin
+    secret = key_secret(settings)
+    admin = project_for_key(db, key, secret)
+    assert admin is not None and project_for_key(db, "sk-other", secret) is None
+    pid, other = create_key(db, "team-b", secret=secret)
+    assert project_for_key(db, other, secret) == pid != admin
     # a configured key replaces the generated one
     configured = Settings(data_dir=tmp_path / "d", api_key="sk-configured")
     assert ensure_admin_key(configured, db) is None
-    assert project_for_key(db, "sk-configured") == admin and project_for_key(db, key) is None
+    assert project_for_key(db, "sk-configured", secret) == admin and project_for_key(db, key, secret) is None
     db.dispose()

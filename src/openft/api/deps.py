@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine as DBEngine
 
 from openft.config import Settings
 from openft.errors import AuthenticationFailed
-from openft.store.auth import project_for_key
+from openft.store.auth import key_secret, project_for_key
 from openft.store.blobs import BlobStore
 
 log = logging.getLogger("openft.api")
@@ -29,6 +29,13 @@ class AppState:
     blobs: BlobStore
     _engine: Any = None
     _engine_lock: threading.Lock = field(default_factory=threading.Lock)
+    _key_secret: bytes | None = None
+
+    def key_secret(self) -> bytes:
+        """The secret API keys are hashed with (openft.store.auth.key_secret), read once."""
+        if self._key_secret is None:
+            self._key_secret = key_secret(self.settings)
+        return self._key_secret
 
     def engine(self):
         """The one serving engine of this app, created on first use (loading torch takes seconds)."""
@@ -77,7 +84,7 @@ def get_project(request: Request, state: AppState = Depends(get_state)) -> str:
         raise AuthenticationFailed(
             "You didn't provide an API key. You need to provide your API key in an Authorization header using "
             "Bearer auth (i.e. Authorization: Bearer YOUR_KEY).", code=None)
-    project = project_for_key(state.db, key)
+    project = project_for_key(state.db, key, state.key_secret())
     if project is None:
         raise AuthenticationFailed(f"Incorrect API key provided: {_mask(key)}.")
     return project

@@ -7,6 +7,7 @@ Knows nothing about the routes.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import re
@@ -23,6 +24,37 @@ log = logging.getLogger("openft.api")
 
 _HTTP_TYPES = {401: "invalid_request_error", 404: "invalid_request_error", 429: "rate_limit_exceeded",
                500: "server_error"}
+
+
+class ErrorResponse(JSONResponse):
+    """An error body as ASCII JSON: a message may quote the caller's input, and input that is not
+    valid Unicode (a lone surrogate) must still make a response rather than a 500."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":"), default=str).encode("ascii")
+
+
+# OS errors that mean "the data directory cannot be written", not "openft has a bug".
+_STORAGE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EIO}
+_DB_STORAGE_WORDS = ("readonly database", "read-only", "unable to open database", "disk i/o error",
+                     "database or disk is full", "disk is full")
+
+
+def storage_error(exc: BaseException) -> bool:
+    """Is `exc` the data directory (or the database in it) refusing writes?"""
+    if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
+        return True
+    from sqlalchemy.exc import OperationalError
+
+    return isinstance(exc, OperationalError) and any(w in str(exc.orig).lower() for w in _DB_STORAGE_WORDS)
+
+
+def storage_response(request_id: str | None) -> JSONResponse:
+    """503: the server's storage refused a write. Says so without paths or a traceback."""
+    return ErrorResponse(error_body(
+        "The server cannot store data right now: its data directory (or database) is not writable or is full. "
+        f"Ask the server's operator to check it (request id {request_id}).", "server_error", None,
+        "storage_unavailable"), status_code=503)
 
 
 def error_body(message: str, type: str = "invalid_request_error", param: str | None = None,
@@ -72,12 +104,24 @@ def validation_error(errors: list[dict]) -> tuple[str, str | None, str | None]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OpenFTError)
     async def _openft(request: Request, exc: OpenFTError):
-        return JSONResponse(exc.to_openai(), status_code=exc.status, headers=exc.headers)
+        return ErrorResponse(exc.to_openai(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
         message, param, code = validation_error(list(exc.errors()))
-        return JSONResponse(error_body(message, param=param, code=code), status_code=400)
+        return ErrorResponse(error_body(message, param=param, code=code), status_code=400)
+
+    async def _storage(request: Request, exc: Exception):
+        if not storage_error(exc):
+            raise exc  # a real bug: RequestIdMiddleware logs it and answers 500
+        request_id = request.scope.get("state", {}).get("request_id")
+        log.error("storage refused a write in %s %s (%s): %s", request.method, request.url.path, request_id, exc)
+        return storage_response(request_id)
+
+    from sqlalchemy.exc import OperationalError
+
+    app.add_exception_handler(OSError, _storage)
+    app.add_exception_handler(OperationalError, _storage)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
@@ -90,8 +134,8 @@ def install_error_handlers(app: FastAPI) -> None:
             message = str(exc.detail)
         if status == 409:  # the SDK retries 409s; OpenFT never answers one
             status = 400
-        return JSONResponse(error_body(message, _HTTP_TYPES.get(status, "invalid_request_error")),
-                            status_code=status, headers=getattr(exc, "headers", None))
+        return ErrorResponse(error_body(message, _HTTP_TYPES.get(status, "invalid_request_error")),
+                             status_code=status, headers=getattr(exc, "headers", None))
 
 
 class RequestIdMiddleware:

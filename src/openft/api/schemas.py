@@ -7,10 +7,11 @@ the store are rendered into the exact objects the `openai` SDK parses (`fine_tun
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo, WithJsonSchema, field_validator
 
 from openft.config import Settings
 from openft.train import rules
@@ -25,28 +26,69 @@ def _auto_int(lo: int, hi: int):
     def check(v: Any) -> Any:
         if v == "auto":
             return v
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v:
+        if (isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not math.isfinite(v))
+                or int(v) != v):  # 1e400 parses as inf, and int(inf) raises OverflowError
             raise ValueError(f'must be "auto" or an integer between {lo} and {hi}')
         if not lo <= v <= hi:
             raise ValueError(f"must be between {lo} and {hi}")
         return int(v)
-    return PlainValidator(check)
+    return PlainValidator(check, json_schema_input_type=Any), WithJsonSchema(
+        {"anyOf": [{"type": "string", "enum": ["auto"]}, {"type": "integer", "minimum": lo, "maximum": hi}]})
 
 
 def _auto_float(lo: float, hi: float):
     def check(v: Any) -> Any:
         if v == "auto":
             return v
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise ValueError(f'must be "auto" or a number greater than {lo} and at most {hi}')
         if not lo < v <= hi:
             raise ValueError(f"must be greater than {lo} and at most {hi}")
         return float(v)
-    return PlainValidator(check)
+    return PlainValidator(check, json_schema_input_type=Any), WithJsonSchema(
+        {"anyOf": [{"type": "string", "enum": ["auto"]},
+                   {"type": "number", "exclusiveMinimum": lo, "maximum": hi}]})
+
+
+def lone_surrogate(v: Any, path: str = "") -> str | None:
+    """Where in `v` (a JSON value) a string holds a lone UTF-16 surrogate ("\\ud800" in JSON parses
+    to one): such text cannot be encoded as UTF-8, so no tokenizer, database or response can take
+    it. Returns the path below `v` ("" for `v` itself), or None when the text is clean."""
+    if isinstance(v, str):
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(v, dict):
+        for k, x in v.items():
+            found = lone_surrogate(k, path) if isinstance(k, str) else None
+            found = found if found is not None else lone_surrogate(x, f"{path}.{k}")
+            if found is not None:
+                return found
+    elif isinstance(v, (list, tuple)):
+        for i, x in enumerate(v):
+            found = lone_surrogate(x, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
 
 
 class Strict(BaseModel):
+    """A request object: unknown fields are refused and every string must be valid Unicode."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _valid_unicode(cls, v: Any, info: ValidationInfo) -> Any:
+        if isinstance(v, BaseModel):
+            return v  # checked by its own validators
+        where = lone_surrogate(v)
+        if where is not None:
+            raise ValueError(f"contains a lone surrogate{' at ' + where.lstrip('.') if where else ''} "
+                             "(not valid Unicode text)")
+        return v
 
 
 class SupervisedHyperparameters(BaseModel):
@@ -54,13 +96,13 @@ class SupervisedHyperparameters(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    batch_size: Annotated[Any, _auto_int(1, 256)] = "auto"
-    learning_rate_multiplier: Annotated[Any, _auto_float(0.0, 10.0)] = "auto"
-    n_epochs: Annotated[Any, _auto_int(1, 50)] = "auto"
+    batch_size: Annotated[Any, *_auto_int(1, 256)] = "auto"
+    learning_rate_multiplier: Annotated[Any, *_auto_float(0.0, 10.0)] = "auto"
+    n_epochs: Annotated[Any, *_auto_int(1, 50)] = "auto"
 
 
 class DpoHyperparameters(SupervisedHyperparameters):
-    beta: Annotated[Any, _auto_float(0.0, 2.0)] = "auto"
+    beta: Annotated[Any, *_auto_float(0.0, 2.0)] = "auto"
 
 
 class SupervisedMethod(Strict):
@@ -102,9 +144,16 @@ def train_options() -> list[str]:
     return sorted(f.name for f in dataclasses.fields(TrainSpec) if f.name not in _NOT_OPTIONS)
 
 
+def _spec_error(e, where: str):
+    from openft.errors import InvalidRequest
+
+    return InvalidRequest(e.message, param=f"{where}.{e.param}" if e.param else where, code="invalid_value")
+
+
 def check_train_options(extra: dict, where: str) -> None:
     """openft's own hyperparameters are TrainSpec fields, checked by TrainSpec.validate() now
-    rather than when the job starts; anything else is an unknown argument, as at OpenAI."""
+    rather than when the job starts (types and lower bounds here; the operator's upper bounds in
+    `check_job_options`); anything else is an unknown argument, as at OpenAI."""
     from openft.errors import InvalidRequest
 
     if not extra:
@@ -112,18 +161,63 @@ def check_train_options(extra: dict, where: str) -> None:
     allowed = train_options()
     for key in extra:
         if key not in allowed:
-            raise InvalidRequest(f"Unrecognized request argument supplied: {key} (hyperparameters are "
+            shown = key if lone_surrogate(key) is None else key.encode("utf-8", "replace").decode()
+            raise InvalidRequest(f"Unrecognized request argument supplied: {shown[:100]} (hyperparameters are "
                                  f"{', '.join(HYPERPARAMETER_KEYS)}; openft also accepts {', '.join(allowed)})",
-                                 param=f"{where}.{key}", code="unknown_parameter")
+                                 param=f"{where}.{shown[:100]}", code="unknown_parameter")
     from openft.train.spec import TrainSpec
 
     try:
         TrainSpec(base_model="-", train_file="-", output_dir="-", **extra).validate()
     except InvalidRequest as e:
-        raise InvalidRequest(e.message, param=f"{where}.{e.param}" if e.param else where,
-                             code="invalid_value") from None
+        raise _spec_error(e, where) from None
     except TypeError as e:
         raise InvalidRequest(str(e), param=where, code="invalid_value") from None
+
+
+def check_job_options(settings: Settings, body: "JobCreate", method: dict, base_model: str) -> None:
+    """At job creation: the hyperparameters (`method` as `body.resolved_method()` made it) within
+    this server's limits (OPENFT_LIMIT_*, see openft.train.spec.TrainLimits), and `target_modules`
+    naming modules the base model has. Params are named where the request put them."""
+    import dataclasses
+
+    from openft.errors import InvalidRequest
+    from openft.train.spec import TrainLimits, TrainSpec
+
+    kind = method.get("type") or "supervised"
+    where = "hyperparameters" if body.hyperparameters is not None else f"method.{kind}.hyperparameters"
+    hp = (method.get(kind) or {}).get("hyperparameters") or {}
+    names = {f.name for f in dataclasses.fields(TrainSpec)} - {"base_model", "train_file", "output_dir"}
+    spec = TrainSpec(base_model=base_model, train_file="-", output_dir="-",
+                     **{k: (tuple(v) if k == "target_modules" and isinstance(v, list) else v)
+                        for k, v in hp.items() if k in names})
+    try:
+        spec.validate(TrainLimits.from_settings(settings))
+    except InvalidRequest as e:
+        if e.param and e.param not in hp:  # a default above the operator's limit (OPENFT_LIMIT_*)
+            e.message += (f" ({e.param} was not given: that is openft's default, which this server's limit "
+                          f"OPENFT_LIMIT_{e.param.upper()} does not allow; pass {e.param} explicitly)")
+        raise _spec_error(e, where) from None
+    targets = [t for t in spec.target_modules if t != "all-linear"]
+    if not targets:
+        return
+    from openft.models.registry import module_names
+
+    known = module_names(settings, base_model)
+    if known is None:  # not on this machine yet (a hub model): checked when the job loads it
+        return
+    missing = [t for t in targets if not _names_module(t, known)]
+    if missing:
+        leaves = sorted({m.rsplit(".", 1)[-1] for m in known if not m.rsplit(".", 1)[-1].isdigit()})
+        raise InvalidRequest(f"target_modules: {', '.join(repr(t) for t in missing[:5])} "
+                             f"{'is not a module' if len(missing) == 1 else 'are not modules'} of {base_model}; "
+                             f"its modules are named {', '.join(leaves[:40])} (or use \"all-linear\").",
+                             param=f"{where}.target_modules", code="invalid_value")
+
+
+def _names_module(target: str, modules: set[str]) -> bool:
+    """PEFT's rule for a list entry: a module whose full name is `target` or ends in `.target`."""
+    return any(m == target or m.endswith("." + target) for m in modules)
 
 
 def _check_metadata(v: dict[str, str] | None) -> dict[str, str] | None:
@@ -140,7 +234,7 @@ def _check_metadata(v: dict[str, str] | None) -> dict[str, str] | None:
 
 
 class JobCreate(Strict):
-    model: str
+    model: str = Field(max_length=512)
     training_file: str
     validation_file: str | None = None
     hyperparameters: SupervisedHyperparameters | None = None
@@ -153,7 +247,7 @@ class JobCreate(Strict):
     @field_validator("suffix")
     @classmethod
     def _suffix(cls, v: str | None) -> str | None:
-        if v is not None and not _SUFFIX_RE.match(v):
+        if v is not None and not _SUFFIX_RE.fullmatch(v):
             raise ValueError("must be 1 to 64 characters: letters, digits, '-' and '_'")
         return v
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import signal
 import sys
 import threading
@@ -24,9 +25,63 @@ from openft.store.db import make_engine, migrate
 log = logging.getLogger("openft.server")
 
 
+# Credentials that may ride in a URL or a logged header: query parameters named like a key or
+# token, Authorization values, and openft's own key format wherever it appears.
+_SECRET_QUERY = re.compile(r"(?i)([?&;](?:[\w.-]*(?:api[_-]?key|key|token|secret|password|passwd|auth\w*|"
+                           r"credential\w*|signature|sig))=)[^&;#\s\"']*")
+_SECRET_HEADER = re.compile(r"(?i)\b(authorization[\"']?\s*[:=]\s*[\"']?(?:bearer|basic|token)?\s*)[^\s\"',]+")
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[^\s\"',]+")
+_KEY = re.compile(r"\bsk-[A-Za-z0-9_-]{6,}")
+
+
+def redact(text: str) -> str:
+    """`text` with credentials replaced by [REDACTED] (for log lines, never for responses)."""
+    text = _SECRET_QUERY.sub(r"\1[REDACTED]", text)
+    text = _SECRET_HEADER.sub(r"\1[REDACTED]", text)
+    text = _BEARER.sub(r"\1[REDACTED]", text)
+    return _KEY.sub("sk-[REDACTED]", text)
+
+
+class RedactCredentials(logging.Filter):
+    """Rewrites a log record whose message carries a credential (uvicorn's access log prints the
+    query string: `?api_key=...`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):  # keep the tuple: uvicorn's access formatter unpacks it
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: redact(a) if isinstance(a, str) else a for k, a in record.args.items()}
+        return True
+
+
+def install_log_redaction() -> None:
+    """The filter on the loggers that write request lines, and on every handler of the root
+    logger (what propagates there from openft's own loggers)."""
+    f = RedactCredentials()
+    for name in ("uvicorn.access", "uvicorn.error", "uvicorn", "openft"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(x, RedactCredentials) for x in logger.filters):
+            logger.addFilter(f)
+        for h in logger.handlers:
+            if not any(isinstance(x, RedactCredentials) for x in h.filters):
+                h.addFilter(f)
+    for h in logging.getLogger().handlers:
+        if not any(isinstance(x, RedactCredentials) for x in h.filters):
+            h.addFilter(f)
+
+
 def prepare(settings: Settings):
-    """Data folders, migrated database, admin key. Returns (db engine, newly generated key or None)."""
+    """Owner-only files (umask 0o077 for this process and the job runners it starts; existing
+    files tightened), data folders, abandoned upload files removed, migrated database, admin key.
+    Returns (db engine, newly generated key or None)."""
+    from openft.store.blobs import BlobStore
+    from openft.store.perms import owner_only
+
+    owner_only(settings)
     settings.ensure_dirs()
+    BlobStore(settings.data_dir / "blobs").remove_stale_uploads()
     db = make_engine(settings.resolved_database_url())
     migrate(db)
     return db, ensure_admin_key(settings, db)
@@ -84,7 +139,9 @@ def _config(settings: Settings, db, **kw) -> uvicorn.Config:
     from openft.api.app import create_app
 
     kw = {"log_level": "info", "timeout_graceful_shutdown": 10, **kw}
-    return uvicorn.Config(create_app(settings, db=db), host=settings.host, port=settings.port, **kw)
+    config = uvicorn.Config(create_app(settings, db=db), host=settings.host, port=settings.port, **kw)
+    install_log_redaction()  # after uvicorn configured its loggers
+    return config
 
 
 class _Server(uvicorn.Server):

@@ -17,7 +17,7 @@ def create(project: str = typer.Option(..., "--project", help="Project name; cre
     if not project.strip():
         fail("--project is empty")
     settings = state().settings()
-    from openft.store.auth import create_key
+    from openft.store.auth import create_key, key_secret
     from openft.store.db import make_engine, migrate
 
     if not settings.database_url:
@@ -25,7 +25,7 @@ def create(project: str = typer.Option(..., "--project", help="Project name; cre
     engine = make_engine(settings.resolved_database_url())
     try:
         migrate(engine)
-        project_id, key = create_key(engine, project.strip())
+        project_id, key = create_key(engine, project.strip(), secret=key_secret(settings))
     finally:
         engine.dispose()
     print(f"Project: {project.strip()} ({project_id})")

@@ -57,10 +57,10 @@ def register(name: str = typer.Argument(..., help="The id to register the model 
 
 
 def _project_for_current_key(settings, engine) -> str:
-    from openft.store.auth import project_for_key
+    from openft.store.auth import key_secret, project_for_key
 
     key = state().resolved_api_key()
-    project_id = project_for_key(engine, key)
+    project_id = project_for_key(engine, key, key_secret(settings))
     if project_id is None:
         fail(f"the API key is not known to the database in {settings.data_dir}; pass the key of the project "
              "that owns the model (--api-key) or the right --data-dir")

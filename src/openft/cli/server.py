@@ -39,6 +39,9 @@ def worker(data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Dat
     import logging
 
     from openft.jobs.worker import Worker
+    from openft.store.perms import owner_only
+
+    owner_only(settings)  # the runners it starts write job folders and logs: owner-only
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     w = Worker(settings)

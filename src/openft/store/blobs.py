@@ -1,21 +1,28 @@
 """Content-addressed blob storage on the local disk.
 
 A blob lives at `<root>/<sha[:2]>/<sha>`. Writes stream to a temporary file in the same
-folder tree, are hashed on the way, then renamed into place: a blob is never half-written,
-and identical content is stored once.
+folder tree (`<root>/.upload-*`, owner-only, locked while written), are hashed on the way, then
+renamed into place: a blob is never half-written, and identical content is stored once. A
+process killed mid-write leaves its temporary file behind; `remove_stale_uploads` (at server
+start) deletes those that no live writer holds, whichever process shares the folder.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO
 
 from openft.errors import PayloadTooLarge
 
 CHUNK = 1 << 20
+TEMP_PREFIX = ".upload-"
+log = logging.getLogger("openft.store")
 
 
 class BlobStore:
@@ -30,8 +37,9 @@ class BlobStore:
         """Store a stream; returns (sha256, size). Raises PayloadTooLarge past max_bytes."""
         h = hashlib.sha256()
         size = 0
-        fd, tmp = tempfile.mkstemp(prefix=".upload-", dir=self.root)
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self.root)  # mode 0600
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # "being written": remove_stale_uploads leaves it alone
             with os.fdopen(fd, "wb") as out:
                 while chunk := stream.read(CHUNK):
                     size += len(chunk)
@@ -55,6 +63,36 @@ class BlobStore:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+
+    def remove_stale_uploads(self) -> list[str]:
+        """Delete temporary upload files that no process is writing (their writer died: a server
+        killed mid-upload). A live writer, in this process or another sharing the folder, holds
+        an exclusive lock on its file, so only abandoned ones are removed; blobs are never
+        touched (they do not start with TEMP_PREFIX). Returns the names removed."""
+        removed = []
+        for path in self.root.glob(TEMP_PREFIX + "*"):
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue  # gone already, or not a plain file we can open
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                st = os.fstat(fd)
+                if st.st_size == 0 and time.time() - st.st_mtime < 10:
+                    raise BlockingIOError  # just created by mkstemp, its writer may not hold the lock yet
+            except OSError:
+                os.close(fd)
+                continue  # a live upload
+            try:
+                path.unlink()
+                removed.append(path.name)
+            except OSError as e:
+                log.warning("could not remove the abandoned upload %s: %s", path.name, e)
+            finally:
+                os.close(fd)
+        if removed:
+            log.info("removed %d abandoned upload file(s) from %s", len(removed), self.root)
+        return removed
 
     def put_bytes(self, data: bytes) -> tuple[str, int]:
         import io

@@ -27,9 +27,12 @@ api_keys = sa.Table(
     "api_keys", metadata,
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("project_id", sa.String(64), sa.ForeignKey("projects.id"), nullable=False),
-    sa.Column("key_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("key_sha256", sa.String(64), nullable=False, unique=True),  # hex digest, see key_hash_kind
     sa.Column("name", sa.String(200), nullable=False, default=""),
     sa.Column("created_at", sa.Integer, nullable=False),
+    # "hmac-sha256" (keyed by the server's secret, openft.store.auth) or "sha256" (rows from before
+    # migration 3; upgraded to hmac-sha256 on their first successful use)
+    sa.Column("key_hash_kind", sa.String(16), nullable=False, server_default="sha256"),
 )
 
 files = sa.Table(
@@ -149,10 +152,18 @@ def _m2_job_fault_counters(conn: sa.Connection) -> None:
         "WHERE status IN ('queued', 'running')"))
 
 
+def _m3_key_hash_kind(conn: sa.Connection) -> None:
+    """api_keys.key_hash_kind: which hash key_sha256 holds (databases made by migration 1 of a
+    version that had this column in the table already have it)."""
+    if "key_hash_kind" not in {c["name"] for c in sa.inspect(conn).get_columns("api_keys")}:
+        conn.execute(sa.text("ALTER TABLE api_keys ADD COLUMN key_hash_kind VARCHAR(16) NOT NULL DEFAULT 'sha256'"))
+
+
 # Ordered; append only. Each runs once, in a transaction, and is recorded.
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "initial schema", _m1_initial),
     (2, "job fault counters", _m2_job_fault_counters),
+    (3, "api key hash kind (HMAC with the server's secret)", _m3_key_hash_kind),
 ]
 
 

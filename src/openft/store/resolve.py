@@ -30,8 +30,9 @@ class ResolvedModel:
 
 
 def model_not_found(model: str) -> NotFound:
-    return NotFound(f"The model `{model}` does not exist or you do not have access to it.",
-                    param="model", code="model_not_found")
+    from openft.models.registry import not_found
+
+    return not_found(model)
 
 
 def _checkpoint_not_found(conn: sa.Connection, project_id: str, model: str) -> NotFound:
@@ -80,12 +81,9 @@ def resolve_model(settings: Settings, conn: sa.Connection, project_id: str, mode
         full = row.method == "full"
         return ResolvedModel(model, "fine-tuned", row.base_model, None if full else row.path,
                              row.path if full else None, row.created_at, row.owned_by, row.job_id)
+    # A base model: a registry id only (built-in, registered, or a hub id where the operator allows
+    # the hub); never a path, and NotFound in the same words whether or not such a path exists.
     from openft.models import get_base_model
 
-    try:
-        base = get_base_model(settings, model)
-    except NotFound as e:
-        if e.code == "model_not_found" and "does not exist" in e.message:
-            raise model_not_found(model) from None
-        raise
+    base = get_base_model(settings, model)
     return ResolvedModel(base.id, "base", base.id, owned_by="system")

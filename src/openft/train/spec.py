@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
+import os
+import re
+import sys
 from dataclasses import dataclass
 from typing import Literal, Union
 
@@ -19,6 +23,54 @@ METHODS = ("lora", "full", "qlora")
 SCHEDULES = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
+_MODULE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+def _show(v) -> str:
+    """A user's value in a message, short (a 10 MB string is not echoed back)."""
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+@dataclass(frozen=True)
+class TrainLimits:
+    """Upper bounds on a spec's resource-hungry fields: what a server lets one job ask for.
+
+    The defaults are the bounds `openft serve` applies unless its operator sets OPENFT_LIMIT_*
+    (TrainLimits.from_settings); `unbounded()` checks types and lower bounds only."""
+
+    n_epochs: int = 50
+    batch_size: int = 256
+    lora_r: int = 256
+    lora_alpha: float = 4096.0
+    max_seq_len: int = 32768
+    pack_tokens: int = 131072
+    num_threads: int = 0              # 0: this machine's cores
+    checkpoint_every_steps: int = 1_000_000
+    keep_checkpoints: int = 20
+    eval_every_steps: int = 1_000_000
+    weight_decay: float = 10.0
+    max_grad_norm: float = 1e6
+
+    def __post_init__(self):
+        if self.num_threads <= 0:
+            object.__setattr__(self, "num_threads", _cores())
+
+    @classmethod
+    def from_settings(cls, settings) -> "TrainLimits":
+        return cls(**{f.name: getattr(settings, f"limit_{f.name}") for f in dataclasses.fields(cls)})
+
+    @classmethod
+    def unbounded(cls) -> "TrainLimits":
+        big = sys.maxsize
+        return cls(**{f.name: (big if f.type in ("int", int) else math.inf) for f in dataclasses.fields(cls)})
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -78,57 +130,73 @@ class TrainSpec:
     num_threads: int | None = None
     """CPU threads for torch (torch.set_num_threads); None: torch's default (physical cores)."""
 
-    def validate(self) -> "TrainSpec":
-        """Raise InvalidRequest listing every bad field (param = the first); return self."""
+    def validate(self, limits: "TrainLimits | None" = None) -> "TrainSpec":
+        """Raise InvalidRequest listing every bad field (param = the first); return self.
+
+        Types, lower bounds and finiteness are always checked; `limits` (the operator's upper
+        bounds, see TrainLimits.from_settings) are checked when given."""
         bad: list[tuple[str, str]] = []
+        top = limits or TrainLimits.unbounded()
 
         def check(name: str, ok: bool, why: str) -> None:
             if not ok:
                 bad.append((name, why))
 
-        def int_or_auto(name: str, lo: int, hi: int) -> None:
-            v = getattr(self, name)
-            if v == "auto":
+        def is_int(v) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_num(v) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        def int_in(name: str, lo: int, *, auto: bool = False, none: bool = False) -> None:
+            v, hi = getattr(self, name), getattr(top, name)
+            if (auto and v == "auto") or (none and v is None):
                 return
-            check(name, isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi,
-                  f"must be 'auto' or an integer in [{lo}, {hi}], got {v!r}")
+            also = " or ".join(w for w, ok in (("'auto'", auto), ("null", none)) if ok)
+            rng = f"in [{lo}, {hi}]" if hi < sys.maxsize else f">= {lo}"
+            check(name, is_int(v) and lo <= v <= hi,
+                  f"must be {also + ' or ' if also else ''}an integer {rng}, got {_show(v)}")
+
+        def upto(x: float) -> str:
+            return "" if math.isinf(x) else f" and <= {x:g}"
 
         check("base_model", isinstance(self.base_model, str) and bool(self.base_model), "must be a model id")
         check("train_file", isinstance(self.train_file, str) and bool(self.train_file), "must be a file path")
         check("output_dir", isinstance(self.output_dir, str) and bool(self.output_dir), "must be a folder path")
-        check("method", self.method in METHODS, f"must be one of {', '.join(METHODS)}, got {self.method!r}")
-        int_or_auto("n_epochs", 1, 50)
-        int_or_auto("batch_size", 1, 256)
+        check("method", self.method in METHODS, f"must be one of {', '.join(METHODS)}, got {_show(self.method)}")
+        int_in("n_epochs", 1, auto=True)
+        int_in("batch_size", 1, auto=True)
         lrm = self.learning_rate_multiplier
         if lrm != "auto":
-            check("learning_rate_multiplier",
-                  isinstance(lrm, (int, float)) and not isinstance(lrm, bool) and 0 < lrm <= 10,
-                  f"must be 'auto' or a number in (0, 10], got {lrm!r}")
-        check("seed", isinstance(self.seed, int) and 0 <= self.seed < 2**31, f"must be an integer in [0, 2**31), got {self.seed!r}")
-        check("lora_r", isinstance(self.lora_r, int) and 1 <= self.lora_r <= 1024, f"must be an integer in [1, 1024], got {self.lora_r!r}")
-        check("lora_alpha", isinstance(self.lora_alpha, (int, float)) and self.lora_alpha > 0, f"must be > 0, got {self.lora_alpha!r}")
-        check("lora_dropout", isinstance(self.lora_dropout, (int, float)) and 0 <= self.lora_dropout < 1,
-              f"must be in [0, 1), got {self.lora_dropout!r}")
-        check("target_modules", isinstance(self.target_modules, (tuple, list)) and len(self.target_modules) > 0
-              and all(isinstance(m, str) and m for m in self.target_modules), "must be a non-empty list of module names")
-        check("max_seq_len", self.max_seq_len is None or (isinstance(self.max_seq_len, int) and self.max_seq_len >= 8),
-              f"must be None or an integer >= 8, got {self.max_seq_len!r}")
-        check("warmup_ratio", isinstance(self.warmup_ratio, (int, float)) and 0 <= self.warmup_ratio < 1,
-              f"must be in [0, 1), got {self.warmup_ratio!r}")
-        check("lr_schedule", self.lr_schedule in SCHEDULES, f"must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}")
-        check("weight_decay", isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0, "must be >= 0")
-        check("max_grad_norm", isinstance(self.max_grad_norm, (int, float)) and self.max_grad_norm >= 0, "must be >= 0")
-        check("checkpoint_every_steps", self.checkpoint_every_steps is None
-              or (isinstance(self.checkpoint_every_steps, int) and self.checkpoint_every_steps >= 1), "must be None or >= 1")
-        check("keep_checkpoints", isinstance(self.keep_checkpoints, int) and self.keep_checkpoints >= 1, "must be >= 1")
-        check("eval_every_steps", self.eval_every_steps is None
-              or (isinstance(self.eval_every_steps, int) and self.eval_every_steps >= 1), "must be None or >= 1")
-        check("device", self.device in DEVICES, f"must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        check("precision", self.precision in PRECISIONS, f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        check("pack_tokens", self.pack_tokens is None or (isinstance(self.pack_tokens, int) and self.pack_tokens >= 16),
-              "must be None or an integer >= 16")
-        check("num_threads", self.num_threads is None or (isinstance(self.num_threads, int) and self.num_threads >= 1),
-              "must be None or an integer >= 1")
+            check("learning_rate_multiplier", is_num(lrm) and 0 < lrm <= 10,
+                  f"must be 'auto' or a number in (0, 10], got {_show(lrm)}")
+        check("seed", is_int(self.seed) and 0 <= self.seed < 2**31, f"must be an integer in [0, 2**31), got {_show(self.seed)}")
+        int_in("lora_r", 1)
+        check("lora_alpha", is_num(self.lora_alpha) and 0 < self.lora_alpha <= top.lora_alpha,
+              f"must be a number > 0{upto(top.lora_alpha)}, got {_show(self.lora_alpha)}")
+        check("lora_dropout", is_num(self.lora_dropout) and 0 <= self.lora_dropout < 1,
+              f"must be in [0, 1), got {_show(self.lora_dropout)}")
+        check("target_modules", isinstance(self.target_modules, (tuple, list)) and 0 < len(self.target_modules) <= 64
+              and all(isinstance(m, str) and _MODULE_RE.fullmatch(m) for m in self.target_modules),
+              "must be a list of 1 to 64 module names (letters, digits, '_', '.', '-') or [\"all-linear\"]")
+        int_in("max_seq_len", 8, none=True)
+        check("warmup_ratio", is_num(self.warmup_ratio) and 0 <= self.warmup_ratio < 1,
+              f"must be in [0, 1), got {_show(self.warmup_ratio)}")
+        check("lr_schedule", self.lr_schedule in SCHEDULES,
+              f"must be one of {', '.join(SCHEDULES)}, got {_show(self.lr_schedule)}")
+        check("weight_decay", is_num(self.weight_decay) and 0 <= self.weight_decay <= top.weight_decay,
+              f"must be a number >= 0{upto(top.weight_decay)}, got {_show(self.weight_decay)}")
+        check("max_grad_norm", is_num(self.max_grad_norm) and 0 <= self.max_grad_norm <= top.max_grad_norm,
+              f"must be a number >= 0{upto(top.max_grad_norm)} (0 disables clipping), got {_show(self.max_grad_norm)}")
+        int_in("checkpoint_every_steps", 1, none=True)
+        int_in("keep_checkpoints", 1)
+        int_in("eval_every_steps", 1, none=True)
+        check("device", self.device in DEVICES, f"must be one of {', '.join(DEVICES)}, got {_show(self.device)}")
+        check("precision", self.precision in PRECISIONS,
+              f"must be one of {', '.join(PRECISIONS)}, got {_show(self.precision)}")
+        int_in("pack_tokens", 16, none=True)
+        check("packing", isinstance(self.packing, bool), f"must be true or false, got {_show(self.packing)}")
+        int_in("num_threads", 1, none=True)
         # combinations
         if self.method == "full" and self.init_adapter:
             bad.append(("init_adapter", "cannot continue a LoRA adapter with method 'full'"))

@@ -8,9 +8,10 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from openft.api.deps import AppState, get_project, get_state
+from openft.api.schemas import Strict
 from openft.api.generation import (SSE_HEADERS, collect, generation_request, resolve, sse, sse_stream,
                                    Stop, refuse_unsupported_sampling, start_streams,
                                    system_fingerprint, usage_object)
@@ -20,16 +21,12 @@ from openft.ids import completion_id
 router = APIRouter()
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class StreamOptions(_Strict):
+class StreamOptions(Strict):
     include_usage: bool | None = None
     include_obfuscation: bool | None = None
 
 
-class Message(_Strict):
+class Message(Strict):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[dict] | None = None
     name: str | None = None
@@ -40,8 +37,8 @@ class Message(_Strict):
     audio: dict | None = None
 
 
-class ChatRequest(_Strict):
-    model: str
+class ChatRequest(Strict):
+    model: str = Field(max_length=512)
     messages: list[Message] = Field(min_length=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)

@@ -9,9 +9,10 @@ import time
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from openft.api.deps import AppState, get_project, get_state
+from openft.api.schemas import Strict
 from openft.api.generation import (SSE_HEADERS, collect, generation_request, resolve, sse, sse_stream,
                                    Stop, refuse_unsupported_sampling, start_streams,
                                    system_fingerprint, usage_object)
@@ -22,10 +23,8 @@ from openft.ids import completion_id
 router = APIRouter()
 
 
-class CompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    model: str
+class CompletionRequest(Strict):
+    model: str = Field(max_length=512)
     prompt: str | list[str] | list[int] | list[list[int]]
     suffix: str | None = None
     max_tokens: int | None = Field(16, ge=0)

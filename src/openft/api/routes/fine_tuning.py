@@ -17,7 +17,8 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
 
 from openft.api.deps import AppState, get_project, get_state
-from openft.api.schemas import JobCreate, checkpoint_object, cursor_page, event_object, job_object, keyset
+from openft.api.schemas import (JobCreate, check_job_options, checkpoint_object, cursor_page, event_object,
+                                job_object, keyset)
 from openft.errors import InvalidRequest, NotFound
 from openft.ids import job_id as new_job_id
 from openft.jobs import state as job_state
@@ -82,6 +83,7 @@ def create_job(body: JobCreate, state: AppState = Depends(get_state), project: s
             raise InvalidRequest(f"Model {body.model} is not available for fine-tuning or does not exist{why}.",
                                  param="model", code="model_not_available") from None
         _check_continuable(resolved, method)
+        check_job_options(settings, body, method, resolved.base_model)
         _check_file(conn, project, body.training_file, "training_file")
         if body.validation_file:
             _check_file(conn, project, body.validation_file, "validation_file")
