@@ -198,3 +198,17 @@ def test_pause_resume_and_cancel_a_running_job(server, trained):
     time.sleep(3)  # the worker stops the runner; the job must stay cancelled, with no model
     final = api.fine_tuning.jobs.retrieve(other.id)
     assert final.status == "cancelled" and final.fine_tuned_model is None
+
+
+@pytest.mark.slow
+def test_a_file_with_a_byte_order_mark_trains(server):
+    """Validation and the trainer read JSONL with one reader: a BOM file that validates also trains."""
+    import codecs
+
+    api = server.client()
+    train = upload(api, codecs.BOM_UTF8 + chat_jsonl(12, seed=3), "bom.jsonl")
+    job = api.fine_tuning.jobs.create(model="openft-tiny", training_file=train.id,
+                                      hyperparameters={"n_epochs": 1, "batch_size": 4})
+    done = wait_status(api, job.id, {"succeeded", "failed", "cancelled"}, timeout=480)
+    assert done.status == "succeeded", done.error  # failed with "Unexpected UTF-8 BOM" before
+    assert done.trained_tokens > 0

@@ -265,7 +265,7 @@ def inspect(
 ):
     """Show how examples are tokenized and which tokens are trained (green, or [[...]] without color)."""
     from openft.data import formats as F
-    from openft.data.reader import iter_lines, json_problem
+    from openft.data.reader import iter_records
     from openft.errors import DataError
     from openft.train.tokenize import encode_example, render_mask
 
@@ -274,17 +274,7 @@ def inspect(
     tok, ctx = load_tokenizer(model, light=True)
     color = sys.stdout.isatty() if color is None else color
     shown = 0
-    for n, text, problem in iter_lines(file, allow_utf16=True):
-        if n < line or not (text or problem):
-            continue
-        if problem:
-            raise DataError(problem[1], file=str(file), line=n, code=problem[0])
-        if not text.strip():
-            continue
-        try:
-            rec = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(json_problem(e, text), file=str(file), line=n, code="invalid_json")
+    for n, _text, rec in iter_records(file, allow_utf16=True, start_line=line):
         fmt = F.detect(rec)
         errors = [i for i in F.check(rec, fmt or "") if i[3] == F.ERROR]
         if errors:

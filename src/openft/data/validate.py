@@ -10,7 +10,6 @@ Knows nothing about HTTP, jobs or the CLI; raises nothing for bad data (it repor
 
 from __future__ import annotations
 
-import json
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from typing import Any
 
 from openft.data import formats as F
 from openft.data.estimate import estimate
-from openft.data.reader import iter_lines, json_problem, table_kind
+from openft.data.reader import iter_lines, parse_record, table_kind
 from openft.data.tokens import TokenCounter
 from openft.errors import DataError
 
@@ -182,13 +181,9 @@ def validate_file(path: str | Path, *, tokenizer: Any = None, max_seq_len: int |
             rep.add(F.ERROR, "empty_line", n, None, "empty line (each line must be one JSON example)")
             continue
         rep.n_examples += 1
-        try:
-            rec = json.loads(text)
-        except json.JSONDecodeError as e:
-            rep.add(F.ERROR, "invalid_json", n, None, json_problem(e, text))
-            continue
-        except RecursionError:
-            rep.add(F.ERROR, "invalid_json", n, None, "invalid JSON: nested too deeply")
+        rec, bad = parse_record(text)
+        if bad is not None:
+            rep.add(F.ERROR, "invalid_json", n, None, bad)
             continue
         fmt = F.detect(rec)
         if fmt is not None and rep.format is None:
