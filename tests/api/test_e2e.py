@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
 import openai
 import pytest
@@ -53,7 +54,6 @@ def test_job_succeeds_with_concrete_values(trained):
 @pytest.mark.slow
 def test_model_row_points_at_a_peft_adapter_with_the_requested_rank(trained, server):
     import json
-    from pathlib import Path
 
     import sqlalchemy as sa
 
@@ -190,14 +190,41 @@ def test_pause_resume_and_cancel_a_running_job(server, trained):
     other = api.fine_tuning.jobs.create(model="openft-tiny", training_file=train.id,
                                         hyperparameters={"n_epochs": 3, "batch_size": 1})
     _wait_event(api, other.id, "Step 2/")
+    runner = _runner_process(server, other.id)
     cancelled = api.fine_tuning.jobs.cancel(other.id)
     assert cancelled.status == "cancelled"
     _wait_event(api, other.id, "Fine-tuning job cancelled")
-    import time
-
-    time.sleep(3)  # the worker stops the runner; the job must stay cancelled, with no model
-    final = api.fine_tuning.jobs.retrieve(other.id)
+    runner.wait(timeout=120)  # the runner sees the cancel and exits (psutil.TimeoutExpired if it never does)
+    final = api.fine_tuning.jobs.retrieve(other.id)  # after the runner's last write
     assert final.status == "cancelled" and final.fine_tuned_model is None
+    output_dir = _job_column(server, other.id, "output_dir")
+    assert output_dir and not (Path(output_dir) / "model").exists()
+
+
+def _runner_process(server, job_id: str):
+    """The training process (`python -m openft.jobs.runner JOB_ID`) the server's worker started."""
+    import psutil
+
+    for p in psutil.Process(server.proc.pid).children(recursive=True):
+        try:
+            if "openft.jobs.runner" in p.cmdline() and job_id in p.cmdline():
+                return p
+        except psutil.Error:
+            continue
+    raise AssertionError(f"no runner process for {job_id}")
+
+
+def _job_column(server, job_id: str, column: str):
+    import sqlalchemy as sa
+
+    from openft.store.db import jobs
+
+    db = server.db()
+    try:
+        with db.connect() as conn:
+            return conn.execute(sa.select(jobs.c[column]).where(jobs.c.id == job_id)).scalar()
+    finally:
+        db.dispose()
 
 
 @pytest.mark.slow
