@@ -78,3 +78,18 @@ def pace_for_job(settings: Settings, engine: sa.Engine, job, n_examples: int) ->
         cache.write_text(json.dumps({"tokens_per_second": pace.tokens_per_second, "setup_seconds": pace.setup_seconds,
                                      "source": pace.source, "measured_at": time.time()}))
     return pace
+
+
+def pace_in_data_dir(settings: Settings, base_model: str, method: str = "lora") -> Pace | None:
+    """`history_pace` of a data folder that may not exist yet (`openft data validate -m MODEL`)."""
+    if not settings.database_url and not (Path(settings.data_dir) / "openft.db").exists():
+        return None
+    from openft.store.db import make_engine
+
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        return history_pace(engine, base_model, method)
+    except sa.exc.SQLAlchemyError:  # not an openft database (yet): no history
+        return None
+    finally:
+        engine.dispose()
