@@ -4,7 +4,6 @@ follows the real time of the last steps."""
 
 from __future__ import annotations
 
-import time
 
 import pytest
 import sqlalchemy as sa
@@ -127,7 +126,8 @@ def test_without_history_a_probe_measures_the_pace_once(tmp_path, db, settings, 
     from openft.store.pace import pace_for_job
     from openft.train import probe
 
-    sha, size = BlobStore(settings.data_dir / "blobs").put_bytes(write_chat_jsonl(tmp_path / "t.jsonl", 40).read_bytes())
+    data = write_chat_jsonl(tmp_path / "t.jsonl", 40).read_bytes()
+    sha, size = BlobStore(settings.data_dir / "blobs").put_bytes(data)
     with db.begin() as conn:
         conn.execute(files.insert().values(id="file-t", project_id="p", filename="t.jsonl", purpose="fine-tune",
                                            bytes=size, sha256=sha, created_at=1, status="processed", seq=1))

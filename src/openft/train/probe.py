@@ -51,8 +51,12 @@ def run_probe(settings: Settings, base_model: str, train_file: str | Path, n_exa
     if done.returncode != 0 or not lines:
         log.warning("pace probe for %s failed (exit %s): %s", base_model, done.returncode, done.stderr[-2000:])
         return None
-    rec = json.loads(lines[-1])
-    return Pace(rec["processed_tokens"] / rec["seconds"], rec["setup_seconds"], f"a {steps}-step probe")
+    try:
+        rec = json.loads(lines[-1])
+        return Pace(rec["processed_tokens"] / rec["seconds"], rec["setup_seconds"], f"a {steps}-step probe")
+    except (ValueError, KeyError, TypeError, ZeroDivisionError):
+        log.warning("pace probe for %s printed no pace: %s", base_model, lines[-1][:200])
+        return None
 
 
 def _probe(req: dict) -> dict | None:
