@@ -2,7 +2,8 @@
 
 `run_probe(settings, base_model, train_file, n_examples, hyperparameters)` starts
 `python -m openft.train.probe` in a child process (its own memory and threads, bounded in time,
-so a probe never burdens or breaks its caller). The child copies the first examples of the
+so a probe never breaks the server that asks; it does share the machine's cores for those
+seconds, and measures the pace under whatever load there is). The child copies the first examples of the
 training file (read with openft.data's reader), runs the real trainer (`train`) for `steps`
 optimizer steps with the job's batch size and pace-relevant settings in a temporary folder, and
 prints the pace the trainer recorded there (`pace.json`, see openft.data.estimate).
