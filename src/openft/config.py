@@ -1,13 +1,12 @@
 """Settings: flags, then `OPENFT_*` environment variables, then defaults.
 
-`get_settings()` builds them once per process; tests and the CLI pass their own `Settings`
-objects explicitly instead of mutating globals. Nothing here touches the disk except
+Each entry point builds one `Settings()` and passes it down explicitly (no process-wide
+global); tests pass their own. Nothing here touches the disk except
 `Settings.ensure_dirs()`.
 """
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 from pydantic import Field
@@ -70,8 +69,3 @@ class Settings(BaseSettings):
         for sub in ("", "blobs", "jobs", "tmp"):
             (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
         self.resolved_model_cache_dir().mkdir(parents=True, exist_ok=True)
-
-
-@functools.lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings()

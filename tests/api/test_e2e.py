@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+from pathlib import Path
 
 import openai
 import pytest
@@ -53,7 +55,6 @@ def test_job_succeeds_with_concrete_values(trained):
 @pytest.mark.slow
 def test_model_row_points_at_a_peft_adapter_with_the_requested_rank(trained, server):
     import json
-    from pathlib import Path
 
     import sqlalchemy as sa
 
@@ -190,11 +191,79 @@ def test_pause_resume_and_cancel_a_running_job(server, trained):
     other = api.fine_tuning.jobs.create(model="openft-tiny", training_file=train.id,
                                         hyperparameters={"n_epochs": 3, "batch_size": 1})
     _wait_event(api, other.id, "Step 2/")
+    running = api.fine_tuning.jobs.retrieve(other.id)  # progress is written with the step's event
+    assert running.estimated_finish and running.estimated_finish >= running.created_at
+    runner = _runner_process(server, other.id)
     cancelled = api.fine_tuning.jobs.cancel(other.id)
     assert cancelled.status == "cancelled"
     _wait_event(api, other.id, "Fine-tuning job cancelled")
-    import time
-
-    time.sleep(3)  # the worker stops the runner; the job must stay cancelled, with no model
-    final = api.fine_tuning.jobs.retrieve(other.id)
+    runner.wait(timeout=120)  # the runner sees the cancel and exits (psutil.TimeoutExpired if it never does)
+    final = api.fine_tuning.jobs.retrieve(other.id)  # after the runner's last write
     assert final.status == "cancelled" and final.fine_tuned_model is None
+    output_dir = _job_column(server, other.id, "output_dir")
+    assert output_dir and not (Path(output_dir) / "model").exists()
+
+
+def _runner_process(server, job_id: str):
+    """The training process (`python -m openft.jobs.runner JOB_ID`) the server's worker started."""
+    import psutil
+
+    for p in psutil.Process(server.proc.pid).children(recursive=True):
+        try:
+            if "openft.jobs.runner" in p.cmdline() and job_id in p.cmdline():
+                return p
+        except psutil.Error:
+            continue
+    raise AssertionError(f"no runner process for {job_id}")
+
+
+def _job_column(server, job_id: str, column: str):
+    import sqlalchemy as sa
+
+    from openft.store.db import jobs
+
+    db = server.db()
+    try:
+        with db.connect() as conn:
+            return conn.execute(sa.select(jobs.c[column]).where(jobs.c.id == job_id)).scalar()
+    finally:
+        db.dispose()
+
+
+@pytest.mark.slow
+def test_a_file_with_a_byte_order_mark_trains(server):
+    """Validation and the trainer read JSONL with one reader: a BOM file that validates also trains."""
+    import codecs
+
+    api = server.client()
+    train = upload(api, codecs.BOM_UTF8 + chat_jsonl(12, seed=3), "bom.jsonl")
+    job = api.fine_tuning.jobs.create(model="openft-tiny", training_file=train.id,
+                                      hyperparameters={"n_epochs": 1, "batch_size": 4})
+    done = wait_status(api, job.id, {"succeeded", "failed", "cancelled"}, timeout=480)
+    assert done.status == "succeeded", done.error  # failed with "Unexpected UTF-8 BOM" before
+    assert done.trained_tokens > 0
+
+
+def _estimate_seconds(api, job_id: str) -> tuple[int, str]:
+    """(seconds, source) of the validation event's time estimate."""
+    ev = _wait_event(api, job_id, "Training file: ", timeout=120)
+    m = re.search(r"estimated training time on this machine: (?:(\d+) h )?(?:(\d+) min )?(?:(\d+) s)? ?\(from (.+)\)$",
+                  ev.message)
+    assert m, ev.message
+    h, mins, s, source = m.groups()
+    return int(h or 0) * 3600 + int(mins or 0) * 60 + int(s or 0), source
+
+
+@pytest.mark.slow
+def test_the_time_estimate_is_measured_on_this_machine(server, trained):
+    api, job = trained
+    estimated, source = _estimate_seconds(api, job.id)  # the server's first job: nothing to learn from yet
+    assert source == "a 3-step probe"
+    took = job.finished_at - job.created_at
+    # the pace table said 0 s for a 35 s job and 1 s for a 385 s one on another machine
+    assert took / 5 <= estimated <= took * 5, (estimated, took)
+    train = upload(api, chat_jsonl(12, seed=4), "again.jsonl")
+    again = api.fine_tuning.jobs.create(model="openft-tiny", training_file=train.id, hyperparameters={"n_epochs": 1})
+    _, source = _estimate_seconds(api, again.id)
+    api.fine_tuning.jobs.cancel(again.id)
+    assert re.fullmatch(r"\d+ earlier jobs? of openft-tiny", source), source

@@ -237,6 +237,7 @@ def test_serve_no_worker_then_openft_worker(tmp_path, model_cache, data):
     import sys
 
     import httpx
+    import sqlalchemy as sa
     from openai import OpenAI
 
     from tests.conftest import ADMIN_KEY, free_port
@@ -263,13 +264,26 @@ def test_serve_no_worker_then_openft_worker(tmp_path, model_cache, data):
         deadline = time.time() + 120
         while api.fine_tuning.jobs.retrieve(job_id).status == "validating_files" and time.time() < deadline:
             time.sleep(0.2)
-        time.sleep(1.0)  # an embedded worker would have claimed it by now (poll 0.2 s)
         assert api.fine_tuning.jobs.retrieve(job_id).status == "queued"
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("OPENFT_MODEL_CACHE_DIR", str(model_cache))
             out = cli("worker", "--once", "--data-dir", str(data_dir)).stdout
         assert f"ran {job_id}" in out
         assert api.fine_tuning.jobs.retrieve(job_id).status == "succeeded"
+        # who ran it: the claim is recorded on the job row. The standalone worker (this process; the
+        # CLI runs in-process) made the one and only claim, so the server never claimed it.
+        from openft.config import Settings
+        from openft.store.db import jobs, make_engine
+
+        db = make_engine(Settings(data_dir=data_dir).resolved_database_url())
+        try:
+            with db.connect() as conn:
+                row = conn.execute(sa.select(jobs.c.worker_id, jobs.c.attempts).where(jobs.c.id == job_id)).one()
+        finally:
+            db.dispose()
+        assert row.attempts == 1 and row.worker_id.rsplit(":", 2)[1] == str(os.getpid()), row
+        # an embedded worker logs "worker HOST:PID:ID started" when it starts, long before this point
+        assert not re.search(r"openft\.worker: worker \S+ started", (tmp_path / "server.log").read_text())
     finally:
         proc.terminate()
         proc.wait(30)

@@ -24,6 +24,32 @@ def test_validate_human_report(tmp_path, run_data):
     assert code == 0 and "add -m MODEL for token statistics" in out
 
 
+def test_validate_times_with_the_local_data_folders_jobs(tmp_path, run_data, monkeypatch):
+    """The time estimate comes from earlier jobs of the model in the local data folder, else none."""
+    from openft.config import Settings
+    from openft.data.estimate import write_pace
+    from openft.store.db import jobs, make_engine, migrate, next_seq
+
+    p = write_jsonl(tmp_path / "train.jsonl", [chat(i, "positive" if i % 2 else "negative") for i in range(20)])
+    monkeypatch.setenv("OPENFT_DATA_DIR", str(tmp_path / "data"))
+    code, out, _ = run_data("validate", p, "-m", "openft-tiny")
+    assert code == 0 and "time on this machine: unknown (no pace measured" in out
+    settings = Settings(data_dir=tmp_path / "data")
+    settings.ensure_dirs()
+    engine = make_engine(settings.resolved_database_url())
+    migrate(engine)
+    write_pace(tmp_path, base_model="openft-tiny", method="lora", device="cpu", setup_seconds=5.0, steps=9,
+               processed_tokens=1000, seconds=10.0)
+    with engine.begin() as conn:
+        conn.execute(jobs.insert().values(
+            id="ftjob-x", project_id="p", seq=next_seq(conn, jobs), model="openft-tiny", base_model="openft-tiny",
+            status="succeeded", created_at=1, finished_at=2, training_file="file-x", result_files=[], seed=1,
+            attempts=1, output_dir=str(tmp_path), method={"type": "supervised"}))
+    engine.dispose()
+    code, out, _ = run_data("validate", p, "-m", "openft-tiny")
+    assert code == 0 and "at 100 tokens/s (from 1 earlier job of openft-tiny)" in out, out
+
+
 def test_validate_json_and_exit_status(tmp_path, run_data):
     rows = [chat(i) for i in range(12)]
     rows[2]["messages"][2]["role"] = "gpt"

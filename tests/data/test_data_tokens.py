@@ -6,7 +6,7 @@ import json
 
 from datahelpers import chat, write_jsonl
 
-from openft.data.estimate import auto_n_epochs, estimate, human_duration
+from openft.data.estimate import Pace, auto_n_epochs, estimate, human_duration
 from openft.data.light_tokenizer import LightTokenizer
 from openft.data.tokens import PretokenCounter, TokenCounter
 from openft.data.validate import distribution, validate_file
@@ -87,7 +87,7 @@ def test_validate_statistics_and_estimate(tiny_tokenizer, tmp_path):
     rows = [chat(i, "positive" if i % 3 else "negative") for i in range(30)]
     rows[5]["messages"][1]["content"] = "long " * 300
     rep = validate_file(write_jsonl(tmp_path / "s.jsonl", rows), tokenizer=tiny_tokenizer, max_seq_len=100,
-                        model="openft-tiny")
+                        model="openft-tiny", pace=Pace(tokens_per_second=50.0, setup_seconds=7.0, source="a test"))
     s = rep.stats
     assert rep.ok and s["labels"] == {"positive": 20, "negative": 10}
     assert s["messages_per_example"]["median"] == 3
@@ -98,12 +98,13 @@ def test_validate_statistics_and_estimate(tiny_tokenizer, tmp_path):
     assert s["total_tokens"] == sum(min(t, 100) for t in totals)
     est = s["estimate"]
     assert est["n_epochs"] == auto_n_epochs(30) == 4 and est["n_epochs_is_auto"]
-    assert est["processed_tokens"] == 4 * s["total_tokens"] and est["estimated_seconds"] is not None
+    assert est["processed_tokens"] == 4 * s["total_tokens"]
+    assert est["estimated_seconds"] == round(7.0 + est["processed_tokens"] / 50.0) and est["pace_source"] == "a test"
 
 
 def test_auto_epochs_rule():
     assert [auto_n_epochs(n) for n in (1, 10, 33, 34, 100, 8333, 8334, 25_000, 10**6)] == [25, 10, 4, 3, 3, 3, 2, 1, 1]
-    e = estimate(n_examples=100, total_tokens=1000, trained_tokens=100, model="nope", n_epochs=2)
+    e = estimate(n_examples=100, total_tokens=1000, trained_tokens=100, n_epochs=2)  # no measured pace: no time
     assert e["n_epochs"] == 2 and e["trained_tokens"] == 200 and e["estimated_seconds"] is None
     assert human_duration(None).startswith("unknown") and human_duration(3725) == "1 h 02 min"
 

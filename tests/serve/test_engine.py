@@ -247,3 +247,36 @@ def test_bfloat16_engine_matches_float32(settings, adapters):
         finally:
             engine.close()
     assert (got["float32"] - got["bfloat16"]).abs().max() < 0.1
+
+
+def test_a_cancel_in_the_pass_that_admits_a_request_fails_nobody(engine_factory):
+    """Two requests decode; one is cancelled while a third waits: the decode thread admits the third
+    (its prompt joins at the end) and drops the cancelled one in the same pass. The others finish
+    as if alone (the moved sequence keeps its KV cache); before, `forward` raised and all got 500s."""
+    engine = engine_factory()
+    b_req = dict(max_tokens=40, temperature=1.0, seed=11)
+    c_req = dict(max_tokens=12, temperature=1.0, seed=12)
+    alone_b = token_ids(run(collect(engine, chat(**b_req)))[3])
+    alone_c = token_ids(run(collect(engine, chat(**c_req)))[3])
+
+    async def main():
+        a = engine.generate(chat(max_tokens=1500, temperature=1.0, seed=10))
+        await a.__anext__()                    # `a` is decoding
+        b = engine.generate(chat(**b_req))
+        b_items = [await b.__anext__()]        # `b` is decoding too, in the slot after `a`
+        runner = engine._runners["openft-tiny"]
+        with engine._cv:                       # the decode thread waits at its next pass
+            assert [s.req is not None and s.pos > 0 for s in runner.seqs] == [True, True]
+            await a.aclose()                   # cancel `a` ...
+            c_task = asyncio.ensure_future(collect(engine, chat(**c_req)))
+            while not engine._waiting:         # ... while `c` waits to be admitted
+                await asyncio.sleep(0.01)
+        async for it in b:
+            b_items.append(it)
+        return b_items, await c_task
+
+    b_items, (_, c_finishes, c_usage, c_items) = run(main())
+    assert isinstance(b_items[-1], Usage) and all(not isinstance(it, Exception) for it in b_items)
+    assert token_ids(b_items) == alone_b
+    assert token_ids(c_items) == alone_c and c_usage.completion_tokens == len(alone_c)
+    assert engine.stats()["outstanding"] == 0

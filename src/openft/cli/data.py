@@ -164,7 +164,8 @@ def render_report(rep, *, model: str | None = None, out=None) -> str:
         lines.append(f"  epochs{' (auto)' if est['n_epochs_is_auto'] else ''}: {est['n_epochs']}")
         lines.append(f"  tokens trained: {est['trained_tokens']:,} ({est['trained_tokens_per_epoch']:,} per epoch; "
                      f"{est['processed_tokens']:,} processed)")
-        pace = f" at {est['tokens_per_second']:,.0f} tokens/s" if est["tokens_per_second"] else ""
+        pace = (f" at {est['tokens_per_second']:,.0f} tokens/s (from {est['pace_source']})"
+                if est["tokens_per_second"] else "")
         lines.append(f"  time on this machine: {human_duration(est['estimated_seconds'])}{pace}")
     elif model is None and rep.ok:
         lines.append("\n(add -m MODEL for token statistics, the context check and time estimates)")
@@ -190,8 +191,13 @@ def validate(
     if model:
         tok, ctx = load_tokenizer(model, light=True)
         max_seq_len = max_seq_len or ctx
+    pace = None
+    if model:  # this machine's pace: earlier jobs of the model in the local data folder
+        from openft.store.pace import pace_in_data_dir
+
+        pace = pace_in_data_dir(_settings(), model)
     rep = validate_file(file, tokenizer=tok, max_seq_len=max_seq_len, min_examples=min_examples, model=model,
-                        n_epochs=n_epochs)
+                        n_epochs=n_epochs, pace=pace)
     if as_json:
         typer.echo(json.dumps(rep.to_dict(), indent=2, ensure_ascii=False))
     else:
@@ -265,7 +271,7 @@ def inspect(
 ):
     """Show how examples are tokenized and which tokens are trained (green, or [[...]] without color)."""
     from openft.data import formats as F
-    from openft.data.reader import iter_lines, json_problem
+    from openft.data.reader import iter_records
     from openft.errors import DataError
     from openft.train.tokenize import encode_example, render_mask
 
@@ -274,17 +280,7 @@ def inspect(
     tok, ctx = load_tokenizer(model, light=True)
     color = sys.stdout.isatty() if color is None else color
     shown = 0
-    for n, text, problem in iter_lines(file, allow_utf16=True):
-        if n < line or not (text or problem):
-            continue
-        if problem:
-            raise DataError(problem[1], file=str(file), line=n, code=problem[0])
-        if not text.strip():
-            continue
-        try:
-            rec = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(json_problem(e, text), file=str(file), line=n, code="invalid_json")
+    for n, _text, rec in iter_records(file, allow_utf16=True, start_line=line):
         fmt = F.detect(rec)
         errors = [i for i in F.check(rec, fmt or "") if i[3] == F.ERROR]
         if errors:

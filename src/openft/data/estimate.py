@@ -2,43 +2,89 @@
 
 `auto_n_epochs(n)` is the trainer's own rule (`openft.train.auto`, pure arithmetic, no torch).
 
-The time estimate divides trained-over tokens (every token of every example, each epoch; the
-forward and backward pass cost the same whether a token is trained or masked) by a measured
-training pace for this machine, `TOKENS_PER_SECOND` below. The figures are for the 2-core
-CPU development machine with LoRA (r=16, all linear layers), batch "auto"; update them from
-`benchmarks/` when the trainer changes. An unknown model gets no time estimate.
+Time comes from a pace measured on this machine, never from a table: the trainer writes
+`pace.json` into each job folder (`write_pace`: setup seconds, then processed tokens over
+training seconds, evaluations and checkpoints included), `openft.store.pace` reads those of
+earlier jobs of the same base model (or runs a short probe when there are none) and hands a
+`Pace` to `estimate` / `with_pace`. Without a pace there is no time estimate.
+Seconds = setup + processed tokens / tokens per second, where processed tokens count every
+token of every example each epoch (masked tokens cost the same forward and backward pass).
 
-Knows nothing about files or tokenizers.
+Knows nothing about tokenizers, jobs or the database.
 """
 
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
 from openft.train.auto import auto_n_epochs  # the trainer's rule: estimates match what a job does
 
-# Training tokens per second (processed, not only trained), per base model, on this machine.
-# smollm2: benchmarks/train_throughput.py on an idle machine, 2026-11-22 (268 tokens/s end to
-# end, 279 in the loop). openft-tiny: a rough figure, the tiny model is for tests only.
-TOKENS_PER_SECOND: dict[str, float] = {
-    "openft-tiny": 20_000.0,           # 2-layer random Llama, CPU
-    "smollm2-135m-instruct": 270.0,    # SmolLM2-135M LoRA r=16 all-linear, 2 CPU cores (bf16 AMX)
-}
+PACE_FILE = "pace.json"
 
 
-def estimate(*, n_examples: int, total_tokens: int, trained_tokens: int, model: str | None,
-             n_epochs: int | None = None) -> dict:
-    """The job's epochs, tokens and (when the model's pace is known) seconds on this machine."""
+@dataclass(frozen=True)
+class Pace:
+    tokens_per_second: float   # processed tokens per second of training (evals, checkpoints included)
+    setup_seconds: float       # before the first step: loading the model, tokenizing
+    source: str                # where it comes from, for messages: "2 earlier jobs", "a 3-step probe"
+
+
+def write_pace(folder: str | Path, *, base_model: str, method: str, device: str, setup_seconds: float,
+               steps: int, processed_tokens: int, seconds: float) -> None:
+    """Record a run's measured pace in its folder (the trainer calls this when it stops)."""
+    if steps <= 0 or seconds <= 0 or processed_tokens <= 0:
+        return
+    rec = {"base_model": base_model, "method": method, "device": device, "setup_seconds": round(setup_seconds, 3),
+           "steps": steps, "processed_tokens": processed_tokens, "seconds": round(seconds, 3),
+           "tokens_per_second": round(processed_tokens / seconds, 3)}
+    tmp = Path(folder) / f".{PACE_FILE}.tmp"
+    tmp.write_text(json.dumps(rec, indent=2))
+    os.replace(tmp, Path(folder) / PACE_FILE)
+
+
+def read_pace(folder: str | Path) -> dict | None:
+    """A folder's recorded pace, or None (none written, or unreadable)."""
+    try:
+        rec = json.loads((Path(folder) / PACE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(rec, dict) and all(isinstance(rec.get(k), (int, float)) and rec[k] >= 0
+                                       for k in ("setup_seconds", "processed_tokens", "seconds"))
+    return rec if ok and rec["seconds"] > 0 and rec["processed_tokens"] > 0 else None
+
+
+def combine(records: list[dict], source: str) -> Pace | None:
+    """One pace from several runs: all their tokens over all their seconds; the median setup."""
+    if not records:
+        return None
+    setups = sorted(r["setup_seconds"] for r in records)
+    return Pace(sum(r["processed_tokens"] for r in records) / sum(r["seconds"] for r in records),
+                setups[len(setups) // 2], source)
+
+
+def estimate(*, n_examples: int, total_tokens: int, trained_tokens: int, n_epochs: int | None = None,
+             pace: Pace | None = None) -> dict:
+    """The job's epochs, tokens and (when a measured pace is given) seconds on this machine."""
     epochs = n_epochs or auto_n_epochs(n_examples)
-    pace = TOKENS_PER_SECOND.get(model or "")
-    seconds = round(total_tokens * epochs / pace) if pace else None
-    return {"n_epochs": epochs, "n_epochs_is_auto": n_epochs is None,
-            "tokens_per_epoch": total_tokens, "trained_tokens_per_epoch": trained_tokens,
-            "processed_tokens": total_tokens * epochs, "trained_tokens": trained_tokens * epochs,
-            "tokens_per_second": pace, "estimated_seconds": seconds}
+    est = {"n_examples": n_examples, "n_epochs": epochs, "n_epochs_is_auto": n_epochs is None,
+           "tokens_per_epoch": total_tokens, "trained_tokens_per_epoch": trained_tokens,
+           "processed_tokens": total_tokens * epochs, "trained_tokens": trained_tokens * epochs}
+    return with_pace(est, pace)
+
+
+def with_pace(est: dict, pace: Pace | None) -> dict:
+    """`est` with `tokens_per_second`, `estimated_seconds` and `pace_source` from `pace` (None: unknown)."""
+    seconds = round(pace.setup_seconds + est["processed_tokens"] / pace.tokens_per_second) if pace else None
+    return {**est, "tokens_per_second": pace.tokens_per_second if pace else None, "estimated_seconds": seconds,
+            "pace_source": pace.source if pace else None}
 
 
 def human_duration(seconds: float | None) -> str:
     if seconds is None:
-        return "unknown (no measured pace for this model)"
+        return "unknown (no pace measured on this machine for this model yet)"
     s = int(seconds)
     if s < 60:
         return f"{s} s"

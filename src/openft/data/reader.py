@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,21 +106,36 @@ def json_problem(e: json.JSONDecodeError, text: str) -> str:
     return f"invalid JSON: {what}" + ("; the line ends before the object closes (truncated?)" if cut else "")
 
 
-def iter_records(path: str | Path, *, name: str | None = None, allow_utf16: bool = False
+def parse_record(text: str) -> tuple[object, str | None]:
+    """(parsed JSON, None), or (None, a readable invalid-JSON message) for one line's text."""
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as e:
+        return None, json_problem(e, text)
+    except RecursionError:
+        return None, "invalid JSON: nested too deeply"
+
+
+def iter_records(path: str | Path, *, name: str | None = None, allow_utf16: bool = False, start_line: int = 1
                  ) -> Iterator[tuple[int, str, object]]:
-    """`(line, text, parsed JSON)` for each non-blank line; a located DataError (named `name`,
-    default the path) on the first undecodable or invalid-JSON line."""
+    """`(line, text, parsed JSON)` for each non-blank line from `start_line` on; a located
+    DataError (named `name`, default the path) on the first unreadable, undecodable or
+    invalid-JSON line. The one JSONL reader of every consumer (trainer, convert, split, CLI)."""
     name = name or str(path)
-    for line, text, problem in iter_lines(path, allow_utf16=allow_utf16):
-        if problem is not None:
-            raise DataError(problem[1], file=name, line=line, code=problem[0])
-        if not text.strip():
-            continue
-        try:
-            rec = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(json_problem(e, text), file=name, line=line, code="invalid_json") from None
-        yield line, text, rec
+    try:
+        for line, text, problem in iter_lines(path, allow_utf16=allow_utf16):
+            if line < start_line:
+                continue
+            if problem is not None:
+                raise DataError(problem[1], file=name, line=line, code=problem[0])
+            if not text.strip():
+                continue
+            rec, bad = parse_record(text)
+            if bad is not None:
+                raise DataError(bad, file=name, line=line, code="invalid_json")
+            yield line, text, rec
+    except OSError as e:
+        raise DataError(f"cannot read the file: {e.strerror}", file=name, code="file_not_found") from None
 
 
 def table_kind(path: str | Path) -> str | None:
@@ -212,9 +226,3 @@ def _iter_parquet(path):
         for row in batch.to_pylist():
             n += 1
             yield n, row
-
-
-def head_text(path: str | Path, n: int = 4096) -> str:
-    """The first bytes of a file as text, for messages and sniffing (undecodable bytes replaced)."""
-    with open(path, "rb") as f:
-        return io.TextIOWrapper(io.BytesIO(f.read(n)), encoding="utf-8", errors="replace").read()

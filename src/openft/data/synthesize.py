@@ -24,7 +24,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Callable
 
-from openft.data.reader import json_problem
+from openft.data.reader import iter_records
 from openft.errors import DataError, InvalidRequest
 
 NOT_IN_DOC = "NOT IN DOCUMENT"
@@ -257,31 +257,23 @@ def apply_review(review: str | Path, out: str | Path) -> Counter:
     settings: dict = {}
     counts: Counter = Counter()
     rows = []
-    with open(review, encoding="utf-8-sig") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(json_problem(e, line), file=str(review), line=n,
-                                code="invalid_json") from None
-            if not isinstance(row, dict):
-                raise DataError("each line must be an object", file=str(review), line=n, code="data_type")
-            if "_review" in row:
-                settings = {k: row.get(k) for k in ("system", "with_context")}
-                continue
-            status = STATUSES.get(str(row.get("status", "")).strip().lower())
-            if status is None:
-                raise DataError(f"status {row.get('status')!r} must be keep, fixed, reject or pending",
-                                file=str(review), line=n, field="status", code="invalid_status")
-            counts[status] += 1
-            if status in ("keep", "fixed"):
-                for k in ("question", "answer"):
-                    if not isinstance(row.get(k), str) or not row[k].strip():
-                        raise DataError(f"{k} is empty", file=str(review), line=n, field=k, code="missing_content")
-                rows.append(pair_to_example(row, system=settings.get("system"),
-                                            with_context=bool(settings.get("with_context"))))
+    for n, _text, row in iter_records(review):  # the one JSONL reader (byte-order mark, bad bytes)
+        if not isinstance(row, dict):
+            raise DataError("each line must be an object", file=str(review), line=n, code="data_type")
+        if "_review" in row:
+            settings = {k: row.get(k) for k in ("system", "with_context")}
+            continue
+        status = STATUSES.get(str(row.get("status", "")).strip().lower())
+        if status is None:
+            raise DataError(f"status {row.get('status')!r} must be keep, fixed, reject or pending",
+                            file=str(review), line=n, field="status", code="invalid_status")
+        counts[status] += 1
+        if status in ("keep", "fixed"):
+            for k in ("question", "answer"):
+                if not isinstance(row.get(k), str) or not row[k].strip():
+                    raise DataError(f"{k} is empty", file=str(review), line=n, field=k, code="missing_content")
+            rows.append(pair_to_example(row, system=settings.get("system"),
+                                        with_context=bool(settings.get("with_context"))))
     _write_jsonl(Path(out), rows)
     counts["written"] = len(rows)
     return counts

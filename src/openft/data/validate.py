@@ -10,7 +10,6 @@ Knows nothing about HTTP, jobs or the CLI; raises nothing for bad data (it repor
 
 from __future__ import annotations
 
-import json
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from openft.data import formats as F
-from openft.data.estimate import estimate
-from openft.data.reader import iter_lines, json_problem, table_kind
+from openft.data.estimate import Pace, estimate
+from openft.data.reader import iter_lines, parse_record, table_kind
 from openft.data.tokens import TokenCounter
 from openft.errors import DataError
 
@@ -128,11 +127,12 @@ def _duplicates(hashes: array, lines: array, limit: int = MAX_LOCATED_PER_CODE) 
 
 def validate_file(path: str | Path, *, tokenizer: Any = None, max_seq_len: int | None = None,
                   min_examples: int = 10, display_name: str | None = None, model: str | None = None,
-                  n_epochs: int | None = None) -> ValidationReport:
+                  n_epochs: int | None = None, pace: Pace | None = None) -> ValidationReport:
     """Check a fine-tuning file (chat or prompt/completion JSONL) and measure it.
 
     tokenizer: the base model's tokenizer; enables token statistics, the too-long check
-    (against `max_seq_len`) and the estimates. model: its id, for the time estimate.
+    (against `max_seq_len`) and the estimates. model: its id. pace: this machine's measured
+    training pace (`openft.store.pace`), for the time estimate; without it there is none.
     display_name: how the file is named in messages (the server passes the file id).
     """
     path = Path(path)
@@ -182,13 +182,9 @@ def validate_file(path: str | Path, *, tokenizer: Any = None, max_seq_len: int |
             rep.add(F.ERROR, "empty_line", n, None, "empty line (each line must be one JSON example)")
             continue
         rep.n_examples += 1
-        try:
-            rec = json.loads(text)
-        except json.JSONDecodeError as e:
-            rep.add(F.ERROR, "invalid_json", n, None, json_problem(e, text))
-            continue
-        except RecursionError:
-            rep.add(F.ERROR, "invalid_json", n, None, "invalid JSON: nested too deeply")
+        rec, bad = parse_record(text)
+        if bad is not None:
+            rep.add(F.ERROR, "invalid_json", n, None, bad)
             continue
         fmt = F.detect(rec)
         if fmt is not None and rep.format is None:
@@ -257,12 +253,12 @@ def validate_file(path: str | Path, *, tokenizer: Any = None, max_seq_len: int |
     _summarize(rep, n_lines=n_lines, n_valid=n_valid, n_messages=n_messages, totals=totals, trained=trained,
                labels=labels, missing_system=missing_system, missing_user=missing_user, n_too_long=n_too_long,
                n_duplicates=rep.counts["duplicate_example"], max_seq_len=max_seq_len, model=model,
-               n_epochs=n_epochs, tokenized=counter is not None)
+               n_epochs=n_epochs, pace=pace, tokenized=counter is not None)
     return rep
 
 
 def _summarize(rep: ValidationReport, *, n_lines, n_valid, n_messages, totals, trained, labels, missing_system,
-               missing_user, n_too_long, n_duplicates, max_seq_len, model, n_epochs, tokenized) -> None:
+               missing_user, n_too_long, n_duplicates, max_seq_len, model, n_epochs, pace, tokenized) -> None:
     s: dict[str, Any] = {"n_lines": n_lines, "n_valid_examples": n_valid, "n_duplicates": n_duplicates}
     if len(n_messages):
         s.update(messages_per_example=distribution(n_messages), n_missing_system=missing_system,
@@ -279,5 +275,5 @@ def _summarize(rep: ValidationReport, *, n_lines, n_valid, n_messages, totals, t
                  trained_tokens_per_example=distribution(trained), n_too_long=n_too_long,
                  total_tokens=billed, total_trained_tokens=billed_trained)
         s["estimate"] = estimate(n_examples=n_valid, total_tokens=billed, trained_tokens=billed_trained,
-                                 model=model, n_epochs=n_epochs)
+                                 n_epochs=n_epochs, pace=pace)
     rep.stats = s

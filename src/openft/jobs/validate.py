@@ -119,7 +119,8 @@ def estimate_message(est: dict | None) -> str | None:
     msg = (f"Training file: {est['tokens_per_epoch']} tokens per epoch, {est['n_epochs']} epoch"
            f"{'s' if est['n_epochs'] != 1 else ''}{' (auto)' if est.get('n_epochs_is_auto') else ''}")
     if est.get("estimated_seconds") is not None:
-        msg += f"; estimated training time on this machine: {human_duration(est['estimated_seconds'])}"
+        msg += (f"; estimated training time on this machine: {human_duration(est['estimated_seconds'])} "
+                f"(from {est['pace_source']})")
     return msg
 
 
@@ -149,6 +150,11 @@ def validate_job(settings: Settings, engine: sa.Engine, job_id: str) -> str | No
                 estimate = est
             if failure:
                 break
+    if estimate and not failure:  # this machine's measured pace (earlier jobs or a probe), outside any transaction
+        from openft.data.estimate import with_pace
+        from openft.store.pace import pace_for_job
+
+        estimate = with_pace(estimate, pace_for_job(settings, engine, job, estimate["n_examples"]))
     with engine.begin() as conn:
         for w in warnings[:MAX_WARNING_EVENTS]:
             add_event(conn, job_id, w, level="warn")

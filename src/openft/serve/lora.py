@@ -125,10 +125,6 @@ class AdapterCache:
                 self._items.popitem(last=False)  # running sequences keep their own reference
             return adapter
 
-    def evict(self, key: str) -> bool:
-        with self._lock:
-            return self._items.pop(key, None) is not None
-
     def evict_where(self, pred) -> int:
         with self._lock:
             keys = [k for k in self._items if pred(k)]

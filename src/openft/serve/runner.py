@@ -1,8 +1,8 @@
 """One loaded model (base weights once) and its batched forward over ragged sequences.
 
 The runner keeps a KV cache per sequence in "slots" of one tensor
-[layers, 2, slots, kv_heads, max_len, head_dim]; running sequences occupy slots 0..B-1 (a
-finished one is replaced by the last, so the decode batch is always a view). A step feeds a flat
+[layers, 2, slots, kv_heads, max_len, head_dim]; running sequences occupy slots 0..B-1, decoding
+ones first (the runner keeps that order itself when a sequence leaves, see `remove`). A step feeds a flat
 list of tokens: one per decoding sequence, then whole prompts of sequences that just joined.
 Linear layers (and each row's own LoRA delta, see lora.py) run once over all tokens;
 attention is batched for the decode rows and per sequence for prompts. The model's own modules
@@ -109,14 +109,28 @@ class ModelRunner:
 
     @torch.inference_mode()
     def remove(self, seq: Slot) -> None:
-        i, last = seq.slot, self.seqs[-1]
-        if last is not seq:
-            if self.cache is not None and last.pos > 0:
-                self.cache[:, :, i, :, : last.pos] = self.cache[:, :, last.slot, :, : last.pos]
-            self.seqs[i] = last
-            last.slot = i
+        """Free `seq`'s slot, keeping the order `forward` needs: decoding sequences (pos > 0) first,
+        then those whose prompt is still to feed. The hole is filled from the end of its own
+        group, and a decoding hole then moves to the group boundary, filled by the last sequence;
+        so a cancel in the pass that admits new prompts never puts a prompt among decoders."""
+        i = seq.slot
+        if seq.pos > 0:
+            j = sum(1 for s in self.seqs if s.pos > 0) - 1  # the last decoding slot
+            self._move(j, i)
+            i = j
+        self._move(len(self.seqs) - 1, i)
         self.seqs.pop()
         seq.slot = -1
+
+    def _move(self, src: int, dst: int) -> None:
+        """Put the sequence of slot `src` into slot `dst` (its KV cache with it)."""
+        if src == dst:
+            return
+        s = self.seqs[src]
+        if self.cache is not None and s.pos > 0:
+            self.cache[:, :, dst, :, : s.pos] = self.cache[:, :, src, :, : s.pos]
+        self.seqs[dst] = s
+        s.slot = dst
 
     def _ensure_cache(self, slots: int, length: int) -> None:
         c = self.cache

@@ -1,4 +1,4 @@
-"""Training data: read JSONL, tokenize with masks, order by epoch, pack padding-free.
+"""Training data: read JSONL (openft.data's reader), tokenize with masks, order by epoch, pack.
 
 A step takes `batch_size` examples (a seeded permutation per epoch, so the order is a pure
 function of seed and epoch and resuming needs only the step number). The step's examples are
@@ -14,35 +14,16 @@ Knows nothing about models, optimizers or jobs.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from openft.data.reader import iter_records
 from openft.errors import DataError
 from openft.train.tokenize import Encoded, encode_example
 
 IGNORE = -100
-
-
-def read_jsonl(path: str | Path, display_name: str | None = None) -> list[dict]:
-    """Parse a JSONL file; a bad line raises DataError naming the file and line."""
-    name = display_name or Path(path).name
-    rows = []
-    try:
-        fh = open(path, encoding="utf-8")
-    except OSError as e:
-        raise DataError(f"cannot read the file: {e.strerror}", file=name, code="file_not_found") from e
-    with fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise DataError(f"invalid JSON: {e.msg}", file=name, line=lineno, code="invalid_json") from e
-    return rows
 
 
 @dataclass
@@ -62,9 +43,10 @@ class TokenizedData:
 
 def load_dataset(tokenizer, path: str | Path, max_seq_len: int | None, display_name: str | None = None) -> TokenizedData:
     name = display_name or Path(path).name
-    examples, truncated, skipped = [], 0, 0
-    rows = read_jsonl(path, name)
-    for lineno, row in enumerate(rows, 1):
+    examples, truncated, skipped, n_lines = [], 0, 0, 0
+    # the data toolkit's reader, so the trainer reads a file exactly as validation did
+    for lineno, _text, row in iter_records(path, name=name):
+        n_lines += 1
         try:
             enc = encode_example(tokenizer, row, max_seq_len)
         except DataError as e:  # add where: file and line
@@ -75,7 +57,7 @@ def load_dataset(tokenizer, path: str | Path, max_seq_len: int | None, display_n
             skipped += 1
             continue
         examples.append(enc)
-    return TokenizedData(examples, len(rows), truncated, skipped)
+    return TokenizedData(examples, n_lines, truncated, skipped)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:

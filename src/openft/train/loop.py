@@ -3,8 +3,10 @@
 `train(spec, hooks, settings, resume_from)` loads the base model, tokenizes and packs the
 data, resolves "auto" hyperparameters, then runs optimizer steps of `batch_size` examples,
 reporting metrics, progress and checkpoints through `hooks` and polling `hooks.should_stop()`
-between steps. It knows nothing about jobs, the database or HTTP: the job runner turns the
-hook calls into events and rows.
+between steps. `estimated_finish` follows the mean time of the last steps; when it stops, the
+run writes its measured pace (`pace.json`, see openft.data.estimate) for later estimates.
+It knows nothing about jobs, the database or HTTP: the job runner turns the hook calls into
+events and rows.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import json
 import math
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from openft.config import Settings
+from openft.data.estimate import write_pace
 from openft.errors import DataError
 from openft.train import checkpoint as ckpt
 from openft.train.auto import learning_rate, resolve_hyperparameters
@@ -31,6 +35,7 @@ from openft.train.model import build_model, evaluate, micro_batch_loss, pick_dev
 from openft.train.spec import TrainSpec
 
 DEFAULT_PACK_TOKENS = 4096
+PACE_WINDOW = 10  # estimated_finish uses the mean time of the last this-many steps
 
 
 @dataclass(frozen=True)
@@ -80,11 +85,24 @@ def _write_run_info(out: Path, spec: TrainSpec, base_dir: str, device, precision
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
+def _setup_began(now: float) -> float:
+    """When this run's setup began: the process's start if it began training within a minute (a
+    runner or probe process, whose interpreter and torch start-up the job waits for), else now."""
+    try:
+        import psutil
+
+        created = psutil.Process().create_time()
+    except Exception:  # noqa: BLE001 - only a refinement of the recorded setup time
+        return now
+    return created if 0 <= now - created < 60 else now
+
+
 def train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: str | None = None) -> TrainResult:
     from transformers import AutoTokenizer
 
     from openft.models import materialize
 
+    t_enter = _setup_began(time.time())  # setup (start-up, model, data) is part of the measured pace
     spec.validate()
     if spec.num_threads:
         torch.set_num_threads(spec.num_threads)
@@ -161,12 +179,21 @@ def train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: s
 
     def finish(status: str, model_dir=None) -> TrainResult:
         results.close()
+        # the pace after this run's first step (kernel selection, allocator warm-up count as setup)
+        warm = step - start_step > 1
+        t0, s0, k0 = (t_first, start_step + 1, first_tokens) if warm else (t_start, start_step, start_tokens)
+        write_pace(out, base_model=spec.base_model, method=spec.method, device=device.type,
+                   setup_seconds=t0 - t_enter, steps=step - s0, processed_tokens=trained_tokens - k0,
+                   seconds=time.time() - t0)
         last = ckpt.checkpoint_dirs(out)
         return TrainResult(status, model_dir, trained_tokens, total_steps, hp, str(out / "results.csv"), step,
                            str(last[-1][1]) if last else None, metrics)
 
     # --- the loop -----------------------------------------------------------------------------
-    t_start, start_step, metrics, last_saved = time.time(), step, {}, step if state else -1
+    t_start, start_step, start_tokens = time.time(), step, trained_tokens
+    metrics, last_saved = {}, step if state else -1
+    recent, t_last = deque(maxlen=PACE_WINDOW), t_start  # seconds of the last steps, all work included
+    t_first, first_tokens = t_start, trained_tokens     # when this run's first step ended
     while step < total_steps:
         _, idx = step_indices(n, bs, spec.seed, step)
         examples = [train_data.examples[i] for i in idx]
@@ -203,8 +230,13 @@ def train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: s
                 model, full_valid, precision, device)
         hooks.on_metrics(metrics)
         results.write(metrics)
-        pace = (time.time() - t_start) / (step - start_step)
-        hooks.on_progress(step, total_steps, trained_tokens, int(time.time() + pace * (total_steps - step)))
+        now = time.time()
+        recent.append(now - t_last)
+        t_last = now
+        if step == start_step + 1:
+            t_first, first_tokens = now, trained_tokens
+        pace = sum(recent) / len(recent)  # the machine's pace now (other jobs, load), not since the start
+        hooks.on_progress(step, total_steps, trained_tokens, int(now + pace * (total_steps - step)))
         if epoch_end or (spec.checkpoint_every_steps and step % spec.checkpoint_every_steps == 0):
             save(step, metrics)
             last_saved = step
