@@ -75,7 +75,7 @@ def _link_file(engine: sa.Engine, settings: Settings, file_id: str, dest: Path) 
 
 def build_spec(settings: Settings, engine: sa.Engine, job: dict, hooks: DBHooks):
     """TrainSpec for a job row; unknown hyperparameters are reported and ignored."""
-    from openft.train.spec import TrainSpec
+    from openft.train.spec import TrainLimits, TrainSpec
 
     method = job["method"] or {"type": rules.DEFAULT_METHOD}
     mtype = rules.method_type(method)
@@ -100,7 +100,7 @@ def build_spec(settings: Settings, engine: sa.Engine, job: dict, hooks: DBHooks)
                     if job["validation_file"] else None),
         output_dir=str(out), seed=int(job["seed"]), init_adapter=init,
         device=settings.device, **kwargs)
-    spec.validate()
+    spec.validate(TrainLimits.from_settings(settings))  # this worker's bounds (its cores), not only the API's
     return spec
 
 

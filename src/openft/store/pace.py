@@ -24,6 +24,7 @@ from openft.config import Settings
 from openft.data.estimate import Pace, combine, read_pace
 from openft.store.blobs import BlobStore
 from openft.store.db import files, jobs
+from openft.train import rules
 
 HISTORY_JOBS = 5             # the newest this-many matching jobs
 PROBE_TTL_SECONDS = 86_400   # a probe's pace is reused this long while no job has finished
@@ -42,11 +43,6 @@ def history_pace(engine: sa.Engine, base_model: str, method: str = "lora", *, li
     return combine(records, f"{n} earlier job{'s' if n != 1 else ''} of {base_model}")
 
 
-def _hyperparameters(job) -> dict:
-    method = job.method or {}
-    return dict(((method.get(method.get("type", "supervised")) or {}).get("hyperparameters")) or {})
-
-
 def _probe_file(settings: Settings, base_model: str, method: str) -> Path:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", base_model)
     return settings.resolved_model_cache_dir() / "pace" / f"probe-{safe}-{method}.json"
@@ -54,7 +50,7 @@ def _probe_file(settings: Settings, base_model: str, method: str) -> Path:
 
 def pace_for_job(settings: Settings, engine: sa.Engine, job, n_examples: int) -> Pace | None:
     """The pace to estimate `job` (a jobs row) with: earlier jobs, else a (cached) probe; None if neither."""
-    hp = _hyperparameters(job)
+    hp = rules.hyperparameters(job.method)
     method = hp.get("method") if isinstance(hp.get("method"), str) else "lora"
     pace = history_pace(engine, job.base_model, method)
     if pace is not None:
