@@ -40,6 +40,29 @@ def settings(tmp_path, model_cache):
                     worker_poll_seconds=0.2, heartbeat_seconds=0.5, lease_seconds=5)
 
 
+# Columns that later migrations add; a database made by migration 1 of the first release lacks them.
+LATER_COLUMNS = {"jobs": ("workers_lost", "runner_retries"), "api_keys": ("key_hash_kind",)}
+
+
+@pytest.fixture
+def v1_database(tmp_path):
+    """A SQLite database as the first release's migration 1 made it (recorded as version 1),
+    with (the tables of) that schema; returns (engine, its tables)."""
+    import sqlalchemy as sa
+
+    from openft.store.db import make_engine, metadata, schema_migrations
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'v1.db'}")
+    old = sa.MetaData()
+    for t in metadata.sorted_tables:
+        sa.Table(t.name, old, *[c.copy() for c in t.columns if c.name not in LATER_COLUMNS.get(t.name, ())])
+    with engine.begin() as conn:
+        old.create_all(conn)
+        conn.execute(schema_migrations.insert().values(version=1, name="initial schema", applied_at=1))
+    yield engine, old.tables
+    engine.dispose()
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(model_cache) -> str:
     from openft.config import Settings

@@ -14,7 +14,7 @@ from jobs_helpers import PROJECT, event_messages, insert_job, job_row
 from openft.errors import NotFound
 from openft.jobs import oom, queue, state
 from openft.jobs.worker import Worker
-from openft.store.db import checkpoints, job_events, jobs, make_engine, metadata, migrate, schema_migrations
+from openft.store.db import checkpoints, job_events, jobs, migrate
 from openft.store.resolve import resolve_model
 
 
@@ -66,19 +66,12 @@ def test_lost_workers_are_counted_in_a_column_not_by_event_text(engine, settings
     assert job_row(engine, jid)["workers_lost"] == 1
 
 
-def test_migration_2_adds_the_counters_to_a_version_1_database(tmp_path):
+def test_migration_2_adds_the_counters_to_a_version_1_database(v1_database):
     """A database made before migration 2 (jobs without the counter columns) gets them, with
     workers_lost taken from the events that used to be its only record."""
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    eng = make_engine(url)
-    old = sa.MetaData()
-    for t in metadata.sorted_tables:
-        cols = [c.copy() for c in t.columns if c.name not in ("workers_lost", "runner_retries")]
-        sa.Table(t.name, old, *cols)
+    eng, old = v1_database
     with eng.begin() as conn:
-        old.create_all(conn)
-        conn.execute(schema_migrations.insert().values(version=1, name="initial schema", applied_at=1))
-        conn.execute(old.tables["jobs"].insert().values(
+        conn.execute(old["jobs"].insert().values(
             id="ftjob-old", project_id=PROJECT, seq=1, model="m", base_model="m", status="queued", created_at=1,
             method={}, training_file="file-a", result_files=[], seed=1, attempts=2))
         for i in range(2):
@@ -87,7 +80,6 @@ def test_migration_2_adds_the_counters_to_a_version_1_database(tmp_path):
     assert 2 in migrate(eng)
     row = job_row(eng, "ftjob-old")
     assert row["workers_lost"] == 2 and row["runner_retries"] == 0
-    eng.dispose()
 
 
 def test_leftovers_of_killed_writers_are_removed_at_worker_start(engine, settings, tmp_path):

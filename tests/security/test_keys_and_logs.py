@@ -54,21 +54,16 @@ def test_legacy_sha256_key_works_and_is_upgraded(sec_server):
     assert sec_server.client(key).models.list().data  # still works after the upgrade
 
 
-def test_migration_3_adds_the_hash_kind_to_an_old_database(tmp_path):
+def test_migration_3_adds_the_hash_kind_to_an_old_database(v1_database):
     from openft.store import db as dbmod
 
-    engine = dbmod.make_engine(f"sqlite:///{tmp_path / 'old.db'}")
-    with engine.begin() as conn:  # a version-1 database: api_keys without key_hash_kind
-        conn.execute(sa.text("CREATE TABLE api_keys (id VARCHAR(64) PRIMARY KEY, project_id VARCHAR(64) NOT NULL, "
-                             "key_sha256 VARCHAR(64) NOT NULL UNIQUE, name VARCHAR(200) NOT NULL, "
-                             "created_at INTEGER NOT NULL)"))
-        conn.execute(sa.text("INSERT INTO api_keys VALUES ('key_1', 'proj_default', 'abc', 'admin', 1)"))
-        dbmod.schema_migrations.create(conn)
-        conn.execute(dbmod.schema_migrations.insert().values(version=1, name="initial schema", applied_at=1))
-    assert 3 in dbmod.migrate(engine)
+    engine, old = v1_database  # api_keys without key_hash_kind
+    with engine.begin() as conn:
+        conn.execute(old["api_keys"].insert().values(id="key_1", project_id="proj_default", key_sha256="abc",
+                                                     name="admin", created_at=1))
+    assert dbmod.migrate(engine) == [2, 3]
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT key_hash_kind FROM api_keys")).scalar() == "sha256"
-    engine.dispose()
 
 
 def test_credentials_never_reach_the_log(sec_server):
