@@ -29,15 +29,20 @@ def _not_found(exc) -> None:
     assert exc.value.status_code == 404 and body["code"] == "model_not_found" and body["param"] == "model", body
 
 
+def _inference_is_not_found(api, model: str) -> None:
+    """Chat and legacy completions with `model` both answer 404 model_not_found (param model)."""
+    with pytest.raises(openai.NotFoundError) as e:
+        api.chat.completions.create(model=model, messages=MSG, max_tokens=1)
+    _not_found(e)
+    with pytest.raises(openai.NotFoundError) as e:
+        api.completions.create(model=model, prompt="hi", max_tokens=1)
+    _not_found(e)
+
+
 def test_chat_and_completions_refuse_paths(sec_server, tiny_model_dir):
     api = sec_server.client()
     for model in path_ids(tiny_model_dir):
-        with pytest.raises(openai.NotFoundError) as e:
-            api.chat.completions.create(model=model, messages=MSG, max_tokens=1)
-        _not_found(e)
-        with pytest.raises(openai.NotFoundError) as e:
-            api.completions.create(model=model, prompt="hi", max_tokens=1)
-        _not_found(e)
+        _inference_is_not_found(api, model)
 
 
 def test_models_retrieve_and_delete_refuse_paths(sec_server, tiny_model_dir):
@@ -120,12 +125,7 @@ def hub_server(tmp_path_factory, model_cache, tiny_model_dir):
 def test_unknown_or_offline_hub_id_is_404_not_500(hub_server):
     api = hub_server.client()
     for model in ("no-such-org/no-such-model", "HuggingFaceTB/SmolLM2-135M-Instruct"):
-        with pytest.raises(openai.NotFoundError) as e:
-            api.chat.completions.create(model=model, messages=MSG, max_tokens=1)
-        _not_found(e)
-        with pytest.raises(openai.NotFoundError) as e:
-            api.completions.create(model=model, prompt="hi", max_tokens=1)
-        _not_found(e)
+        _inference_is_not_found(api, model)
     with pytest.raises(openai.NotFoundError):  # still never a path
         api.chat.completions.create(model="../../../../etc", messages=MSG, max_tokens=1)
 
