@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from tests.conftest import ADMIN_KEY
 from tests.migrate.conftest import invoke, migrate
 from tests.migrate.proxy import Proxy, rate_limit_first
 
@@ -152,3 +153,73 @@ def test_unknown_base_in_the_map_fails_that_job_with_the_targets_words(source, t
     again = invoke("migrate", "from-openai", "--source-base-url", source["server"].base_url, "--map-file", "nope.json")
     assert again.exit_code == 1 and "error: --map-file nope.json" in again.stderr
     assert json.loads(json.dumps(target.client().fine_tuning.jobs.list().model_dump()))["data"] == []
+
+
+# ------------------------------------------------------------------ migrate record
+
+def record(*args: str, source_url: str, key: str = ADMIN_KEY):
+    return invoke("migrate", "record", "--source-base-url", source_url, "--source-api-key", key, "--max-retries", "0",
+                  "--max-tokens", "6", "--temperature", "1", "--seed", "3", *args)
+
+
+def chats(log) -> int:
+    return sum(1 for _, m, p, _ in log if m == "POST" and p.endswith("/chat/completions"))
+
+
+def test_record_resumes_from_a_half_written_output(source, tmp_path):
+    model = source["a"].fine_tuned_model
+    prompts = tmp_path / "prompts.txt"
+    chat = {"messages": [{"role": "system", "content": "Classify the review."},
+                         {"role": "user", "content": "Review: superb."}, {"role": "assistant", "content": "old"}]}
+    prompts.write_text("Review: great.\nReview: awful.\n" + json.dumps(chat) + "\nReview: fine.\nReview: great.\n")
+    out = tmp_path / "answers.jsonl"
+    with Proxy(source["server"].base_url) as counting:
+        first = record("--source-model", model, "--prompts", str(prompts), "-o", str(out), "--concurrency", "2",
+                       source_url=counting.base_url)
+        assert first.exit_code == 0, first.output
+        assert chats(counting.log) == 5 and "5 of 5 prompt(s) answered (5 now, 0 before)" in first.stdout
+        lines = out.read_text().splitlines()
+        out.write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][: len(lines[2]) // 2])   # killed mid-line
+        second = record("--source-model", model, "--prompts", str(prompts), "-o", str(out), source_url=counting.base_url)
+        assert second.exit_code == 0, second.output
+        assert chats(counting.log) == 5 + 3 and "(3 now, 2 before)" in second.stdout
+    again = out.read_text().splitlines()
+    assert again[:2] == lines[:2] and len(again) == 5
+    asked = sorted(json.dumps(json.loads(x)["messages"][:-1]) for x in again)
+    from openft.migrate.record import read_prompts
+
+    assert asked == sorted(json.dumps(m) for m in read_prompts(prompts))   # each prompt once, "great" twice
+    assert all(json.loads(x)["messages"][-1]["role"] == "assistant" for x in again)
+    from openft.data.validate import validate_file
+
+    rep = validate_file(out, min_examples=1)
+    assert rep.ok and rep.n_examples == 5, [str(e) for e in rep.errors]
+
+
+def test_record_from_the_sources_validation_file_through_429s(source, tmp_path):
+    a, out = source["a"], tmp_path / "from-valid.jsonl"
+    with Proxy(source["server"].base_url, rate_limit_first(2, retry_after=1)) as limited:
+        res = record("--source-model", a.fine_tuned_model, "--from-validation-file", a.validation_file, "-o", str(out),
+                     "--max-retries", "3", source_url=limited.base_url)
+        assert res.exit_code == 0, res.output
+        assert [s for _, _, _, s in limited.log][:2] == [429, 429]
+    valid = source["api"].files.content(a.validation_file).content.decode().splitlines()
+    want = sorted(json.dumps(json.loads(x)["messages"][:-1]) for x in valid)
+    assert sorted(json.dumps(json.loads(x)["messages"][:-1]) for x in out.read_text().splitlines()) == want
+
+
+def test_record_faults_are_one_line(source, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("hello\n")
+    url = source["server"].base_url
+    gone = record("--source-model", "ft:openft-tiny:openft:gone:nope", "--prompts", str(prompts), "-o",
+                  str(tmp_path / "o.jsonl"), source_url=url)
+    assert gone.exit_code == 1 and "does not exist (any more)" in gone.stderr.splitlines()[-1]
+    assert gone.stderr.strip().splitlines()[-1].startswith("error: the source model ft:openft-tiny:openft:gone:nope")
+    wrong = record("--source-model", source["a"].fine_tuned_model, "--prompts", str(prompts), "-o",
+                   str(tmp_path / "o.jsonl"), source_url=url, key="sk-wrong")
+    assert wrong.exit_code == 1 and "refused the API key (401)" in wrong.stderr
+    missing = record("--source-model", source["a"].fine_tuned_model, "--from-validation-file", "file-gone", "-o",
+                     str(tmp_path / "o.jsonl"), source_url=url)
+    assert missing.exit_code == 1 and "error: the source has no file file-gone" in missing.stderr
+    assert "Traceback" not in gone.output + wrong.output + missing.output

@@ -113,3 +113,20 @@ def test_answered_counts_cuts_a_half_written_line(tmp_path):
     out.write_text("not ours\n")
     with pytest.raises(OpenFTError, match="not one of ours"):
         answered_counts(out)
+
+
+def test_the_sources_openai_key_is_never_sent_to_the_target(tmp_path, monkeypatch):
+    """OPENAI_API_KEY is the source's key in `openft migrate`: without OPENFT_API_KEY / --api-key
+    the target's key comes from the data folder, or the run stops before any request."""
+    from typer.testing import CliRunner
+
+    from openft.cli import app
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-the-source-key")
+    monkeypatch.delenv("OPENFT_API_KEY", raising=False)
+    monkeypatch.setenv("OPENFT_DATA_DIR", str(tmp_path))
+    res = CliRunner().invoke(app, ["migrate", "from-openai", "--source-base-url", "http://127.0.0.1:9/v1"],
+                             prog_name="openft")
+    assert res.exit_code == 1 and res.stderr.startswith("error: no API key"), res.output
+    res = CliRunner().invoke(app, ["migrate", "from-openai"], prog_name="openft", env={"OPENAI_API_KEY": ""})
+    assert res.exit_code == 1 and "no source API key" in res.stderr, res.output

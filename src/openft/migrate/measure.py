@@ -43,7 +43,7 @@ class JobFacts:
     def time_line(self) -> str:
         if self.estimated_seconds is None:
             return "unknown" + (f" ({self.note})" if self.note else "")
-        return f"{human_duration(self.estimated_seconds)} (pace from {self.pace_source}; {self.n_epochs} epochs)"
+        return f"{human_duration(self.estimated_seconds)} (pace from {self.pace_source}; {self.n_epochs} epoch(s))"
 
 
 class Estimator:
