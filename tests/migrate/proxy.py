@@ -3,7 +3,8 @@
 `Proxy(upstream, rule)` forwards every request; `rule(method, path)` may answer instead:
 `(status, headers, body)` answers it, "drop" closes the connection without an answer (the
 request never reaches the server), "lost" forwards it and then closes the connection (the server
-did the work, the client never hears). Every request is logged as `(time, method, path, status)`
+did the work, the client never hears), a function forwards it and answers with that function of
+the server's body (to make a job look different). Every request is logged as `(time, method, path, status)`
 (status None when dropped). Bounded: it serves until `close()`, on 127.0.0.1 only.
 """
 
@@ -51,6 +52,8 @@ class Proxy:
                         self.close_connection = True
                         return
                     status, payload = r.status_code, r.content
+                    if callable(verdict):
+                        payload = verdict(payload)
                     headers = {k: v for k, v in r.headers.items() if k.lower() not in HOP}
                 proxy._record(self.command, self.path, status)
                 self.send_response(status)

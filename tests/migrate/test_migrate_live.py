@@ -81,6 +81,9 @@ def test_dry_run_prints_the_plan_and_creates_nothing(source, target):
     plain = migrate("--dry-run", "--job", a.id, "--default-base", "openft-tiny", source_url=src.base_url).stdout
     assert "-> openft-tiny (default base (no --base-model mapping for it))" in plain
     assert "time on this machine: unknown (no pace measured on this machine" in plain
+    # --probe: no earlier job, so a short training probe measures this machine's pace
+    probed = migrate(*MAP, "--dry-run", "--probe", "--job", a.id, source_url=src.base_url).stdout
+    assert "pace from a 3-step probe" in probed, probed
     _, jobs, files = target_state(target)
     assert jobs == [] and files == []
 
@@ -144,6 +147,29 @@ def test_a_source_that_answers_429_then_recovers(source, target):
     assert all(g >= 0.9 for g in gaps), gaps
     _, jobs, _ = target_state(target)
     assert len(jobs) == 2
+
+
+def test_a_dpo_job_is_skipped_or_migrated_as_dpo_as_the_target_allows(source, target):
+    """The source job B, shown as a DPO job by the proxy: a target without DPO says so and gets no
+    file; one with DPO gets a dpo job with the same beta."""
+    b = source["b"]
+
+    def as_dpo(body: bytes) -> bytes:
+        job = json.loads(body)
+        hp = {**job["method"]["supervised"]["hyperparameters"], "beta": 0.25}
+        job["method"] = {"type": "dpo", "dpo": {"hyperparameters": hp}}
+        return json.dumps(job).encode()
+
+    rule = lambda m, p: as_dpo if m == "GET" and p.startswith(f"/v1/fine_tuning/jobs/{b.id}") else None  # noqa: E731
+    with Proxy(source["server"].base_url, rule) as shown:
+        res = migrate(*MAP, "--job", b.id, source_url=shown.base_url)
+    _, jobs, files = target_state(target)
+    if "skipped" in res.stdout:
+        assert f"{b.id}: skipped: openft does not support dpo fine-tuning (the target says: " in res.stdout
+        assert "1 job(s): 1 skipped" in res.stdout and jobs == [] and files == []
+    else:
+        assert f"{b.id}: migrated as" in res.stdout and jobs[0].method.type == "dpo"
+        assert jobs[0].method.dpo.hyperparameters.beta == 0.25
 
 
 def test_unknown_base_in_the_map_fails_that_job_with_the_targets_words(source, target):
