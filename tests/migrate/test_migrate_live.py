@@ -129,6 +129,14 @@ def test_faults_are_one_line_each_and_the_run_goes_on(source, target):
     assert f"{a.id}: already migrated" in res.stdout
     _, jobs, _ = target_state(target)
     assert [j.metadata["migrated_from"] for j in jobs] == [a.id]
+    # a source that will not hand out a fine-tune file (as OpenAI has done): that job fails, with a way out
+    refuse = (400, {"Content-Type": "application/json"}, b'{"error": {"message": "Not allowed to download files of '
+              b'purpose: fine-tune", "type": "invalid_request_error", "param": null, "code": null}}')
+    no_dl = lambda m, p: refuse if p.startswith(f"/v1/files/{b.training_file}/content") else None  # noqa: E731
+    with Proxy(src.base_url, no_dl) as strict:
+        res = migrate(*MAP, "--job", b.id, source_url=strict.base_url, code=1)
+    assert (f"failed: {b.id}: the source refuses to hand out its training file {b.training_file} (400: Not allowed "
+            "to download files of purpose: fine-tune); upload your own copy") in res.stderr
     # a target that refuses our key says which side
     bad_target = migrate(*MAP, source_url=src.base_url, pre=("--api-key", "sk-nope"), code=1)
     assert "error: the target (" in bad_target.stderr and "refused the API key (401)" in bad_target.stderr

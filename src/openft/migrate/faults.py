@@ -16,7 +16,7 @@ class MigrateError(OpenFTError):
     """A migration that cannot go on (a refused key, an unreachable server, bad options)."""
 
 
-def _message(exc) -> str:
+def server_message(exc) -> str:
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
         inner = body.get("error") if isinstance(body.get("error"), dict) else body
@@ -34,18 +34,18 @@ def describe(exc: BaseException, side: str, url: str) -> str:
     where = f"the {side} ({url})"
     key_hint = "--source-api-key / OPENAI_API_KEY" if side == "source" else "--api-key / OPENFT_API_KEY"
     if isinstance(exc, openai.AuthenticationError):
-        text = f"{where} refused the API key (401): {_message(exc)}; check {key_hint}"
+        text = f"{where} refused the API key (401): {server_message(exc)}; check {key_hint}"
     elif isinstance(exc, openai.PermissionDeniedError):
-        text = f"{where} denied access (403): {_message(exc)}"
+        text = f"{where} denied access (403): {server_message(exc)}"
     elif isinstance(exc, openai.RateLimitError):
-        text = f"{where} kept answering 429 (rate limited) after every retry: {_message(exc)}; run again later"
+        text = f"{where} kept answering 429 (rate limited) after every retry: {server_message(exc)}; run again later"
     elif isinstance(exc, openai.APITimeoutError):
         text = f"{where} timed out"
     elif isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc.__context__
         text = f"{where} is not reachable ({type(cause).__name__ if cause else 'connection error'}: {cause or exc})"
     elif isinstance(exc, openai.APIStatusError):
-        text = f"{where} answered {exc.status_code}: {_message(exc)}"
+        text = f"{where} answered {exc.status_code}: {server_message(exc)}"
     elif isinstance(exc, OpenFTError):
         text = exc.message
     elif isinstance(exc, OSError):

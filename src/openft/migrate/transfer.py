@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from openft.migrate.faults import MigrateError, describe, is_fatal
+from openft.migrate.faults import MigrateError, describe, is_fatal, server_message
 from openft.migrate.plan import MIGRATED_FROM, JobPlan
 
 FILE_PREFIX = "migrated-"
@@ -218,6 +218,11 @@ class Migration:
                 size = download(self.source, fid, path)
             except openai.NotFoundError:
                 raise JobFault(f"its {role} file {fid} no longer has content at the source (deleted?)") from None
+            except (openai.BadRequestError, openai.PermissionDeniedError) as e:
+                # OpenAI has refused downloads of purpose "fine-tune" files at times
+                raise JobFault(f"the source refuses to hand out its {role} file {fid} ({e.status_code}: {server_message(e)}); "
+                               "upload your own copy and create the job with `openft jobs create`, or record the "
+                               "model's answers with `openft migrate record`") from None
             except Exception as e:  # noqa: BLE001
                 raise _on(e, "source")
             if meta.bytes is not None and size != meta.bytes:
