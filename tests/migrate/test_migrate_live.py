@@ -81,6 +81,10 @@ def test_dry_run_prints_the_plan_and_creates_nothing(source, target):
     plain = migrate("--dry-run", "--job", a.id, "--default-base", "openft-tiny", source_url=src.base_url).stdout
     assert "-> openft-tiny (default base (no --base-model mapping for it))" in plain
     assert "time on this machine: unknown (no pace measured on this machine" in plain
+    # --all-statuses adds the failed job C, whose file is gone: the plan says so and exits 1
+    every = migrate(*MAP, "--dry-run", "--all-statuses", source_url=src.base_url, code=1)
+    assert "3 job(s): 2 to migrate, 1 failed" in every.stdout
+    assert f"failed: {source['c']}: its training file" in every.stderr
     # --probe: no earlier job, so a short training probe measures this machine's pace
     probed = migrate(*MAP, "--dry-run", "--probe", "--job", a.id, source_url=src.base_url).stdout
     assert "pace from a 3-step probe" in probed, probed
