@@ -22,6 +22,7 @@ from openft.cli import files as _files
 from openft.cli import jobs as _jobs
 from openft.cli import keys as _keys
 from openft.cli import legacy as _legacy
+from openft.cli import migrate as _migrate
 from openft.cli import models as _models
 from openft.cli import server as _server
 from openft.cli.common import OpenFTGroup, fail, state
@@ -51,6 +52,7 @@ app.add_typer(_models.app, name="models")
 app.command("chat")(_chat.chat)
 app.add_typer(_keys.app, name="keys")
 app.add_typer(_legacy.app, name="api")
+app.add_typer(_migrate.app, name="migrate")
 
 
 def _mount_data(app: typer.Typer) -> None:

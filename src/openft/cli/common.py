@@ -65,9 +65,10 @@ class State:
             url += "/v1"
         return url
 
-    def resolved_api_key(self) -> str:
-        """--api-key, then OPENFT_API_KEY / OPENAI_API_KEY, then `<data_dir>/admin_key`."""
-        for key in (self.api_key, os.environ.get("OPENFT_API_KEY"), os.environ.get("OPENAI_API_KEY")):
+    def resolved_api_key(self, *, openai_env: bool = True) -> str:
+        """--api-key, then OPENFT_API_KEY / OPENAI_API_KEY, then `<data_dir>/admin_key`.
+        openai_env=False: OPENAI_API_KEY is another server's key (`openft migrate`'s source)."""
+        for key in (self.api_key, os.environ.get("OPENFT_API_KEY"), openai_env and os.environ.get("OPENAI_API_KEY")):
             if key:
                 return key
         data_dir = Path(self.data_dir or os.environ.get("OPENFT_DATA_DIR") or "./openft-data")
