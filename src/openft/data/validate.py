@@ -127,13 +127,14 @@ def _duplicates(hashes: array, lines: array, limit: int = MAX_LOCATED_PER_CODE) 
 
 def validate_file(path: str | Path, *, tokenizer: Any = None, max_seq_len: int | None = None,
                   min_examples: int = 10, display_name: str | None = None, model: str | None = None,
-                  n_epochs: int | None = None, pace: Pace | None = None) -> ValidationReport:
+                  n_epochs: int | None = None, pace: Pace | None = None, method: str | None = None) -> ValidationReport:
     """Check a fine-tuning file (chat or prompt/completion JSONL) and measure it.
 
     tokenizer: the base model's tokenizer; enables token statistics, the too-long check
     (against `max_seq_len`) and the estimates. model: its id. pace: this machine's measured
     training pace (`openft.store.pace`), for the time estimate; without it there is none.
     display_name: how the file is named in messages (the server passes the file id).
+    method: the job's method type ("supervised", "dpo"), when known; a dpo file is not warned about.
     """
     path = Path(path)
     rep = ValidationReport(file=display_name or str(path))
@@ -238,7 +239,7 @@ def validate_file(path: str | Path, *, tokenizer: Any = None, max_seq_len: int |
         rep.add(F.ERROR, "invalid_file_format", first_fmt_line, None,
                 "OpenAI evals format ({input, ideal}); fine-tuning needs chat: "
                 f"`openft data convert {path.name} train.jsonl` makes the ideal answer the assistant message")
-    elif rep.format == F.PREFERENCE:
+    elif rep.format == F.PREFERENCE and method != "dpo":
         rep.add(F.WARNING, "preference_format", first_fmt_line, None,
                 "preference (DPO) data: supervised fine-tuning trains on the preferred output only")
     whole_file = n_lines == 1 and rep.counts["invalid_encoding"] == 1  # UTF-16 or binary: one error says it
