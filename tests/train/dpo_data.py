@@ -21,3 +21,18 @@ def write_pairs(path, n: int, seed: int = 0, start: int = 0) -> str:
         for i in range(n):
             f.write(json.dumps(pair(start + i, rng.choice(GOOD + BAD))) + "\n")
     return str(path)
+
+
+def style_pair(a: int, b: int) -> dict:
+    """A preference a 2-layer random model can learn: a polite full sentence over a curt reply."""
+    return {"input": {"messages": [{"role": "user", "content": f"What is {a} plus {b}?"}]},
+            "preferred_output": [{"role": "assistant", "content": f"Thank you for asking! The answer is {a + b}."}],
+            "non_preferred_output": [{"role": "assistant", "content": f"{a + b}, obviously."}]}
+
+
+def write_style_pairs(path, n: int, seed: int = 0) -> str:
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        for _ in range(n):
+            f.write(json.dumps(style_pair(rng.randrange(100), rng.randrange(100))) + "\n")
+    return str(path)
