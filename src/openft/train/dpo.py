@@ -23,7 +23,11 @@ likewise, accuracy = share of pairs with chosen > rejected, margin = mean(chosen
 The reference policy is the starting model (the base model, or the `ft:` adapter a job continues
 from): its log-probabilities are computed once before the first step (`attach_reference`, no
 gradients) and cached in the run folder (`dpo_reference.pt`), so a resumed run uses the
-starting model's, not the checkpoint's. No second copy of the weights is ever loaded.
+starting model's, not the checkpoint's. No second copy of the weights is ever loaded. Measured
+on this 2-core CPU (smollm2-135m, bf16, 8 sentiment pairs = 430 tokens): a training step 1.27 s,
+a reference forward with PEFT's adapter disabled 0.48 s (+37% on every step of every epoch),
+the same pairs' reference computed once 0.57 s (once per run); the cache also makes the
+reference of an `ft:` continuation its starting adapter, which disabling the adapter cannot.
 
 Knows nothing about jobs, files other than the one it reads, or optimizers.
 """
