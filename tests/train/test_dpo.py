@@ -107,3 +107,10 @@ def test_resume_reproduces_the_uninterrupted_curve(setup, baseline):
         assert curve[step] == pytest.approx(loss, abs=1e-5), step
     acc = {m["step"]: m["train_reward_accuracy"] for m in first.metrics + second.metrics}
     assert acc == {m["step"]: m["train_reward_accuracy"] for m in base_hooks.metrics}
+
+
+def test_cancel_stops_a_dpo_run(setup):
+    tmp, settings = setup
+    hooks = RecordingHooks(cancel_after=2)
+    result = train(spec_for(tmp, "cancelled", valid_file=None), hooks, settings)
+    assert result.status == "cancelled" and result.step == 2 and result.model_dir is None
