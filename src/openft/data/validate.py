@@ -134,7 +134,8 @@ def validate_file(path: str | Path, *, tokenizer: Any = None, max_seq_len: int |
     (against `max_seq_len`) and the estimates. model: its id. pace: this machine's measured
     training pace (`openft.store.pace`), for the time estimate; without it there is none.
     display_name: how the file is named in messages (the server passes the file id).
-    method: the job's method type ("supervised", "dpo"), when known; a dpo file is not warned about.
+    method: the job's method type ("supervised", "dpo"), when known; for "dpo" a preference file is
+    not warned about and both sequences of each pair are counted (token statistics and estimates).
     """
     path = Path(path)
     rep = ValidationReport(file=display_name or str(path))
@@ -223,6 +224,9 @@ def validate_file(path: str | Path, *, tokenizer: Any = None, max_seq_len: int |
                 labels = None
         if counter is not None:
             batch.append((n, ex))
+            if fmt == F.PREFERENCE and method == "dpo":  # DPO trains on both sequences of the pair
+                batch.append((n, F.to_chat({**rec, "preferred_output": rec.get("non_preferred_output",
+                                                                              rec.get("non_preferred_completion"))}, fmt)))
             if len(batch) >= TOKEN_BATCH:
                 flush()
     if counter is not None:
