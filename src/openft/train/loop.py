@@ -202,7 +202,8 @@ def train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: s
         # the pace after this run's first step (kernel selection, allocator warm-up count as setup)
         warm = step - start_step > 1
         t0, s0, k0 = (t_first, start_step + 1, first_tokens) if warm else (t_start, start_step, start_tokens)
-        write_pace(out, base_model=spec.base_model, method=spec.method, device=device.type,
+        # a DPO run's pace (both sequences of a pair, the prompt computed once) is kept apart from SFT's
+        write_pace(out, base_model=spec.base_model, method=spec.method + ("-dpo" if dpo else ""), device=device.type,
                    setup_seconds=t0 - t_enter, steps=step - s0, processed_tokens=trained_tokens - k0,
                    seconds=time.time() - t0)
         last = ckpt.checkpoint_dirs(out)
