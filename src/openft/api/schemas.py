@@ -17,7 +17,7 @@ from openft.config import Settings
 from openft.train import rules
 
 FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
-SUPPORTED_METHODS = ("supervised",)
+SUPPORTED_METHODS = ("supervised", "dpo")
 HYPERPARAMETER_KEYS = ("batch_size", "learning_rate_multiplier", "n_epochs")
 _SUFFIX_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -133,7 +133,7 @@ class Integration(Strict):
 
 
 # TrainSpec fields a job may set beside OpenAI's three (LoRA shape, full fine-tuning, schedule...).
-_NOT_OPTIONS = {*rules.RESERVED_HYPERPARAMETERS, *HYPERPARAMETER_KEYS}
+_NOT_OPTIONS = {*rules.RESERVED_HYPERPARAMETERS, *HYPERPARAMETER_KEYS, "beta"}  # beta: DpoHyperparameters
 
 
 def train_options() -> list[str]:
@@ -188,7 +188,7 @@ def check_job_options(settings: Settings, body: "JobCreate", method: dict, base_
     where = "hyperparameters" if body.hyperparameters is not None else f"method.{kind}.hyperparameters"
     hp = (method.get(kind) or {}).get("hyperparameters") or {}
     names = {f.name for f in dataclasses.fields(TrainSpec)} - {"base_model", "train_file", "output_dir"}
-    spec = TrainSpec(base_model=base_model, train_file="-", output_dir="-",
+    spec = TrainSpec(base_model=base_model, train_file="-", output_dir="-", objective=rules.OBJECTIVES.get(kind, "sft"),
                      **{k: (tuple(v) if k == "target_modules" and isinstance(v, list) else v)
                         for k, v in hp.items() if k in names})
     try:
@@ -348,6 +348,8 @@ def event_object(row) -> dict:
 
 _CKPT_METRICS = ("step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy",
                  "full_valid_loss", "full_valid_mean_token_accuracy")
+_DPO_CKPT_METRICS = tuple(f"{p}_{m}" for p in ("train", "valid", "full_valid")
+                          for m in ("reward_accuracy", "reward_margin", "chosen_reward", "rejected_reward"))
 
 
 def checkpoint_object(row) -> dict:
@@ -355,7 +357,8 @@ def checkpoint_object(row) -> dict:
     metrics.setdefault("step", row.step_number)
     return {"id": row.id, "object": "fine_tuning.job.checkpoint", "created_at": row.created_at,
             "fine_tuned_model_checkpoint": row.fine_tuned_model_checkpoint, "fine_tuning_job_id": row.job_id,
-            "step_number": row.step_number, "metrics": {k: metrics.get(k) for k in _CKPT_METRICS}}
+            "step_number": row.step_number, "metrics": {k: metrics.get(k) for k in _CKPT_METRICS
+                                                        + tuple(k for k in _DPO_CKPT_METRICS if k in metrics)}}
 
 
 def model_object(model_id: str, created: int, owned_by: str) -> dict:

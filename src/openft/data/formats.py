@@ -172,6 +172,11 @@ def check(record: Any, fmt: str) -> list[Issue]:
                 out.append(("data_type", key, f"{key} must be a list with one assistant message", ERROR))
             else:
                 out.extend(check_messages(val, key))
+        outputs = [record.get(next((k for k in keys if k in record), keys[0])) for keys in (PREFERRED_KEYS, NON_PREFERRED_KEYS)]
+        if all(isinstance(o, list) and len(o) == 1 and isinstance(o[0], dict) for o in outputs) \
+                and _answer(outputs[0][0]) == _answer(outputs[1][0]):
+            out.append(("identical_outputs", "non_preferred_output", "preferred_output and non_preferred_output are "
+                        "the same answer: the pair teaches nothing", ERROR))
         allowed = ("input",) + PREFERRED_KEYS + NON_PREFERRED_KEYS
     elif fmt == EVALS:
         out = check_messages(record.get("input"), "input", need_assistant=False)
@@ -190,6 +195,12 @@ def check(record: Any, fmt: str) -> list[Issue]:
         out.append(("example_unrecognized_key", extra[0], f"unrecognized key(s) {', '.join(map(repr, extra))} "
                     "are ignored", WARNING))
     return out
+
+
+def _answer(m: dict) -> tuple:
+    """What a preference output says (its text and tool calls), to compare two outputs."""
+    text = content_text(m.get("content"))
+    return ((text or "").strip(), repr(m.get("tool_calls")), repr(m.get("function_call")))
 
 
 def _clean(text: str) -> str:

@@ -127,13 +127,15 @@ def _duplicates(hashes: array, lines: array, limit: int = MAX_LOCATED_PER_CODE) 
 
 def validate_file(path: str | Path, *, tokenizer: Any = None, max_seq_len: int | None = None,
                   min_examples: int = 10, display_name: str | None = None, model: str | None = None,
-                  n_epochs: int | None = None, pace: Pace | None = None) -> ValidationReport:
+                  n_epochs: int | None = None, pace: Pace | None = None, method: str | None = None) -> ValidationReport:
     """Check a fine-tuning file (chat or prompt/completion JSONL) and measure it.
 
     tokenizer: the base model's tokenizer; enables token statistics, the too-long check
     (against `max_seq_len`) and the estimates. model: its id. pace: this machine's measured
     training pace (`openft.store.pace`), for the time estimate; without it there is none.
     display_name: how the file is named in messages (the server passes the file id).
+    method: the job's method type ("supervised", "dpo"), when known; for "dpo" a preference file is
+    not warned about and both sequences of each pair are counted (token statistics and estimates).
     """
     path = Path(path)
     rep = ValidationReport(file=display_name or str(path))
@@ -222,6 +224,9 @@ def validate_file(path: str | Path, *, tokenizer: Any = None, max_seq_len: int |
                 labels = None
         if counter is not None:
             batch.append((n, ex))
+            if fmt == F.PREFERENCE and method == "dpo":  # DPO trains on both sequences of the pair
+                batch.append((n, F.to_chat({**rec, "preferred_output": rec.get("non_preferred_output",
+                                                                              rec.get("non_preferred_completion"))}, fmt)))
             if len(batch) >= TOKEN_BATCH:
                 flush()
     if counter is not None:
@@ -238,7 +243,7 @@ def validate_file(path: str | Path, *, tokenizer: Any = None, max_seq_len: int |
         rep.add(F.ERROR, "invalid_file_format", first_fmt_line, None,
                 "OpenAI evals format ({input, ideal}); fine-tuning needs chat: "
                 f"`openft data convert {path.name} train.jsonl` makes the ideal answer the assistant message")
-    elif rep.format == F.PREFERENCE:
+    elif rep.format == F.PREFERENCE and method != "dpo":
         rep.add(F.WARNING, "preference_format", first_fmt_line, None,
                 "preference (DPO) data: supervised fine-tuning trains on the preferred output only")
     whole_file = n_lines == 1 and rep.counts["invalid_encoding"] == 1  # UTF-16 or binary: one error says it

@@ -23,6 +23,12 @@ from openft.store.events import add_event
 
 METRIC_KEYS = ("step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy",
                "full_valid_loss", "full_valid_mean_token_accuracy")
+DPO_METRIC_KEYS = tuple(f"{p}_{m}" for p in ("train", "valid", "full_valid")  # DPO jobs only (openft.train.dpo)
+                        for m in ("reward_accuracy", "reward_margin", "chosen_reward", "rejected_reward"))
+
+
+def _metrics(data: dict) -> dict:
+    return {**{k: _num(data.get(k)) for k in METRIC_KEYS}, **{k: _num(data[k]) for k in DPO_METRIC_KEYS if k in data}}
 STANDARD_HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
 
 
@@ -91,7 +97,7 @@ class DBHooks:
             conn.execute(jobs.update().where(*self.fence()).values(method=method))
 
     def on_metrics(self, data: dict) -> None:
-        payload = {k: _num(data.get(k)) for k in METRIC_KEYS}
+        payload = _metrics(data)
         payload["step"] = int(data["step"])
         payload["total_steps"] = int(data["total_steps"]) if data.get("total_steps") is not None else None
         self._pending_metrics.append((step_message(data), payload))
@@ -134,7 +140,7 @@ class DBHooks:
 
     def on_checkpoint(self, step: int, epoch: int, path: str, metrics: dict) -> None:
         name = naming.checkpoint_model_id(self.model_id, step)
-        row_metrics = {k: _num(metrics.get(k)) for k in METRIC_KEYS}
+        row_metrics = _metrics(metrics)
         row_metrics["step"] = int(step)
         now = int(time.time())
         with self.engine.begin() as conn:

@@ -37,7 +37,7 @@ from openft.store.db import files, jobs, make_engine, models, next_seq
 from openft.train import rules
 from openft.train.faults import fault_point
 
-SUPPORTED_METHODS = ("supervised",)
+SUPPORTED_METHODS = ("supervised", "dpo")
 FILE_PARAMS = ("training_file", "validation_file")
 
 
@@ -98,7 +98,7 @@ def build_spec(settings: Settings, engine: sa.Engine, job: dict, hooks: DBHooks)
         train_file=_link_file(engine, settings, job["training_file"], out / "data" / "train"),
         valid_file=(_link_file(engine, settings, job["validation_file"], out / "data" / "valid")
                     if job["validation_file"] else None),
-        output_dir=str(out), seed=int(job["seed"]), init_adapter=init,
+        output_dir=str(out), seed=int(job["seed"]), init_adapter=init, objective=rules.OBJECTIVES[mtype],
         device=settings.device, **kwargs)
     spec.validate(TrainLimits.from_settings(settings))  # this worker's bounds (its cores), not only the API's
     return spec

@@ -32,6 +32,8 @@ log = logging.getLogger("openft.jobs")
 
 # Data formats each fine-tuning method trains on.
 METHOD_FORMATS = {"supervised": ("chat", "prompt_completion"), "dpo": ("preference",)}
+FORMAT_SHAPES = {"chat": '{"messages": [...]}', "prompt_completion": '{"prompt": ..., "completion": ...}',
+                 "preference": '{"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": [...]}'}
 MAX_WARNING_EVENTS = 5
 MIN_TRAINING_EXAMPLES = 10
 
@@ -92,6 +94,7 @@ def _check_one(settings: Settings, conn: sa.Connection, job: sa.Row, file_id: st
         return Failure("file_not_found", f"The content of the {kind} file {file_id} is missing.", param), [], None
     report = validate_file(path, tokenizer=tokenizer, display_name=row.filename, max_seq_len=max_seq_len,
                            model=job.base_model, n_epochs=rules.positive_int(rules.hyperparameters(job.method).get("n_epochs")),
+                           method=method_type,
                            min_examples=MIN_TRAINING_EXAMPLES if param == "training_file" else 1)
     warnings = [f"{kind.capitalize()} file {file_id}: {w}" for w in report.warnings]
     if not report.ok:
@@ -105,8 +108,9 @@ def _check_one(settings: Settings, conn: sa.Connection, job: sa.Row, file_id: st
     accepted = METHOD_FORMATS.get(method_type)
     if accepted and report.format and report.format not in accepted:
         return Failure("invalid_file_format",
-                       f"The {kind} file {file_id} ({row.filename}) is in {report.format} format; fine-tuning "
-                       f"method '{method_type}' needs {' or '.join(accepted)} examples.", param), warnings, None
+                       f"The {kind} file {file_id} ({row.filename}) is in {report.format} format (from line 1); "
+                       f"fine-tuning method '{method_type}' expects {' or '.join(accepted)} examples: "
+                       f"{' or '.join(FORMAT_SHAPES[f] for f in accepted)}.", param), warnings, None
     return None, warnings, report.stats.get("estimate")
 
 

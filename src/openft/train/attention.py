@@ -4,7 +4,10 @@ A packed row holds several examples, each with `position_ids` restarting at 0. T
 path builds a (T, T) block-diagonal mask and runs masked SDPA over the whole row, doing
 T^2 work where sum(len_i^2) is needed, through the slower masked kernel. Here the row is
 cut at the restarts and each example runs `is_causal=True` SDPA on its own slice, the CPU
-analogue of flash-attention's varlen kernel. Registered with transformers' attention and
+analogue of flash-attention's varlen kernel. A position that jumps back to k > 0 starts a
+fork (DPO's shared prompt, openft.train.dpo): the tokens from there on attend to the first k
+tokens of their example and to themselves, not to the branch before them; such an example
+runs one SDPA call with that (L, L) mask. Registered with transformers' attention and
 mask interfaces under PACKED (lazily, by `register()`), so any model whose attention
 forwards `position_ids` (Llama, Mistral, Qwen, Gemma, SmolLM...) can use it; without
 position ids it raises NotPackedAware (the trainer then loads the model with stock SDPA).
@@ -37,7 +40,8 @@ def packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0,
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     t = query.shape[2]
-    starts = (position_ids.reshape(-1)[:t] == 0).nonzero().flatten().tolist()
+    pos = position_ids.reshape(-1)[:t]
+    starts = (pos == 0).nonzero().flatten().tolist()
     if not starts or starts[0] != 0:
         starts = [0] + starts
     bounds = starts + [t]
@@ -46,12 +50,30 @@ def packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0,
     # fp32 inside: on CPU the flash kernel's backward is ~2x slower in bf16 than in fp32 for
     # short sequences, and attention is a small share of the FLOPs.
     q, k, v = query.float(), key.float(), value.float()
+    forks = set(((pos[1:] != pos[:-1] + 1) & (pos[1:] != 0)).nonzero().flatten().add(1).tolist()) if t > 1 else set()
     with torch.autocast(query.device.type, enabled=False):
-        outs = [F.scaled_dot_product_attention(q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], is_causal=True,
-                                               dropout_p=dropout, scale=scaling, enable_gqa=gqa)
+        outs = [F.scaled_dot_product_attention(
+                    q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], dropout_p=dropout, scale=scaling, enable_gqa=gqa,
+                    **({"attn_mask": fork_mask(pos[s:e])} if forks and any(s < f < e for f in forks)
+                       else {"is_causal": True}))
                 for s, e in zip(bounds, bounds[1:])]
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     return out.to(dtype).transpose(1, 2).contiguous(), None
+
+
+def fork_mask(pos: torch.Tensor) -> torch.Tensor:
+    """(L, L) bool, True = may attend, for one example whose positions `pos` (L,) jump back to
+    k > 0 where a branch starts: causal, and a branch token sees the trunk's first k tokens and
+    its own branch only."""
+    n = pos.shape[0]
+    new_branch = torch.ones(n, dtype=torch.bool, device=pos.device)
+    new_branch[1:] = pos[1:] != pos[:-1] + 1
+    branch = new_branch.long().cumsum(0) - 1                   # 0: the trunk (starts at position 0)
+    prefix = torch.where(branch > 0, pos[new_branch.nonzero().flatten()][branch], 0)  # k of each token's branch
+    causal = torch.ones(n, n, dtype=torch.bool, device=pos.device).tril()
+    same = branch[:, None] == branch[None, :]
+    shared = (branch[None, :] == 0) & (pos[None, :] < prefix[:, None])
+    return causal & (same | shared)
 
 
 def _no_mask(*args, **kwargs):

@@ -20,6 +20,9 @@ from pathlib import Path
 from openft.train.faults import fault_point
 
 CSV_FIELDS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
+_REWARDS = ("reward_accuracy", "reward_margin", "chosen_reward", "rejected_reward")
+DPO_CSV_FIELDS = CSV_FIELDS + tuple(f"{p}_{m}" for p in ("train", "valid") for m in _REWARDS)
+"""A DPO run's columns: the supervised ones, then its rewards (see openft.train.dpo.METRICS)."""
 
 
 def checkpoint_dirs(output_dir: str | Path) -> list[tuple[int, Path]]:
@@ -128,18 +131,20 @@ def prune(output_dir: str | Path, keep: int) -> list[Path]:
 
 
 class ResultsCSV:
-    """results.csv (step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy).
+    """results.csv (step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy; with
+    `dpo`, then train_/valid_ reward_accuracy, reward_margin, chosen_reward, rejected_reward).
 
     On resume, rows after the resumed step (written before a crash) are dropped first."""
 
-    def __init__(self, path: str | Path, keep_until_step: int = 0):
+    def __init__(self, path: str | Path, keep_until_step: int = 0, dpo: bool = False):
         self.path = Path(path)
+        self.fields = DPO_CSV_FIELDS if dpo else CSV_FIELDS
         rows = []
         if keep_until_step and self.path.exists():
             with open(self.path, newline="") as fh:
                 rows = [r for r in csv.DictReader(fh) if r.get("step", "").isdigit() and int(r["step"]) <= keep_until_step]
         self._fh = open(self.path, "w", newline="")
-        self._w = csv.DictWriter(self._fh, fieldnames=CSV_FIELDS)
+        self._w = csv.DictWriter(self._fh, fieldnames=self.fields)
         self._w.writeheader()
         self._w.writerows(rows)
         self._fh.flush()
@@ -151,7 +156,8 @@ class ResultsCSV:
         self._w.writerow({"step": m["step"], "train_loss": fmt(m.get("train_loss")),
                           "train_accuracy": fmt(m.get("train_mean_token_accuracy")),
                           "valid_loss": fmt(m.get("valid_loss")),
-                          "valid_mean_token_accuracy": fmt(m.get("valid_mean_token_accuracy"))})
+                          "valid_mean_token_accuracy": fmt(m.get("valid_mean_token_accuracy")),
+                          **{k: fmt(m.get(k)) for k in self.fields[len(CSV_FIELDS):]}})
         self._fh.flush()
 
     def close(self) -> None:

@@ -5,6 +5,8 @@ data, resolves "auto" hyperparameters, then runs optimizer steps of `batch_size`
 reporting metrics, progress and checkpoints through `hooks` and polling `hooks.should_stop()`
 between steps. `estimated_finish` follows the mean time of the last steps; when it stops, the
 run writes its measured pace (`pace.json`, see openft.data.estimate) for later estimates.
+With `spec.objective == "dpo"` the examples are preference pairs and the step's loss is DPO's
+(openft.train.dpo: its data, packing, loss, metrics and reference policy); the loop is the same.
 It knows nothing about jobs, the database or HTTP: the job runner turns the hook calls into
 events and rows.
 """
@@ -27,6 +29,7 @@ from openft.data.estimate import write_pace
 from openft.errors import DataError
 from openft.train import checkpoint as ckpt
 from openft.train.auto import learning_rate, resolve_hyperparameters
+from openft.train import dpo as dpo_
 from openft.train import rules
 from openft.train.data import load_dataset, pack, step_indices
 from openft.train.faults import fault_point
@@ -115,8 +118,10 @@ def train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: s
     # --- data: tokenize with loss masks, truncate to the context -------------------------------
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     max_len = rules.truncation_length(rules.model_context_length(base_dir), spec.max_seq_len)
-    train_data = load_dataset(tokenizer, spec.train_file, max_len, "training_file")
-    valid_data = load_dataset(tokenizer, spec.valid_file, max_len, "validation_file") if spec.valid_file else None
+    dpo = spec.objective == "dpo"
+    load = dpo_.load_pairs if dpo else load_dataset
+    train_data = load(tokenizer, spec.train_file, max_len, "training_file")
+    valid_data = load(tokenizer, spec.valid_file, max_len, "validation_file") if spec.valid_file else None
     for name, d in (("training", train_data), ("validation", valid_data)):
         if d and d.n_truncated:
             hooks.on_event(f"{d.n_truncated} of {d.n_lines} {name} examples were longer than {max_len} tokens "
@@ -132,6 +137,8 @@ def train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: s
     state = ckpt.load_trainer_state(resume_from) if resume_from else None
     hp = state["hyperparameters"] if state else resolve_hyperparameters(
         len(train_data), spec.n_epochs, spec.batch_size, spec.learning_rate_multiplier)
+    if dpo and "beta" not in hp:
+        hp["beta"] = dpo_.DEFAULT_BETA if spec.beta == "auto" else float(spec.beta)
     hooks.on_resolved(hp)
     n, bs = len(train_data), hp["batch_size"]
     steps_per_epoch = math.ceil(n / bs)
@@ -161,8 +168,21 @@ def train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: s
         hooks.on_event(f"Resumed from checkpoint at step {step}.")
     else:
         _write_run_info(out, spec, base_dir, device, precision, hp, n)
-    results = ckpt.ResultsCSV(out / "results.csv", keep_until_step=step)
-    full_valid = pack(valid_data.examples, budget) if valid_data else []
+    share = False
+    if dpo:  # the reference policy: the starting model's log-probabilities, once (cached in `out`)
+        if dpo_.attach_reference(model, {"train": train_data, "valid": valid_data}, out, budget, precision, device,
+                                 resumed=bool(state)):
+            hooks.on_event("Computed the reference model's log-probabilities of every pair.")
+        share = dpo_.shares_prompt(model)
+    pack_rows = (lambda examples, budget: dpo_.pack_pairs(examples, budget, share)) if dpo else pack  # noqa: E731
+    results = ckpt.ResultsCSV(out / "results.csv", keep_until_step=step, dpo=dpo)
+    full_valid = pack_rows(valid_data.examples, budget) if valid_data else []
+
+    def measure(batches, prefix: str) -> dict:
+        if dpo:
+            return dpo_.evaluate_pairs(model, batches, precision, device, hp["beta"], prefix)
+        loss, acc = evaluate(model, batches, precision, device)
+        return {f"{prefix}_loss": loss, f"{prefix}_mean_token_accuracy": acc}
     n_trainable = sum(p.numel() for p in params)
     hooks.on_event(f"Training {spec.method} ({n_trainable:,} trainable parameters, {precision}, {device.type}) on "
                    f"{n} examples ({train_data.n_tokens:,} tokens) for {total_steps} steps.")
@@ -182,7 +202,8 @@ def train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: s
         # the pace after this run's first step (kernel selection, allocator warm-up count as setup)
         warm = step - start_step > 1
         t0, s0, k0 = (t_first, start_step + 1, first_tokens) if warm else (t_start, start_step, start_tokens)
-        write_pace(out, base_model=spec.base_model, method=spec.method, device=device.type,
+        # a DPO run's pace (both sequences of a pair, the prompt computed once) is kept apart from SFT's
+        write_pace(out, base_model=spec.base_model, method=spec.method + ("-dpo" if dpo else ""), device=device.type,
                    setup_seconds=t0 - t_enter, steps=step - s0, processed_tokens=trained_tokens - k0,
                    seconds=time.time() - t0)
         last = ckpt.checkpoint_dirs(out)
@@ -198,13 +219,14 @@ def train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: s
         _, idx = step_indices(n, bs, spec.seed, step)
         examples = [train_data.examples[i] for i in idx]
         n_target = sum(e.n_trained for e in examples)  # the step's loss is a mean over these tokens
-        loss_sum, correct = 0.0, 0
-        rows = pack(examples, budget)
+        loss_sum, correct, tally = 0.0, 0, {}
+        rows = pack_rows(examples, budget)
         for k, mb in enumerate(rows):
             if k and hooks.should_stop() == "cancel":  # big steps: do not wait for the step to end
                 optimizer.zero_grad(set_to_none=True)
                 return finish("cancelled")
-            ls, _, c = micro_batch_loss(model, mb.to(device), precision)
+            ls, _, c = (dpo_.pairs_loss(model, mb.to(device), precision, hp["beta"], tally) if dpo
+                        else micro_batch_loss(model, mb.to(device), precision))
             (ls / n_target).backward()
             loss_sum, correct = loss_sum + float(ls.detach()), correct + c
         fault_point("step", step + 1)  # test-only, inert by default (openft.train.faults)
@@ -214,20 +236,20 @@ def train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: s
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        trained_tokens += sum(len(e) for e in examples)
+        trained_tokens += sum(e.n_sequence_tokens if dpo else len(e) for e in examples)
 
         metrics = {"step": step, "train_loss": loss_sum / n_target,
                    "train_mean_token_accuracy": correct / n_target, "total_steps": total_steps}
+        if dpo:
+            metrics.update(dpo_.metrics_of(tally, "train"))
         epoch_end = step % steps_per_epoch == 0 or step == total_steps
         if valid_data and (step % eval_every == 0 or epoch_end):
             k = min(len(valid_data), max(bs, 8))
             start = (step // eval_every * k) % len(valid_data)
             window = [valid_data.examples[(start + j) % len(valid_data)] for j in range(k)]
-            metrics["valid_loss"], metrics["valid_mean_token_accuracy"] = evaluate(
-                model, pack(window, budget), precision, device)
+            metrics.update(measure(pack_rows(window, budget), "valid"))
         if valid_data and epoch_end:
-            metrics["full_valid_loss"], metrics["full_valid_mean_token_accuracy"] = evaluate(
-                model, full_valid, precision, device)
+            metrics.update(measure(full_valid, "full_valid"))
         hooks.on_metrics(metrics)
         results.write(metrics)
         now = time.time()

@@ -19,13 +19,14 @@ from typing import Any, Mapping
 from openft.errors import InvalidRequest
 
 DEFAULT_METHOD = "supervised"
+OBJECTIVES = {"supervised": "sft", "dpo": "dpo"}  # method.type -> TrainSpec.objective
 DEFAULT_CONTEXT = 2048  # tokens, when a model's config names no context length
 # config.json keys that name the context length, in the order transformers' configs use them
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length")
 
 # TrainSpec fields that come from the job row and the server, not from `hyperparameters`.
 RESERVED_HYPERPARAMETERS = frozenset({"base_model", "train_file", "valid_file", "output_dir", "init_adapter",
-                                      "seed", "device"})
+                                      "seed", "device", "objective"})
 
 
 # -- reading `method` ----------------------------------------------------------------------------

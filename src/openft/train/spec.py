@@ -20,6 +20,7 @@ from openft.errors import InvalidRequest
 
 Auto = Literal["auto"]
 METHODS = ("lora", "full", "qlora")
+OBJECTIVES = ("sft", "dpo")
 SCHEDULES = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
@@ -129,6 +130,10 @@ class TrainSpec:
     """Pack examples padding-free; False runs one example per micro-batch (for comparisons)."""
     num_threads: int | None = None
     """CPU threads for torch (torch.set_num_threads); None: torch's default (physical cores)."""
+    objective: str = "sft"
+    """sft (next-token loss on the answers) or dpo (preference pairs; the job's method.type "dpo")."""
+    beta: Union[float, Auto] = "auto"
+    """DPO only: the reference policy's weight (TRL's beta); "auto" is 0.1."""
 
     def validate(self, limits: "TrainLimits | None" = None) -> "TrainSpec":
         """Raise InvalidRequest listing every bad field (param = the first); return self.
@@ -197,6 +202,12 @@ class TrainSpec:
         int_in("pack_tokens", 16, none=True)
         check("packing", isinstance(self.packing, bool), f"must be true or false, got {_show(self.packing)}")
         int_in("num_threads", 1, none=True)
+        check("objective", self.objective in OBJECTIVES,
+              f"must be one of {', '.join(OBJECTIVES)}, got {_show(self.objective)}")
+        if self.beta != "auto":
+            check("beta", is_num(self.beta) and 0 < self.beta <= 2, f"must be 'auto' or a number in (0, 2], got {_show(self.beta)}")
+        if self.objective != "dpo" and self.beta != "auto":
+            bad.append(("beta", "is a DPO hyperparameter (method type 'dpo')"))
         # combinations
         if self.method == "full" and self.init_adapter:
             bad.append(("init_adapter", "cannot continue a LoRA adapter with method 'full'"))
