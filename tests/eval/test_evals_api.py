@@ -1,0 +1,152 @@
+"""The Evals API against a live server on openft-tiny, driven by the official SDK: create an
+eval, run it (generation through the engine, grading), read results and output items; bad input
+answers 400 naming the param; a missing field errors one item and the run goes on; cancel."""
+
+from __future__ import annotations
+
+import time
+
+import openai
+import pytest
+
+from tests.conftest import LiveServer
+
+ITEM_SCHEMA = {"type": "object", "properties": {"text": {"type": "string"}, "label": {"type": "string"}},
+               "required": ["text", "label"]}
+CRITERIA = [
+    {"type": "string_check", "name": "exact", "input": "{{sample.output_text}}", "reference": "{{item.label}}",
+     "operation": "eq"},
+    {"type": "text_similarity", "name": "fuzzy", "input": "{{sample.output_text}}", "reference": "{{item.label}}",
+     "evaluation_metric": "fuzzy_match", "pass_threshold": 0.0},
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, model_cache):
+    s = LiveServer(tmp_path_factory.mktemp("evals") / "data", model_cache).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def api(server):
+    return server.client()
+
+
+def _eval(api, criteria=CRITERIA):
+    return api.evals.create(name="sentiment", data_source_config={
+        "type": "custom", "item_schema": ITEM_SCHEMA, "include_sample_schema": True}, testing_criteria=criteria)
+
+
+def _source(items, max_tokens=3, model="openft-tiny"):
+    return {"type": "completions", "model": model,
+            "source": {"type": "file_content", "content": [{"item": it} for it in items]},
+            "input_messages": {"type": "template", "template": [
+                {"role": "system", "content": "Classify the review."},
+                {"role": "user", "content": "{{item.text}}"}]},
+            "sampling_params": {"max_completion_tokens": max_tokens, "temperature": 0, "seed": 1}}
+
+
+def wait_run(api, eval_id, run_id, statuses=("completed", "failed", "canceled"), timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        run = api.evals.runs.retrieve(run_id, eval_id=eval_id)
+        if run.status in statuses:
+            return run
+        time.sleep(0.3)
+    raise AssertionError(f"run {run_id} stayed {run.status}")
+
+
+def test_sdk_create_run_retrieve_output_items(api):
+    ev = _eval(api)
+    assert ev.object == "eval" and ev.data_source_config.type == "custom"
+    assert ev.data_source_config.schema_["required"] == ["item", "sample"]
+    assert api.evals.retrieve(ev.id).name == "sentiment"
+    items = [{"text": f"review {i}", "label": "positive"} for i in range(6)] + [{"text": "no label here"}]
+    run = api.evals.runs.create(ev.id, name="r1", data_source=_source(items))
+    assert run.object == "eval.run" and run.status in ("queued", "in_progress")
+    run = wait_run(api, ev.id, run.id)
+    assert run.status == "completed", run.error
+    errors = [o.sample.error for o in api.evals.runs.output_items.list(run.id, eval_id=ev.id, status="error")]
+    assert run.result_counts.total == 7 and run.result_counts.errored == 1, errors
+    assert run.result_counts.passed + run.result_counts.failed == 6
+    crit = {c.testing_criteria: c for c in run.per_testing_criteria_results}
+    assert crit["fuzzy"].passed == 6 and crit["exact"].passed + crit["exact"].failed == 6
+    usage = run.per_model_usage[0]
+    assert usage.run_model_name == "openft-tiny" and usage.invocation_count == 6 and usage.completion_tokens > 0
+    assert run.report_url is None
+    out = list(api.evals.runs.output_items.list(run.id, eval_id=ev.id, limit=3))
+    assert [o.datasource_item_id for o in out] == list(range(7))
+    errored = [o for o in out if o.status == "error"]
+    assert len(errored) == 1 and errored[0].datasource_item_id == 6 and "label" in errored[0].sample.error.message
+    ok = out[0]
+    assert ok.sample.model == "openft-tiny" and ok.sample.input[1].content == "review 0"
+    assert {r.name for r in ok.results} == {"exact", "fuzzy"}
+    text = ok.sample.output[0].content
+    exact = next(r for r in ok.results if r.name == "exact")
+    assert exact.passed == (text == "positive")
+    again = api.evals.runs.output_items.retrieve(ok.id, eval_id=ev.id, run_id=run.id)
+    assert again.id == ok.id
+    assert [r.id for r in api.evals.runs.list(ev.id)] == [run.id]
+
+
+def test_jsonl_source_grades_given_samples(api):
+    ev = _eval(api)
+    content = [{"item": {"text": "a", "label": "yes"}, "sample": {"output_text": "yes"}},
+               {"item": {"text": "b", "label": "yes"}, "sample": {"output_text": "no"}}]
+    run = api.evals.runs.create(ev.id, data_source={"type": "jsonl",
+                                                    "source": {"type": "file_content", "content": content}})
+    run = wait_run(api, ev.id, run.id)
+    assert (run.result_counts.passed, run.result_counts.failed) == (1, 1)
+    assert run.per_model_usage == []
+
+
+@pytest.mark.parametrize("criteria,param", [
+    ([{"type": "regex", "name": "x"}], "testing_criteria[0].type"),
+    ([{**CRITERIA[0], "reference": "{{item.missing}}"}], "testing_criteria[0].reference"),
+    ([{"type": "label_model", "name": "j", "model": "ft:nope:x:y:z", "labels": ["a"], "passing_labels": ["a"],
+       "input": [{"role": "user", "content": "{{item.text}}"}]}], "testing_criteria[0].model"),
+    ([{"type": "python", "name": "p", "source": "def grade(s, i): return 1"}], "testing_criteria[0].type"),
+    ([{**CRITERIA[1], "evaluation_metric": "cosine"}], "testing_criteria[0].evaluation_metric"),
+])
+def test_bad_criteria_are_400_naming_the_param(api, criteria, param):
+    with pytest.raises(openai.BadRequestError) as e:
+        _eval(api, criteria)
+    assert e.value.body["param"] == param
+
+
+def test_bad_run_sources_are_400(api):
+    ev = _eval(api)
+    with pytest.raises(openai.BadRequestError) as e:
+        api.evals.runs.create(ev.id, data_source=_source([{"text": "a", "label": "b"}], model="no-such-model"))
+    assert e.value.body["param"] == "data_source.model"
+    bad = _source([{"text": "a", "label": "b"}])
+    bad["input_messages"]["template"][1]["content"] = "{{item.body}}"
+    with pytest.raises(openai.BadRequestError) as e:
+        api.evals.runs.create(ev.id, data_source=bad)
+    assert e.value.body["param"] == "data_source.input_messages.template[1].content"
+    with pytest.raises(openai.NotFoundError):
+        api.evals.runs.retrieve("evalrun_nope", eval_id=ev.id)
+
+
+def test_cancel_run_stops_it(api):
+    ev = _eval(api)
+    items = [{"text": f"review {i}", "label": "positive"} for i in range(40)]
+    run = api.evals.runs.create(ev.id, data_source=_source(items, max_tokens=200))
+    wait_run(api, ev.id, run.id, statuses=("in_progress",))
+    cancelled = api.evals.runs.cancel(run.id, eval_id=ev.id)
+    assert cancelled.status == "canceled"
+    time.sleep(0)  # the worker notices within one heartbeat; the row stays cancelled
+    final = wait_run(api, ev.id, run.id)
+    assert final.status == "canceled"
+    with pytest.raises(openai.BadRequestError):
+        api.evals.runs.cancel(run.id, eval_id=ev.id)
+
+
+def test_update_list_delete(api):
+    ev = _eval(api)
+    assert api.evals.update(ev.id, name="renamed", metadata={"k": "v"}).name == "renamed"
+    assert ev.id in [e.id for e in api.evals.list(limit=100)]
+    assert api.evals.delete(ev.id).deleted is True
+    with pytest.raises(openai.NotFoundError):
+        api.evals.retrieve(ev.id)
