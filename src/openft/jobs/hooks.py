@@ -92,6 +92,7 @@ class DBHooks:
 
     def on_metrics(self, data: dict) -> None:
         payload = {k: _num(data.get(k)) for k in METRIC_KEYS}
+        payload.update({k: _num(v) for k, v in data.items() if k.startswith("classification/")})
         payload["step"] = int(data["step"])
         payload["total_steps"] = int(data["total_steps"]) if data.get("total_steps") is not None else None
         self._pending_metrics.append((step_message(data), payload))
@@ -135,6 +136,7 @@ class DBHooks:
     def on_checkpoint(self, step: int, epoch: int, path: str, metrics: dict) -> None:
         name = naming.checkpoint_model_id(self.model_id, step)
         row_metrics = {k: _num(metrics.get(k)) for k in METRIC_KEYS}
+        row_metrics.update({k: _num(v) for k, v in metrics.items() if k.startswith("classification/")})
         row_metrics["step"] = int(step)
         now = int(time.time())
         with self.engine.begin() as conn:

@@ -132,14 +132,15 @@ class ResultsCSV:
 
     On resume, rows after the resumed step (written before a crash) are dropped first."""
 
-    def __init__(self, path: str | Path, keep_until_step: int = 0):
+    def __init__(self, path: str | Path, keep_until_step: int = 0, extra_fields: tuple[str, ...] = ()):
         self.path = Path(path)
+        self.extra = tuple(extra_fields)  # written as given (classification/* columns)
         rows = []
         if keep_until_step and self.path.exists():
             with open(self.path, newline="") as fh:
                 rows = [r for r in csv.DictReader(fh) if r.get("step", "").isdigit() and int(r["step"]) <= keep_until_step]
         self._fh = open(self.path, "w", newline="")
-        self._w = csv.DictWriter(self._fh, fieldnames=CSV_FIELDS)
+        self._w = csv.DictWriter(self._fh, fieldnames=CSV_FIELDS + self.extra, extrasaction="ignore")
         self._w.writeheader()
         self._w.writerows(rows)
         self._fh.flush()
@@ -151,7 +152,8 @@ class ResultsCSV:
         self._w.writerow({"step": m["step"], "train_loss": fmt(m.get("train_loss")),
                           "train_accuracy": fmt(m.get("train_mean_token_accuracy")),
                           "valid_loss": fmt(m.get("valid_loss")),
-                          "valid_mean_token_accuracy": fmt(m.get("valid_mean_token_accuracy"))})
+                          "valid_mean_token_accuracy": fmt(m.get("valid_mean_token_accuracy")),
+                          **{k: fmt(m.get(k)) for k in self.extra}})
         self._fh.flush()
 
     def close(self) -> None:

@@ -161,7 +161,9 @@ def train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: s
         hooks.on_event(f"Resumed from checkpoint at step {step}.")
     else:
         _write_run_info(out, spec, base_dir, device, precision, hp, n)
-    results = ckpt.ResultsCSV(out / "results.csv", keep_until_step=step)
+    from openft.eval.label_scoring import classification_columns, epoch_classification
+
+    results = ckpt.ResultsCSV(out / "results.csv", keep_until_step=step, extra_fields=classification_columns(spec))
     full_valid = pack(valid_data.examples, budget) if valid_data else []
     n_trainable = sum(p.numel() for p in params)
     hooks.on_event(f"Training {spec.method} ({n_trainable:,} trainable parameters, {precision}, {device.type}) on "
@@ -228,6 +230,8 @@ def train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: s
         if valid_data and epoch_end:
             metrics["full_valid_loss"], metrics["full_valid_mean_token_accuracy"] = evaluate(
                 model, full_valid, precision, device)
+        if valid_data and epoch_end and spec.compute_classification_metrics:  # legacy classification/* columns
+            metrics.update(epoch_classification(model, tokenizer, spec, device, precision))
         hooks.on_metrics(metrics)
         results.write(metrics)
         now = time.time()
