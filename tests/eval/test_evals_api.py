@@ -188,3 +188,21 @@ def test_run_survives_a_server_restart(tmp_path, model_cache):
         assert {r[0] for r in kept} <= after and len(after) == 24  # what was done before was kept, not redone
     finally:
         second.stop()
+
+
+def test_file_id_source(api, tmp_path):
+    import json
+
+    path = tmp_path / "items.jsonl"
+    path.write_text(json.dumps({"item": {"text": "a", "label": "yes"}, "sample": {"output_text": "yes"}}) + "\n"
+                    + json.dumps({"text": "b", "label": "no"}) + "\n")  # a bare item object: no sample
+    f = api.files.create(file=path.open("rb"), purpose="evals")
+    ev = api.evals.create(name="f", data_source_config={"type": "custom", "item_schema": ITEM_SCHEMA},
+                          testing_criteria=[{"type": "string_check", "name": "l", "input": "{{item.label}}",
+                                             "reference": "yes", "operation": "eq"}])
+    run = wait_run(api, ev.id, api.evals.runs.create(ev.id, data_source={
+        "type": "jsonl", "source": {"type": "file_id", "id": f.id}}).id)
+    assert (run.result_counts.total, run.result_counts.passed, run.result_counts.failed) == (2, 1, 1)
+    with pytest.raises(openai.BadRequestError) as e:
+        api.evals.runs.create(ev.id, data_source={"type": "jsonl", "source": {"type": "file_id", "id": "file-nope"}})
+    assert e.value.body["param"] == "data_source.source.id"
