@@ -131,13 +131,18 @@ def test_bad_run_sources_are_400(api):
 
 def test_cancel_run_stops_it(api):
     ev = _eval(api)
-    items = [{"text": f"review {i}", "label": "positive"} for i in range(40)]
-    run = api.evals.runs.create(ev.id, data_source=_source(items, max_tokens=200))
+    items = [{"text": f"review {i}", "label": "positive"} for i in range(64)]
+    run = api.evals.runs.create(ev.id, data_source=_source(items, max_tokens=1000))
     wait_run(api, ev.id, run.id, statuses=("in_progress",))
     cancelled = api.evals.runs.cancel(run.id, eval_id=ev.id)
     assert cancelled.status == "canceled"
-    final = wait_run(api, ev.id, run.id)
+    # the worker drops the cancelled run's requests and moves on: a new run completes meanwhile
+    quick = api.evals.runs.create(ev.id, data_source=_source(items[:1], max_tokens=2))
+    assert wait_run(api, ev.id, quick.id, timeout=60).status == "completed"
+    final = api.evals.runs.retrieve(run.id, eval_id=ev.id)
     assert final.status == "canceled"
+    done = final.result_counts.passed + final.result_counts.failed + final.result_counts.errored
+    assert done < 64
     with pytest.raises(openai.BadRequestError):
         api.evals.runs.cancel(run.id, eval_id=ev.id)
 
