@@ -34,6 +34,7 @@ def cli(*args):
     return result.stdout
 
 
+@pytest.mark.slow
 def test_legacy_classification_flags_end_to_end(tmp_path, client):
     train = write_chat_jsonl(tmp_path / "t.jsonl", 12)
     valid = write_chat_jsonl(tmp_path / "v.jsonl", 10, seed=1)

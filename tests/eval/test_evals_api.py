@@ -156,6 +156,7 @@ def test_update_list_delete(api):
         api.evals.retrieve(ev.id)
 
 
+@pytest.mark.slow
 def test_run_survives_a_server_restart(tmp_path, model_cache):
     data = tmp_path / "data"
     waves = {"OPENFT_SERVE_MAX_BATCH": "4", "OPENFT_SERVE_MAX_QUEUE": "0"}  # 24 items in 6 waves of 4
