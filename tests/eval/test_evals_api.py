@@ -147,6 +147,27 @@ def test_cancel_run_stops_it(api):
         api.evals.runs.cancel(run.id, eval_id=ev.id)
 
 
+def test_status_codes_as_openai_spec(api, server):
+    import httpx
+
+    headers = {"Authorization": f"Bearer {server.api_key}"}
+    body = {"name": "s", "data_source_config": {"type": "custom", "item_schema": ITEM_SCHEMA},
+            "testing_criteria": [{"type": "string_check", "name": "l", "input": "{{item.label}}", "reference": "x",
+                                  "operation": "eq"}]}
+    r = httpx.post(f"{server.base_url}/evals", json=body, headers=headers)
+    assert r.status_code == 201 and r.json()["object"] == "eval"
+    eid = r.json()["id"]
+    run = httpx.post(f"{server.base_url}/evals/{eid}/runs", headers=headers, json={"data_source": {
+        "type": "jsonl", "source": {"type": "file_content", "content": [{"item": {"text": "a", "label": "x"}}] * 50}}})
+    assert run.status_code == 201 and run.json()["status"] == "queued"
+    cancel = httpx.post(f"{server.base_url}/evals/{eid}/runs/{run.json()['id']}", headers=headers)  # spec's cancel
+    if cancel.status_code == 200:
+        assert cancel.json()["status"] == "canceled"
+    else:  # the worker finished the 50 given samples first: then a cancel is refused
+        assert cancel.status_code == 400 and "completed" in cancel.json()["error"]["message"]
+    assert httpx.delete(f"{server.base_url}/evals/eval_nope", headers=headers).status_code == 404
+
+
 def test_update_list_delete(api):
     ev = _eval(api)
     assert api.evals.update(ev.id, name="renamed", metadata={"k": "v"}).name == "renamed"

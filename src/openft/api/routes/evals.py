@@ -105,7 +105,7 @@ def _page(conn, table, base, cursor_where, after: str | None, limit: int, order:
 
 # -- evals -------------------------------------------------------------------------------------
 
-@router.post("")
+@router.post("", status_code=201)
 def create_eval(body: EvalCreate, state: AppState = Depends(get_state), project: str = Depends(get_project)):
     cfg = datasource.eval_config(body.data_source_config)
     _check_metadata(body.metadata)
@@ -225,7 +225,7 @@ def _read_file(state: AppState, project: str):
     return read
 
 
-@router.post("/{eval_id}/runs")
+@router.post("/{eval_id}/runs", status_code=201)
 def create_run(eval_id: str, body: RunCreate, state: AppState = Depends(get_state),
                project: str = Depends(get_project)):
     _check_metadata(body.metadata)
@@ -274,6 +274,7 @@ def retrieve_run(eval_id: str, run_id: str, state: AppState = Depends(get_state)
 
 
 @router.post("/{eval_id}/runs/{run_id}/cancel")
+@router.post("/{eval_id}/runs/{run_id}")  # the path OpenAI's published spec gives for cancel
 def cancel_run(eval_id: str, run_id: str, state: AppState = Depends(get_state),
                project: str = Depends(get_project)):
     with state.db.begin() as conn:
