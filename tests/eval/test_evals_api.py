@@ -233,3 +233,25 @@ def test_file_id_source(api, tmp_path):
     with pytest.raises(openai.BadRequestError) as e:
         api.evals.runs.create(ev.id, data_source={"type": "jsonl", "source": {"type": "file_id", "id": "file-nope"}})
     assert e.value.body["param"] == "data_source.source.id"
+
+
+def test_llm_judges_run_through_the_engine(api):
+    judge_input = [{"role": "system", "content": "Is this review positive?"},
+                   {"role": "user", "content": "{{item.text}} / answer: {{sample.output_text}}"}]
+    ev = _eval(api, [
+        {"type": "label_model", "name": "judge", "model": "openft-tiny", "input": judge_input,
+         "labels": ["positive", "negative"], "passing_labels": ["positive"]},
+        {"type": "score_model", "name": "score", "model": "openft-tiny", "input": judge_input, "range": [0, 10],
+         "pass_threshold": 0}])
+    content = [{"item": {"text": f"review {i}", "label": "positive"}, "sample": {"output_text": "positive"}}
+               for i in range(3)]
+    run = wait_run(api, ev.id, api.evals.runs.create(ev.id, data_source={
+        "type": "jsonl", "source": {"type": "file_content", "content": content}}).id)
+    assert run.status == "completed" and run.result_counts.errored == 0 and run.result_counts.total == 3
+    usage = {u.run_model_name: u for u in run.per_model_usage}
+    assert usage["openft-tiny"].invocation_count == 6  # two judges per item
+    item = api.evals.runs.output_items.list(run.id, eval_id=ev.id).data[0]
+    score = next(r for r in item.results if r.name == "score")
+    assert 0 <= score.score <= 10 and score.passed is True  # pass_threshold 0: any score in range passes
+    judged = next(r for r in item.results if r.name == "judge")
+    assert judged.sample["output"][0]["role"] == "assistant"
