@@ -140,3 +140,16 @@ def test_multiclass_metrics():
     m = classification.classification_metrics(y_true, y_pred, betas=(2.0,))
     assert "auroc" not in m and m["f2.0"] == skm.fbeta_score(y_true, y_pred, beta=2, average="macro")
     assert m["per_class"]["c"]["precision"] == 0.5
+
+
+def test_migration_4_adds_the_eval_tables_to_an_old_database(v1_database):
+    import sqlalchemy as sa
+
+    from openft.store import db as dbmod
+
+    engine, old = v1_database
+    assert "evals" not in old
+    assert 4 in dbmod.migrate(engine)
+    have = set(sa.inspect(engine).get_table_names())
+    assert {"evals", "eval_runs", "eval_output_items"} <= have
+    assert dbmod.migrate(engine) == []  # recorded: not applied twice
