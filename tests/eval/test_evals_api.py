@@ -125,6 +125,11 @@ def test_bad_run_sources_are_400(api):
     with pytest.raises(openai.BadRequestError) as e:
         api.evals.runs.create(ev.id, data_source=bad)
     assert e.value.body["param"] == "data_source.input_messages.template[1].content"
+    frac = _source([{"text": "a", "label": "b"}])
+    frac["sampling_params"]["max_completion_tokens"] = 2.5
+    with pytest.raises(openai.BadRequestError) as e:
+        api.evals.runs.create(ev.id, data_source=frac)
+    assert e.value.body["param"] == "data_source.sampling_params.max_completion_tokens"
     with pytest.raises(openai.NotFoundError):
         api.evals.runs.retrieve("evalrun_nope", eval_id=ev.id)
 

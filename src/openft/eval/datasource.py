@@ -187,10 +187,12 @@ def check_run_source(ds, eval_cfg: dict, *, read_file: Callable[[str], str],
     if rf is not None and (not isinstance(rf, dict) or rf.get("type") != "text"):
         raise InvalidRequest("Only response_format {'type': 'text'} is supported by openft.",
                              param="data_source.sampling_params.response_format", code="unsupported_value")
-    for key, lo, hi in (("temperature", 0, 2), ("top_p", 0, 1), ("max_completion_tokens", 1, 1 << 20)):
+    for key, lo, hi, kind in (("temperature", 0, 2, (int, float)), ("top_p", 0, 1, (int, float)),
+                              ("max_completion_tokens", 1, 1 << 20, int), ("seed", -(2**63), 2**63 - 1, int)):
         v = sp.get(key)
-        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not lo <= v <= hi):
-            raise InvalidRequest(f"sampling_params.{key} must be a number in [{lo}, {hi}].",
+        if v is not None and (not isinstance(v, kind) or isinstance(v, bool) or not lo <= v <= hi):
+            what = "an integer" if kind is int else "a number"
+            raise InvalidRequest(f"sampling_params.{key} must be {what} in [{lo}, {hi}].",
                                  param=f"data_source.sampling_params.{key}", code="invalid_value")
     out["sampling"] = {k: sp[k] for k in ("max_completion_tokens", "seed", "temperature", "top_p") if k in sp}
     return out
