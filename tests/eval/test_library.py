@@ -153,3 +153,23 @@ def test_migration_4_adds_the_eval_tables_to_an_old_database(v1_database):
     have = set(sa.inspect(engine).get_table_names())
     assert {"evals", "eval_runs", "eval_output_items"} <= have
     assert dbmod.migrate(engine) == []  # recorded: not applied twice
+
+
+def test_compare_helpers():
+    from openft.eval import compare
+
+    assert compare.detect_kind(["positive", "negative"] * 5) == "labels"
+    assert compare.detect_kind([f"a long free text answer number {i}" for i in range(10)]) == "text"
+    p = compare.Prediction("Pos", [{"token": " pos", "logprob": math.log(0.6)},
+                                   {"token": "neg", "logprob": math.log(0.2)}, {"token": "x", "logprob": -1.0}])
+    d = compare.label_distribution(p, ["negative", "positive"])
+    assert d["positive"] == pytest.approx(0.75) and d["negative"] == pytest.approx(0.25)
+    assert compare.label_of(compare.Prediction("I think negative."), ["negative", "positive"]) == "negative"
+    assert compare.disagreements({"a": ["x", "y", "z"], "b": ["X ", "y", "w"]}) == [2]
+    rows = [{"category": "stem", "answer": "A"}, {"category": "other", "answer": "B"}]
+    base = [compare.Prediction("A"), compare.Prediction("B")]
+    tuned = [compare.Prediction("C"), compare.Prediction("B")]
+    rep = compare.forgetting_report(rows, base, tuned)
+    assert rep["stem"]["drop"] == 1.0 and rep["other"]["drop"] == 0.0 and rep["all"]["drop"] == 0.5
+    mmlu = compare.mmlu_items()
+    assert len(mmlu) == 160 and {r["category"] for r in mmlu} == {"stem", "humanities", "social_sciences", "other"}
