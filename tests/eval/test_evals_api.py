@@ -193,7 +193,7 @@ def test_run_survives_a_server_restart(tmp_path, model_cache):
         items = [{"text": f"review {i}", "label": "positive"} for i in range(24)]
         run = api.evals.runs.create(ev.id, data_source=_source(items, max_tokens=48))
         deadline = time.time() + 120
-        while not (before := list(api.evals.runs.output_items.list(run.id, eval_id=ev.id, limit=100))):
+        while not list(api.evals.runs.output_items.list(run.id, eval_id=ev.id, limit=100)):
             assert time.time() < deadline, "no item was written"
             time.sleep(0.2)
     finally:

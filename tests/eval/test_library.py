@@ -38,7 +38,8 @@ def test_text_similarity_metrics_by_hand():
     # Indel similarity: "abc" vs "abd": 2 * 2 common / 6 chars = 2/3
     r = grade({**ts, "evaluation_metric": "fuzzy_match", "pass_threshold": 0.7}, {"ref": "abd"}, {"output_text": "abc"})
     assert r["score"] == pytest.approx(2 / 3) and r["passed"] is False
-    assert grade({**ts, "evaluation_metric": "bleu"}, item, {"output_text": "the cat sat"})["score"] == pytest.approx(1.0)
+    same = {"output_text": "the cat sat"}
+    assert grade({**ts, "evaluation_metric": "bleu"}, item, same)["score"] == pytest.approx(1.0)
     # GLEU on identical 3-token text is 1, on disjoint text 0
     assert grade({**ts, "evaluation_metric": "gleu"}, item, {"output_text": "the cat sat"})["score"] == 1.0
     assert grade({**ts, "evaluation_metric": "gleu"}, item, {"output_text": "dog ran off"})["score"] == 0.0

@@ -57,7 +57,8 @@ def evals_list(limit: int = typer.Option(20, "--limit"), as_json: bool = typer.O
     data = list(client().evals.list(limit=limit, order="desc"))[:limit]
     if as_json:
         return print_json(data)
-    print_table(data, [("id", lambda e: e.id), ("name", lambda e: e.name), ("created", lambda e: fmt_time(e.created_at)),
+    print_table(data, [("id", lambda e: e.id), ("name", lambda e: e.name),
+                       ("created", lambda e: fmt_time(e.created_at)),
                        ("criteria", lambda e: ", ".join(c.name for c in e.testing_criteria))])
 
 
