@@ -133,10 +133,9 @@ def check_run_source(ds, eval_cfg: dict, *, read_file: Callable[[str], str],
     else:
         raise InvalidRequest(f"Unsupported source type {src.get('type')!r}; use 'file_content' or 'file_id'.",
                              param="data_source.source.type", code="invalid_value")
-    out = {"kind": kind, "items": items, "model": None, "template": None, "item_reference": None, "sampling": {}}
     schema = item_schema(eval_cfg)
     if kind == "jsonl":
-        return out
+        return {**generation_spec(ds), "items": items}
     model = ds.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("Missing required parameter: 'data_source.model'.", param="data_source.model",
@@ -144,7 +143,6 @@ def check_run_source(ds, eval_cfg: dict, *, read_file: Callable[[str], str],
     if not model_exists(model):
         raise InvalidRequest(f"The model `{model}` does not exist or you do not have access to it.",
                              param="data_source.model", code="model_not_found")
-    out["model"] = model
     im = ds.get("input_messages")
     if not isinstance(im, dict):
         raise InvalidRequest("Missing required parameter: 'data_source.input_messages'.",
@@ -154,7 +152,6 @@ def check_run_source(ds, eval_cfg: dict, *, read_file: Callable[[str], str],
         if not isinstance(tpl, list) or not tpl:
             raise InvalidRequest("input_messages.template must be a non-empty list of messages.",
                                  param="data_source.input_messages.template")
-        msgs = []
         for i, m in enumerate(tpl):
             where = f"data_source.input_messages.template[{i}]"
             if not isinstance(m, dict) or m.get("role") not in ("system", "developer", "user", "assistant"):
@@ -162,8 +159,6 @@ def check_run_source(ds, eval_cfg: dict, *, read_file: Callable[[str], str],
                                      param=f"{where}.role")
             text = _content_text(m.get("content"), f"{where}.content")
             templates.check_refs(text, schema, sample_allowed=False, param=f"{where}.content")
-            msgs.append({"role": "system" if m["role"] == "developer" else m["role"], "content": text})
-        out["template"] = msgs
     elif im.get("type") == "item_reference":
         ref = im.get("item_reference")
         if not isinstance(ref, str) or not ref.startswith("item."):
@@ -171,7 +166,6 @@ def check_run_source(ds, eval_cfg: dict, *, read_file: Callable[[str], str],
                                  param="data_source.input_messages.item_reference")
         templates.check_refs("{{" + ref + "}}", schema, sample_allowed=False,
                              param="data_source.input_messages.item_reference")
-        out["item_reference"] = ref
     else:
         raise InvalidRequest("input_messages.type must be 'template' or 'item_reference'.",
                              param="data_source.input_messages.type", code="invalid_value")
@@ -194,8 +188,23 @@ def check_run_source(ds, eval_cfg: dict, *, read_file: Callable[[str], str],
             what = "an integer" if kind is int else "a number"
             raise InvalidRequest(f"sampling_params.{key} must be {what} in [{lo}, {hi}].",
                                  param=f"data_source.sampling_params.{key}", code="invalid_value")
-    out["sampling"] = {k: sp[k] for k in ("max_completion_tokens", "seed", "temperature", "top_p") if k in sp}
-    return out
+    return {**generation_spec(ds), "items": items}
+
+
+SAMPLING_KEYS = ("max_completion_tokens", "seed", "temperature", "top_p")
+
+
+def generation_spec(ds: dict) -> dict:
+    """What generating a sample needs, from a data source check_run_source accepted: {"kind",
+    "model", "template" (messages, developer -> system), "item_reference", "sampling"}."""
+    im = ds.get("input_messages") or {}
+    tpl = None
+    if im.get("type") == "template":
+        tpl = [{"role": "system" if m["role"] == "developer" else m["role"],
+                "content": _content_text(m.get("content"), "content")} for m in im["template"]]
+    sp = ds.get("sampling_params") or {}
+    return {"kind": ds["type"], "model": ds.get("model"), "template": tpl, "item_reference": im.get("item_reference"),
+            "sampling": {k: sp[k] for k in SAMPLING_KEYS if k in sp}}
 
 
 def item_problem(item: dict, schema: dict) -> str | None:

@@ -134,7 +134,7 @@ class EvalRunExecutor:
             ev = conn.execute(sa.select(evals).where(evals.c.id == run.eval_id)).first()
             done = set(conn.execute(sa.select(eval_output_items.c.datasource_item_id)
                                     .where(eval_output_items.c.run_id == run_id)).scalars())
-        spec = _spec_without_items(run.data_source)
+        spec = datasource.generation_spec(run.data_source)
         usage: dict = dict(run.usage or {})
         ctx = _RunContext(self, run, ev, spec, usage)
         pending = [i for i in range(len(run.items)) if i not in done]
@@ -189,19 +189,6 @@ class EvalRunExecutor:
 
 class StopRequested(Exception):
     """The worker is stopping: the run goes back to the queue and continues later."""
-
-
-def _spec_without_items(ds: dict) -> dict:
-    """The generation part of a run's data source (the items were stored at creation)."""
-    im = ds.get("input_messages") or {}
-    tpl = None
-    if im.get("type") == "template":
-        tpl = [{"role": "system" if m["role"] == "developer" else m["role"],
-                "content": m["content"] if isinstance(m["content"], str) else m["content"].get("text", "")}
-               for m in im["template"]]
-    sp = ds.get("sampling_params") or {}
-    return {"kind": ds["type"], "model": ds.get("model"), "template": tpl, "item_reference": im.get("item_reference"),
-            "sampling": {k: sp[k] for k in ("max_completion_tokens", "seed", "temperature", "top_p") if k in sp}}
 
 
 class _RunContext:
