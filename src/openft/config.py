@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     organization: str = Field("openft", description="Organization name used in ft: model ids.")
     host: str = Field("127.0.0.1", description="Address `openft serve` binds.")
     port: int = Field(8000, description="Port `openft serve` binds.")
+    eval_python_grader: bool = Field(False, description="Allow the Evals API's python grader (runs user code).")
     embedded_worker: bool = Field(True, description="Run a job worker inside `openft serve`.")
     worker_poll_seconds: float = Field(1.0, description="How often an idle worker looks for queued jobs.")
     heartbeat_seconds: float = Field(5.0, description="How often a worker refreshes its lease on a running job.")

@@ -61,7 +61,7 @@ def test_migration_3_adds_the_hash_kind_to_an_old_database(v1_database):
     with engine.begin() as conn:
         conn.execute(old["api_keys"].insert().values(id="key_1", project_id="proj_default", key_sha256="abc",
                                                      name="admin", created_at=1))
-    assert dbmod.migrate(engine) == [2, 3]
+    assert dbmod.migrate(engine)[:2] == [2, 3]  # later migrations follow
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT key_hash_kind FROM api_keys")).scalar() == "sha256"
 

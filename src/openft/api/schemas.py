@@ -175,6 +175,34 @@ def check_train_options(extra: dict, where: str) -> None:
         raise InvalidRequest(str(e), param=where, code="invalid_value") from None
 
 
+def check_classification(body: "JobCreate", method: dict, valid_path) -> None:
+    """compute_classification_metrics needs a validation file whose labels (last assistant
+    message / completion) agree with classification_n_classes and contain the positive class."""
+    from openft.errors import InvalidRequest
+
+    kind = method.get("type") or "supervised"
+    where = "hyperparameters" if body.hyperparameters is not None else f"method.{kind}.hyperparameters"
+    hp = (method.get(kind) or {}).get("hyperparameters") or {}
+    if not hp.get("compute_classification_metrics"):
+        return
+    if valid_path is None:
+        raise InvalidRequest("compute_classification_metrics needs a validation_file (the metrics are computed on it).",
+                             param="validation_file", code="invalid_validation_file")
+    from openft.eval.label_scoring import labels_of_file
+
+    labels = labels_of_file(valid_path)
+    n = hp.get("classification_n_classes")
+    if len(labels) < 2 or (n is not None and n != len(labels)):
+        raise InvalidRequest(f"classification_n_classes is {n}, but the validation file has {len(labels)} distinct "
+                             f"labels ({', '.join(repr(x) for x in labels[:10])}).",
+                             param=f"{where}.classification_n_classes", code="invalid_value")
+    pos = hp.get("classification_positive_class")
+    if pos is not None and (len(labels) != 2 or pos not in labels):
+        raise InvalidRequest(f"classification_positive_class {pos!r} must be one of the two labels of a binary "
+                             f"task; the validation file has {', '.join(repr(x) for x in labels[:10])}.",
+                             param=f"{where}.classification_positive_class", code="invalid_value")
+
+
 def check_job_options(settings: Settings, body: "JobCreate", method: dict, base_model: str) -> None:
     """At job creation: the hyperparameters (`method` as `body.resolved_method()` made it) within
     this server's limits (OPENFT_LIMIT_*, see openft.train.spec.TrainLimits), and `target_modules`
@@ -357,8 +385,9 @@ def checkpoint_object(row) -> dict:
     metrics.setdefault("step", row.step_number)
     return {"id": row.id, "object": "fine_tuning.job.checkpoint", "created_at": row.created_at,
             "fine_tuned_model_checkpoint": row.fine_tuned_model_checkpoint, "fine_tuning_job_id": row.job_id,
-            "step_number": row.step_number, "metrics": {k: metrics.get(k) for k in _CKPT_METRICS
-                                                        + tuple(k for k in _DPO_CKPT_METRICS if k in metrics)}}
+            "step_number": row.step_number, "metrics": {
+                **{k: metrics.get(k) for k in _CKPT_METRICS + tuple(k for k in _DPO_CKPT_METRICS if k in metrics)},
+                **{k: v for k, v in metrics.items() if k.startswith("classification/")}}}
 
 
 def model_object(model_id: str, created: int, owned_by: str) -> dict:

@@ -5,6 +5,7 @@
     openft keys | models register | export    local: the data folder's database and files
     openft data ...                           the data toolkit (openft.cli.data)
     openft api fine_tunes.*                   the old `openai api` commands
+    openft evals ... | eval compare|forgetting the Evals API; models side by side (openft.cli.eval)
 
 Global options (before the command) say where the server is and which key to use. Help texts
 are the docstrings. Failures end in one line `error: ...` and exit code 1 (see common.py).
@@ -18,6 +19,7 @@ from typing import Optional
 import typer
 
 from openft.cli import chat as _chat
+from openft.cli import eval as _eval
 from openft.cli import files as _files
 from openft.cli import jobs as _jobs
 from openft.cli import keys as _keys
@@ -53,6 +55,8 @@ app.command("chat")(_chat.chat)
 app.add_typer(_keys.app, name="keys")
 app.add_typer(_legacy.app, name="api")
 app.add_typer(_migrate.app, name="migrate")
+app.add_typer(_eval.evals_app, name="evals")
+app.add_typer(_eval.eval_app, name="eval")
 
 
 def _mount_data(app: typer.Typer) -> None:

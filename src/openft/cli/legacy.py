@@ -1,7 +1,9 @@
 """`openft api fine_tunes.*`: the old `openai api fine_tunes.*` commands people still have in notes.
 
 They map onto today's fine-tuning jobs API: `-t/-v` take a local file (uploaded first) or a
-file id; `create` follows the job unless `--no_follow`; `results` prints the results CSV.
+file id; `create` follows the job unless `--no_follow`; `results` prints the results CSV;
+the old classification flags (`--compute_classification_metrics`, ...) become openft's
+hyperparameters of the same names.
 """
 
 from __future__ import annotations
@@ -46,11 +48,38 @@ def fine_tunes_create(
     learning_rate_multiplier: Optional[str] = typer.Option(None, "--learning_rate_multiplier",
                                                            "--learning-rate-multiplier", help="LR multiplier or 'auto'."),
     no_follow: bool = typer.Option(False, "--no_follow", "--no-follow", help="Return after creating the job."),
+    compute_classification_metrics: bool = typer.Option(
+        False, "--compute_classification_metrics", help="Each epoch end, classification/* columns (accuracy, "
+        "precision, recall, auroc, auprc, f1.0) in the results file, computed on the whole validation file."),
+    classification_n_classes: Optional[int] = typer.Option(
+        None, "--classification_n_classes", help="Number of labels (checked against the validation file)."),
+    classification_positive_class: Optional[str] = typer.Option(
+        None, "--classification_positive_class", help="Binary tasks: the positive label."),
+    classification_betas: Optional[str] = typer.Option(
+        None, "--classification_betas", help="Comma-separated betas: classification/f<beta> columns, e.g. 0.5,2."),
+    prompt_loss_weight: Optional[float] = typer.Option(
+        None, "--prompt_loss_weight", help="Accepted for old scripts. openft trains on completion tokens only "
+        "(a prompt loss weight of 0); another value is reported and not applied."),
 ):
     """Create a fine-tuning job (old syntax); local files are uploaded first, then the job is followed."""
     method = build_method("supervised", parse_auto(n_epochs, "--n_epochs", int),
                           parse_auto(batch_size, "--batch_size", int),
                           parse_auto(learning_rate_multiplier, "--learning_rate_multiplier", float))
+    hp = method["supervised"]["hyperparameters"]
+    if compute_classification_metrics:
+        hp["compute_classification_metrics"] = True
+    for key, value in (("classification_n_classes", classification_n_classes),
+                       ("classification_positive_class", classification_positive_class)):
+        if value is not None:
+            hp[key] = value
+    if classification_betas:
+        try:
+            hp["classification_betas"] = [float(b) for b in classification_betas.split(",") if b.strip()]
+        except ValueError:
+            fail(f"--classification_betas must be comma-separated numbers, not {classification_betas!r}")
+    if prompt_loss_weight not in (None, 0, 0.0):
+        print(f"note: --prompt_loss_weight {prompt_loss_weight} is not applied: openft trains on completion tokens "
+              "only (weight 0).", file=sys.stderr)
     train_id = resolve_file(training_file, option="-t/--training_file")
     valid_id = resolve_file(validation_file, option="-v/--validation_file") if validation_file else None
     kw = {k: v for k, v in (("validation_file", valid_id), ("suffix", suffix)) if v is not None}
@@ -69,7 +98,8 @@ def fine_tunes_follow(job_id: str = typer.Option(..., "-i", "--id", help="ftjob-
 
 @app.command("fine_tunes.results")
 def fine_tunes_results(job_id: str = typer.Option(..., "-i", "--id", help="ftjob-...")):
-    """Print a finished job's results CSV (step, losses, accuracies)."""
+    """Print a finished job's results CSV (step, losses, accuracies, and the classification/* columns
+    when the job computed classification metrics)."""
     c = client()
     job = c.fine_tuning.jobs.retrieve(job_id)
     if not job.result_files:

@@ -28,7 +28,12 @@ DPO_METRIC_KEYS = tuple(f"{p}_{m}" for p in ("train", "valid", "full_valid")  # 
 
 
 def _metrics(data: dict) -> dict:
-    return {**{k: _num(data.get(k)) for k in METRIC_KEYS}, **{k: _num(data[k]) for k in DPO_METRIC_KEYS if k in data}}
+    """The metrics payload of an event or a checkpoint: the standard keys, the DPO keys present,
+    and any classification/* columns."""
+    return {**{k: _num(data.get(k)) for k in METRIC_KEYS}, **{k: _num(data[k]) for k in DPO_METRIC_KEYS if k in data},
+            **{k: _num(v) for k, v in data.items() if k.startswith("classification/")}}
+
+
 STANDARD_HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
 
 

@@ -81,6 +81,9 @@ class Worker:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 restore[sig] = signal.signal(sig, lambda *_: self._stop.set())
         log.info("worker %s started", self.worker_id)
+        from openft.jobs.eval_runs import start_thread  # eval runs beside jobs, same lease rules
+
+        evals_thread = start_thread(self.settings, self._engine(), self.worker_id, self._stop)
         try:
             while not self._stop.is_set():
                 try:
@@ -91,6 +94,7 @@ class Worker:
                 if ran is None:
                     self._stop.wait(self.settings.worker_poll_seconds)
         finally:
+            evals_thread.join(30)
             for sig, handler in restore.items():
                 signal.signal(sig, handler)
             if self._own_engine and self.engine is not None:

@@ -127,6 +127,56 @@ models = sa.Table(
     sa.Column("deleted", sa.Boolean, nullable=False, default=False),
 )
 
+# Evals (migration 4): OpenAI's eval, eval.run and eval.run.output_item. JSON columns hold the
+# request's sub-objects as given (data_source_config, testing_criteria, data_source).
+evals = sa.Table(
+    "evals", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("project_id", sa.String(64), nullable=False, index=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("name", sa.String(512), nullable=False),
+    sa.Column("created_at", sa.Integer, nullable=False),
+    sa.Column("data_source_config", sa.JSON, nullable=False),  # the response shape (schema built)
+    sa.Column("testing_criteria", sa.JSON, nullable=False),
+    sa.Column("metadata", sa.JSON, nullable=True),
+    sa.Column("deleted", sa.Boolean, nullable=False, default=False),
+)
+
+eval_runs = sa.Table(
+    "eval_runs", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("eval_id", sa.String(64), nullable=False, index=True),
+    sa.Column("project_id", sa.String(64), nullable=False, index=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("name", sa.String(512), nullable=False),
+    sa.Column("model", sa.String(512), nullable=True),
+    sa.Column("status", sa.String(32), nullable=False, index=True),  # queued|in_progress|completed|failed|canceled
+    sa.Column("created_at", sa.Integer, nullable=False),
+    sa.Column("data_source", sa.JSON, nullable=False),
+    sa.Column("items", sa.JSON, nullable=False),                 # [{"item": {...}, "sample": {...}|None}]
+    sa.Column("metadata", sa.JSON, nullable=True),
+    sa.Column("error", sa.JSON, nullable=True),                  # {"code", "message"}
+    sa.Column("usage", sa.JSON, nullable=True),                  # {model: {prompt_tokens, completion_tokens, invocation_count}}
+    sa.Column("worker_id", sa.String(128), nullable=True),
+    sa.Column("heartbeat_at", sa.Float, nullable=True),
+    sa.Column("finished_at", sa.Integer, nullable=True),
+    sa.Column("deleted", sa.Boolean, nullable=False, default=False),
+)
+
+eval_output_items = sa.Table(
+    "eval_output_items", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("run_id", sa.String(64), nullable=False, index=True),
+    sa.Column("eval_id", sa.String(64), nullable=False),
+    sa.Column("datasource_item_id", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),          # pass | fail | error
+    sa.Column("datasource_item", sa.JSON, nullable=False),
+    sa.Column("results", sa.JSON, nullable=False),
+    sa.Column("sample", sa.JSON, nullable=True),
+    sa.UniqueConstraint("run_id", "datasource_item_id", name="uq_eval_output_item"),
+)
+
 schema_migrations = sa.Table(
     "schema_migrations", metadata,
     sa.Column("version", sa.Integer, primary_key=True),
@@ -159,11 +209,18 @@ def _m3_key_hash_kind(conn: sa.Connection) -> None:
         conn.execute(sa.text("ALTER TABLE api_keys ADD COLUMN key_hash_kind VARCHAR(16) NOT NULL DEFAULT 'sha256'"))
 
 
+def _m4_evals(conn: sa.Connection) -> None:
+    """The Evals API's tables (a database made by migration 1 of this code already has them)."""
+    for table in (evals, eval_runs, eval_output_items):
+        table.create(conn, checkfirst=True)
+
+
 # Ordered; append only. Each runs once, in a transaction, and is recorded.
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "initial schema", _m1_initial),
     (2, "job fault counters", _m2_job_fault_counters),
     (3, "api key hash kind (HMAC with the server's secret)", _m3_key_hash_kind),
+    (4, "evals, eval runs and their output items", _m4_evals),
 ]
 
 

@@ -132,19 +132,22 @@ def prune(output_dir: str | Path, keep: int) -> list[Path]:
 
 class ResultsCSV:
     """results.csv (step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy; with
-    `dpo`, then train_/valid_ reward_accuracy, reward_margin, chosen_reward, rejected_reward).
+    `dpo`, then train_/valid_ reward_accuracy, reward_margin, chosen_reward, rejected_reward;
+    then `extra_fields`, e.g. the classification/* columns).
 
     On resume, rows after the resumed step (written before a crash) are dropped first."""
 
-    def __init__(self, path: str | Path, keep_until_step: int = 0, dpo: bool = False):
+    def __init__(self, path: str | Path, keep_until_step: int = 0, dpo: bool = False,
+                 extra_fields: tuple[str, ...] = ()):
         self.path = Path(path)
-        self.fields = DPO_CSV_FIELDS if dpo else CSV_FIELDS
+        # DPO's reward columns, then any extra ones as given (classification/* columns)
+        self.fields = (DPO_CSV_FIELDS if dpo else CSV_FIELDS) + tuple(extra_fields)
         rows = []
         if keep_until_step and self.path.exists():
             with open(self.path, newline="") as fh:
                 rows = [r for r in csv.DictReader(fh) if r.get("step", "").isdigit() and int(r["step"]) <= keep_until_step]
         self._fh = open(self.path, "w", newline="")
-        self._w = csv.DictWriter(self._fh, fieldnames=self.fields)
+        self._w = csv.DictWriter(self._fh, fieldnames=self.fields, extrasaction="ignore")
         self._w.writeheader()
         self._w.writerows(rows)
         self._fh.flush()

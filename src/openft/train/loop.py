@@ -175,7 +175,10 @@ def train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: s
             hooks.on_event("Computed the reference model's log-probabilities of every pair.")
         share = dpo_.shares_prompt(model)
     pack_rows = (lambda examples, budget: dpo_.pack_pairs(examples, budget, share)) if dpo else pack  # noqa: E731
-    results = ckpt.ResultsCSV(out / "results.csv", keep_until_step=step, dpo=dpo)
+    from openft.eval.label_scoring import classification_columns, epoch_classification
+
+    results = ckpt.ResultsCSV(out / "results.csv", keep_until_step=step, dpo=dpo,
+                              extra_fields=classification_columns(spec))
     full_valid = pack_rows(valid_data.examples, budget) if valid_data else []
 
     def measure(batches, prefix: str) -> dict:
@@ -250,6 +253,8 @@ def train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: s
             metrics.update(measure(pack_rows(window, budget), "valid"))
         if valid_data and epoch_end:
             metrics.update(measure(full_valid, "full_valid"))
+        if valid_data and epoch_end and spec.compute_classification_metrics:  # legacy classification/* columns
+            metrics.update(epoch_classification(model, tokenizer, spec, device, precision))
         hooks.on_metrics(metrics)
         results.write(metrics)
         now = time.time()

@@ -134,6 +134,14 @@ class TrainSpec:
     """sft (next-token loss on the answers) or dpo (preference pairs; the job's method.type "dpo")."""
     beta: Union[float, Auto] = "auto"
     """DPO only: the reference policy's weight (TRL's beta); "auto" is 0.1."""
+    compute_classification_metrics: bool = False
+    """Each epoch end: classification metrics of the final assistant message on the whole validation set."""
+    classification_n_classes: int | None = None
+    """How many labels the validation set has (checked against it); None: the labels found there."""
+    classification_positive_class: str | None = None
+    """Binary tasks: the positive label (precision, recall, F-beta, AUROC, AUPRC); None: the second sorted."""
+    classification_betas: tuple[float, ...] | None = None
+    """F-beta scores to report besides F1 (classification/f<beta> columns)."""
 
     def validate(self, limits: "TrainLimits | None" = None) -> "TrainSpec":
         """Raise InvalidRequest listing every bad field (param = the first); return self.
@@ -208,7 +216,25 @@ class TrainSpec:
             check("beta", is_num(self.beta) and 0 < self.beta <= 2, f"must be 'auto' or a number in (0, 2], got {_show(self.beta)}")
         if self.objective != "dpo" and self.beta != "auto":
             bad.append(("beta", "is a DPO hyperparameter (method type 'dpo')"))
+        if self.objective == "dpo" and self.compute_classification_metrics:
+            bad.append(("compute_classification_metrics", "is for supervised jobs (a dpo job has reward metrics)"))
+        check("compute_classification_metrics", isinstance(self.compute_classification_metrics, bool),
+              f"must be true or false, got {_show(self.compute_classification_metrics)}")
+        n = self.classification_n_classes
+        check("classification_n_classes", n is None or (is_int(n) and 2 <= n <= 10_000),
+              f"must be null or an integer in [2, 10000], got {_show(n)}")
+        check("classification_positive_class", self.classification_positive_class is None
+              or isinstance(self.classification_positive_class, str), "must be a label (a string)")
+        check("classification_betas", self.classification_betas is None or (
+              isinstance(self.classification_betas, (list, tuple)) and 0 < len(self.classification_betas) <= 8
+              and all(is_num(b) and b > 0 for b in self.classification_betas)), "must be 1 to 8 numbers > 0")
         # combinations
+        if self.classification_positive_class is not None and self.classification_n_classes not in (None, 2):
+            bad.append(("classification_positive_class", "needs a binary task (classification_n_classes 2)"))
+        if not self.compute_classification_metrics:
+            for name in ("classification_n_classes", "classification_positive_class", "classification_betas"):
+                if getattr(self, name) is not None:
+                    bad.append((name, "needs compute_classification_metrics true"))
         if self.method == "full" and self.init_adapter:
             bad.append(("init_adapter", "cannot continue a LoRA adapter with method 'full'"))
         if self.method == "qlora":
@@ -235,6 +261,8 @@ class TrainSpec:
         d = dict(d)
         if "target_modules" in d:
             d["target_modules"] = tuple(d["target_modules"])
+        if d.get("classification_betas") is not None:
+            d["classification_betas"] = tuple(d["classification_betas"])
         return cls(**d)
 
 

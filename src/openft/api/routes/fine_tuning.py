@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
 
 from openft.api.deps import AppState, get_project, get_state
-from openft.api.schemas import (JobCreate, check_job_options, checkpoint_object, cursor_page, event_object,
+from openft.api.schemas import (JobCreate, check_classification, check_job_options, checkpoint_object, cursor_page, event_object,
                                 job_object, keyset)
 from openft.errors import InvalidRequest, NotFound
 from openft.ids import job_id as new_job_id
@@ -46,6 +46,12 @@ def _check_file(conn: sa.Connection, project: str, fid: str, param: str) -> None
     if row.purpose != "fine-tune":
         raise InvalidRequest(f"File {fid} has purpose '{row.purpose}'; {param} needs a file uploaded with purpose "
                              "'fine-tune'.", param=param, code="invalid_" + param)
+
+
+def _valid_path(state: AppState, conn: sa.Connection, fid: str | None):
+    if not fid:
+        return None
+    return state.blobs.path(conn.execute(sa.select(files.c.sha256).where(files.c.id == fid)).scalar())
 
 
 def start_validation(settings, db, jid: str) -> threading.Thread:
@@ -87,6 +93,7 @@ def create_job(body: JobCreate, state: AppState = Depends(get_state), project: s
         _check_file(conn, project, body.training_file, "training_file")
         if body.validation_file:
             _check_file(conn, project, body.validation_file, "validation_file")
+        check_classification(body, method, _valid_path(state, conn, body.validation_file))
         jid = new_job_id()
         now = int(time.time())
         conn.execute(jobs.insert().values(

@@ -1,0 +1,313 @@
+"""Eval runs in the worker: claim a queued run, generate every item's sample through the serving
+engine (all items in flight at once, as many as the engine batches and queues), grade each with
+the eval's testing criteria, write one output item per datasource item.
+
+Like jobs, a run is claimed with a lease (`worker_id`, `heartbeat_at`): the heartbeat also
+watches the row, so a cancelled or deleted run stops at once (its requests are cancelled in the
+engine). A worker that stops puts its run back in the queue; a worker that dies leaves a stale
+heartbeat and the next worker takes the run over. Items already written are never redone, so a
+run survives a server restart. An item that cannot be evaluated (a missing field, a judge that
+fails) becomes an `error` output item and the run goes on.
+
+Knows the database tables, the serving engine and openft.eval; nothing about HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+
+import sqlalchemy as sa
+
+from openft.config import Settings
+from openft.errors import OpenFTError, RateLimited
+from openft.eval import datasource, graders, templates
+from openft.ids import new_id
+from openft.store.db import eval_output_items, eval_runs, evals
+from openft.store.resolve import resolve_model
+
+log = logging.getLogger("openft.worker.evals")
+DEFAULT_MAX_TOKENS = 1024  # a completions run without max_completion_tokens stops here
+
+
+class RunGone(Exception):
+    """The run was cancelled, deleted or taken over while this worker ran it."""
+
+
+class EvalRunExecutor:
+    def __init__(self, settings: Settings, db: sa.Engine, worker_id: str, serve_engine=None):
+        self.settings, self.db, self.worker_id = settings, db, worker_id
+        self._serve = serve_engine
+        self._own_serve = serve_engine is None
+        self._stop = threading.Event()
+        self._serve_lock = threading.Lock()
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run_forever(self, stop_event: threading.Event) -> None:
+        self._stop = stop_event
+        try:
+            while not stop_event.is_set():
+                try:
+                    ran = self.run_once()
+                except Exception:  # a DB hiccup must not end the loop
+                    log.exception("eval run loop error")
+                    ran = None
+                if ran is None:
+                    stop_event.wait(self.settings.worker_poll_seconds)
+        finally:
+            if self._own_serve and self._serve is not None:
+                self._serve.close()
+
+    def run_once(self) -> str | None:
+        run_id = self.claim()
+        if run_id is None:
+            return None
+        try:
+            asyncio.run(self._execute(run_id))
+        except RunGone:
+            log.info("eval run %s was cancelled or taken over", run_id)
+        except StopRequested:
+            self._release(run_id)
+        except Exception as e:  # the run as a whole failed (its model vanished, the engine broke)
+            log.exception("eval run %s failed", run_id)
+            err = {"code": getattr(e, "code", None) or "run_error", "message": str(e)[:2000]}
+            self._finish(run_id, "failed", err)
+        return run_id
+
+    def claim(self) -> str | None:
+        """The oldest queued run, or one whose worker's lease expired (its worker died)."""
+        now = time.time()
+        stale = now - self.settings.lease_seconds
+        with self.db.begin() as conn:
+            candidates = conn.execute(sa.select(eval_runs.c.id).where(
+                eval_runs.c.deleted == sa.false(),
+                sa.or_(eval_runs.c.status == "queued",
+                       sa.and_(eval_runs.c.status == "in_progress", eval_runs.c.heartbeat_at < stale)))
+                .order_by(eval_runs.c.seq).limit(5)).scalars().all()
+            for rid in candidates:
+                won = conn.execute(eval_runs.update().where(
+                    eval_runs.c.id == rid, sa.or_(eval_runs.c.status == "queued", sa.and_(
+                        eval_runs.c.status == "in_progress", eval_runs.c.heartbeat_at < stale)))
+                    .values(status="in_progress", worker_id=self.worker_id, heartbeat_at=now)).rowcount
+                if won:
+                    return rid
+        return None
+
+    def _heartbeat(self, run_id: str, usage: dict) -> bool:
+        with self.db.begin() as conn:
+            return bool(conn.execute(eval_runs.update().where(
+                eval_runs.c.id == run_id, eval_runs.c.worker_id == self.worker_id,
+                eval_runs.c.status == "in_progress", eval_runs.c.deleted == sa.false())
+                .values(heartbeat_at=time.time(), usage=usage)).rowcount)
+
+    def _release(self, run_id: str) -> None:
+        with self.db.begin() as conn:
+            conn.execute(eval_runs.update().where(eval_runs.c.id == run_id, eval_runs.c.worker_id == self.worker_id,
+                                                  eval_runs.c.status == "in_progress")
+                         .values(status="queued", worker_id=None, heartbeat_at=None))
+
+    def _finish(self, run_id: str, status: str, error: dict | None = None, usage: dict | None = None) -> None:
+        values = {"status": status, "error": error, "finished_at": int(time.time()), "heartbeat_at": time.time()}
+        if usage is not None:
+            values["usage"] = usage
+        with self.db.begin() as conn:
+            conn.execute(eval_runs.update().where(eval_runs.c.id == run_id, eval_runs.c.worker_id == self.worker_id,
+                                                  eval_runs.c.status == "in_progress").values(**values))
+
+    def serve_engine(self):
+        with self._serve_lock:
+            if self._serve is None:
+                from openft.serve.engine import Engine
+
+                self._serve = Engine(self.settings)
+            return self._serve
+
+    # -- one run -----------------------------------------------------------------------------
+
+    async def _execute(self, run_id: str) -> None:
+        with self.db.connect() as conn:
+            run = conn.execute(sa.select(eval_runs).where(eval_runs.c.id == run_id)).first()
+            ev = conn.execute(sa.select(evals).where(evals.c.id == run.eval_id)).first()
+            done = set(conn.execute(sa.select(eval_output_items.c.datasource_item_id)
+                                    .where(eval_output_items.c.run_id == run_id)).scalars())
+        spec = datasource.generation_spec(run.data_source)
+        usage: dict = dict(run.usage or {})
+        ctx = _RunContext(self, run, ev, spec, usage)
+        pending = [i for i in range(len(run.items)) if i not in done]
+        if pending and (spec["kind"] == "completions" or "_model" in json.dumps(ev.testing_criteria)):
+            await asyncio.to_thread(self.serve_engine)  # once, before the items ask for it at the same time
+        capacity = max(1, self.settings.serve_max_batch + self.settings.serve_max_queue)
+        sem = asyncio.Semaphore(capacity)
+
+        async def one(i: int) -> None:
+            async with sem:
+                row = await ctx.evaluate(i, run.items[i])
+            await asyncio.to_thread(self._write_item, row)
+
+        tasks = [asyncio.create_task(one(i)) for i in pending]
+        watcher = asyncio.create_task(self._watch(run_id, usage, tasks))
+        try:
+            if tasks:
+                await asyncio.gather(*tasks)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            watcher.cancel()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, watcher, return_exceptions=True)
+        if self._stop.is_set():
+            raise StopRequested()
+        if not await asyncio.to_thread(self._heartbeat, run_id, usage):
+            raise RunGone()
+        for t in tasks:
+            if not t.cancelled() and t.exception() is not None:
+                raise t.exception()
+        self._finish(run_id, "completed", usage=usage)
+
+    async def _watch(self, run_id: str, usage: dict, tasks: list) -> None:
+        beat = max(0.2, min(self.settings.heartbeat_seconds, 2.0))
+        while True:
+            await asyncio.sleep(beat)
+            gone = not await asyncio.to_thread(self._heartbeat, run_id, usage)
+            if gone or self._stop.is_set():
+                for t in tasks:
+                    t.cancel()
+                return
+
+    def _write_item(self, row: dict) -> None:
+        with self.db.begin() as conn:
+            try:
+                conn.execute(eval_output_items.insert().values(**row))
+            except sa.exc.IntegrityError:  # written by an earlier attempt of this run
+                pass
+
+
+class StopRequested(Exception):
+    """The worker is stopping: the run goes back to the queue and continues later."""
+
+
+class _RunContext:
+    """What evaluating one item needs: the run, its eval, the engine, resolved models, usage."""
+
+    def __init__(self, ex: EvalRunExecutor, run, ev, spec: dict, usage: dict):
+        self.ex, self.run, self.ev, self.spec, self.usage = ex, run, ev, spec, usage
+        self.schema = datasource.item_schema(ev.data_source_config)
+        self._models: dict = {}
+
+    def _add_usage(self, model: str, used: dict) -> None:
+        u = self.usage.setdefault(model, {"prompt_tokens": 0, "completion_tokens": 0, "invocation_count": 0})
+        u["prompt_tokens"] += used.get("prompt_tokens", 0)
+        u["completion_tokens"] += used.get("completion_tokens", 0)
+        u["invocation_count"] += 1
+
+    async def _resolve(self, model: str):
+        if model not in self._models:
+            def run():
+                with self.ex.db.connect() as conn:
+                    return resolve_model(self.ex.settings, conn, self.run.project_id, model)
+            self._models[model] = await asyncio.to_thread(run)
+        return self._models[model]
+
+    async def generate(self, model: str, messages: list[dict], sampling: dict) -> tuple[str, str, dict]:
+        """(text, finish_reason, usage) of one chat completion through the serving engine."""
+        from openft.serve.types import Delta, Finish, GenerationRequest, SamplingParams, Usage
+
+        m = await self._resolve(model)
+        params = SamplingParams(max_tokens=sampling.get("max_completion_tokens") or DEFAULT_MAX_TOKENS,
+                                temperature=sampling.get("temperature", 1.0), top_p=sampling.get("top_p", 1.0),
+                                seed=sampling.get("seed"))
+        req = GenerationRequest(base_model=m.base_model, adapter_path=m.adapter_path,
+                                adapter_key=m.id if m.kind != "base" else None, full_model_path=m.full_model_path,
+                                messages=messages, params=params)
+        engine = await asyncio.to_thread(self.ex.serve_engine)
+        while True:
+            parts, finish, used = [], "stop", {}
+            gen = engine.generate(req)
+            try:
+                async for item in gen:
+                    if isinstance(item, Delta):
+                        parts.append(item.text)
+                    elif isinstance(item, Finish):
+                        finish = item.finish_reason
+                    elif isinstance(item, Usage):
+                        used = {"prompt_tokens": item.prompt_tokens, "completion_tokens": item.completion_tokens}
+                return "".join(parts), finish, used
+            except RateLimited:  # the engine is shared with chat traffic: wait for room
+                await asyncio.sleep(0.5)
+            finally:
+                await gen.aclose()
+
+    async def judge(self, model: str, messages: list[dict], sampling: dict) -> tuple[str, dict]:
+        text, _, used = await self.generate(model, messages, sampling)
+        return text, used
+
+    async def evaluate(self, index: int, entry: dict) -> dict:
+        item, given = entry["item"], entry.get("sample")
+        row = {"id": new_id("outputitem_", 32), "run_id": self.run.id, "eval_id": self.run.eval_id,
+               "datasource_item_id": index, "created_at": int(time.time()), "datasource_item": item}
+        sample_obj = None
+        try:
+            problem = datasource.item_problem(item, self.schema)
+            if problem:
+                raise templates.MissingField(problem)
+            if self.spec["kind"] == "completions":
+                messages = datasource.input_messages(self.spec, item)
+                sampling = self.spec["sampling"]
+                text, finish, used = await self.generate(self.spec["model"], messages, sampling)
+                self._add_usage(self.spec["model"], used)
+                sample_obj = {"input": messages, "output": [{"role": "assistant", "content": text}],
+                              "finish_reason": finish, "model": self.spec["model"],
+                              "usage": {**used, "total_tokens": sum(used.values()), "cached_tokens": 0},
+                              "error": None, "temperature": sampling.get("temperature", 1.0),
+                              "max_completion_tokens": sampling.get("max_completion_tokens") or DEFAULT_MAX_TOKENS,
+                              "top_p": sampling.get("top_p", 1.0), "seed": sampling.get("seed")}
+                tsample = template_sample(text, self.spec["model"], finish)
+            else:
+                tsample = sample_from_data(given)
+                sample_obj = given
+            results = [await graders.grade(c, item, tsample, self.judge, self._add_usage)
+                       for c in self.ev.testing_criteria]
+        except (templates.MissingField, OpenFTError, RuntimeError, ValueError) as e:
+            msg = str(e) if not isinstance(e, OpenFTError) else e.message
+            sample_obj = {**(sample_obj or {}), "error": {"code": "invalid_item", "message": msg}}
+            return {**row, "status": "error", "results": [], "sample": sample_obj}
+        passed = all(r["passed"] for r in results)
+        return {**row, "status": "pass" if passed else "fail", "results": results, "sample": sample_obj}
+
+
+def template_sample(text: str, model: str, finish: str = "stop") -> dict:
+    """What `{{sample.*}}` sees: output_text, output_json (when the text is JSON), choices, model."""
+    s = {"output_text": text, "model": model,
+         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}]}
+    try:
+        parsed = json.loads(text)
+        if isinstance(parsed, dict):
+            s["output_json"] = parsed
+    except ValueError:
+        pass
+    return s
+
+
+def sample_from_data(given) -> dict | None:
+    """A jsonl item's own `sample` as templates see it (output_text from its first choice)."""
+    if not isinstance(given, dict):
+        return None
+    if "output_text" in given:
+        return template_sample(str(given["output_text"]), given.get("model", ""))
+    choices = given.get("choices") or []
+    text = ((choices[0] or {}).get("message") or {}).get("content") if choices else None
+    return {**template_sample(text or "", given.get("model", "")), **given}
+
+
+def start_thread(settings: Settings, db: sa.Engine, worker_id: str, stop_event: threading.Event) -> threading.Thread:
+    """The eval-run loop in a daemon thread beside the job loop (a training job does not hold up
+    evals); it ends when `stop_event` is set."""
+    ex = EvalRunExecutor(settings, db, worker_id)
+    t = threading.Thread(target=ex.run_forever, args=(stop_event,), name="openft-eval-runs", daemon=True)
+    t.start()
+    return t
