@@ -19,13 +19,7 @@ from tests.conftest import write_chat_jsonl
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _env(live_server):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("OPENAI_API_KEY", raising=False)
-        mp.setenv("OPENFT_API_KEY", live_server.api_key)
-        mp.setenv("OPENFT_BASE_URL", live_server.base_url)
-        yield
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 
 def cli(*args):
