@@ -189,13 +189,18 @@ def _m1_initial(conn: sa.Connection) -> None:
     metadata.create_all(conn)
 
 
+def _add_column(conn: sa.Connection, table: str, name: str, ddl: str) -> None:
+    """ALTER TABLE ADD COLUMN unless the table has it already (a database made by migration 1 of a
+    later version creates every column of the current table definitions)."""
+    if name not in {c["name"] for c in sa.inspect(conn).get_columns(table)}:
+        conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}"))
+
+
 def _m2_job_fault_counters(conn: sa.Connection) -> None:
     """jobs.workers_lost and jobs.runner_retries (a database made by migration 1 of this code
     already has them); workers_lost starts from the events that used to be its only record."""
-    have = {c["name"] for c in sa.inspect(conn).get_columns("jobs")}
     for name in ("workers_lost", "runner_retries"):
-        if name not in have:
-            conn.execute(sa.text(f"ALTER TABLE jobs ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0"))
+        _add_column(conn, "jobs", name, "INTEGER NOT NULL DEFAULT 0")
     conn.execute(sa.text(
         "UPDATE jobs SET workers_lost = (SELECT count(*) FROM job_events WHERE job_events.job_id = jobs.id "
         "AND job_events.message LIKE 'The worker running this job stopped responding%') "
@@ -205,8 +210,7 @@ def _m2_job_fault_counters(conn: sa.Connection) -> None:
 def _m3_key_hash_kind(conn: sa.Connection) -> None:
     """api_keys.key_hash_kind: which hash key_sha256 holds (databases made by migration 1 of a
     version that had this column in the table already have it)."""
-    if "key_hash_kind" not in {c["name"] for c in sa.inspect(conn).get_columns("api_keys")}:
-        conn.execute(sa.text("ALTER TABLE api_keys ADD COLUMN key_hash_kind VARCHAR(16) NOT NULL DEFAULT 'sha256'"))
+    _add_column(conn, "api_keys", "key_hash_kind", "VARCHAR(16) NOT NULL DEFAULT 'sha256'")
 
 
 def _m4_evals(conn: sa.Connection) -> None:
