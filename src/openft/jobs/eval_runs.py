@@ -26,6 +26,7 @@ from openft.config import Settings
 from openft.errors import OpenFTError, RateLimited
 from openft.eval import datasource, graders, templates
 from openft.ids import new_id
+from openft.jobs.worker import poll_until_stopped
 from openft.store.db import eval_output_items, eval_runs, evals
 from openft.store.resolve import resolve_model
 
@@ -50,14 +51,7 @@ class EvalRunExecutor:
     def run_forever(self, stop_event: threading.Event) -> None:
         self._stop = stop_event
         try:
-            while not stop_event.is_set():
-                try:
-                    ran = self.run_once()
-                except Exception:  # a DB hiccup must not end the loop
-                    log.exception("eval run loop error")
-                    ran = None
-                if ran is None:
-                    stop_event.wait(self.settings.worker_poll_seconds)
+            poll_until_stopped(self.run_once, stop_event, self.settings.worker_poll_seconds, log)
         finally:
             if self._own_serve and self._serve is not None:
                 self._serve.close()

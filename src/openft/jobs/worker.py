@@ -85,14 +85,7 @@ class Worker:
 
         evals_thread = start_thread(self.settings, self._engine(), self.worker_id, self._stop)
         try:
-            while not self._stop.is_set():
-                try:
-                    ran = self.run_once()
-                except Exception:  # a DB hiccup must not end the worker
-                    log.exception("worker loop error")
-                    ran = None
-                if ran is None:
-                    self._stop.wait(self.settings.worker_poll_seconds)
+            poll_until_stopped(self.run_once, self._stop, self.settings.worker_poll_seconds, log)
         finally:
             evals_thread.join(30)
             for sig, handler in restore.items():
@@ -238,6 +231,19 @@ class Worker:
         with self._engine().begin() as conn:
             state.fail(conn, job_id, code, message, worker_id=self.worker_id)
         log.error("job %s failed: %s", job_id, message)
+
+
+def poll_until_stopped(run_once, stop: threading.Event, poll_seconds: float, logger: logging.Logger) -> None:
+    """Call `run_once()` until `stop` is set, waiting `poll_seconds` whenever it found nothing to do
+    (returned None); an exception (a DB hiccup) is logged and never ends the loop."""
+    while not stop.is_set():
+        try:
+            ran = run_once()
+        except Exception:
+            logger.exception("loop error")
+            ran = None
+        if ran is None:
+            stop.wait(poll_seconds)
 
 
 def signal_of(code: int | None) -> int | None:
