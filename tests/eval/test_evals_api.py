@@ -22,15 +22,8 @@ CRITERIA = [
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, model_cache):
-    s = LiveServer(tmp_path_factory.mktemp("evals") / "data", model_cache).start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def api(server):
-    return server.client()
+def api(live_server):  # tests/conftest.py's live server (API + embedded worker), one per module
+    return live_server.client()
 
 
 def _eval(api, criteria=CRITERIA):
@@ -152,25 +145,25 @@ def test_cancel_run_stops_it(api):
         api.evals.runs.cancel(run.id, eval_id=ev.id)
 
 
-def test_status_codes_as_openai_spec(api, server):
+def test_status_codes_as_openai_spec(api, live_server):
     import httpx
 
-    headers = {"Authorization": f"Bearer {server.api_key}"}
+    headers = {"Authorization": f"Bearer {live_server.api_key}"}
     body = {"name": "s", "data_source_config": {"type": "custom", "item_schema": ITEM_SCHEMA},
             "testing_criteria": [{"type": "string_check", "name": "l", "input": "{{item.label}}", "reference": "x",
                                   "operation": "eq"}]}
-    r = httpx.post(f"{server.base_url}/evals", json=body, headers=headers)
+    r = httpx.post(f"{live_server.base_url}/evals", json=body, headers=headers)
     assert r.status_code == 201 and r.json()["object"] == "eval"
     eid = r.json()["id"]
-    run = httpx.post(f"{server.base_url}/evals/{eid}/runs", headers=headers, json={"data_source": {
+    run = httpx.post(f"{live_server.base_url}/evals/{eid}/runs", headers=headers, json={"data_source": {
         "type": "jsonl", "source": {"type": "file_content", "content": [{"item": {"text": "a", "label": "x"}}] * 50}}})
     assert run.status_code == 201 and run.json()["status"] == "queued"
-    cancel = httpx.post(f"{server.base_url}/evals/{eid}/runs/{run.json()['id']}", headers=headers)  # spec's cancel
+    cancel = httpx.post(f"{live_server.base_url}/evals/{eid}/runs/{run.json()['id']}", headers=headers)  # spec's cancel
     if cancel.status_code == 200:
         assert cancel.json()["status"] == "canceled"
     else:  # the worker finished the 50 given samples first: then a cancel is refused
         assert cancel.status_code == 400 and "completed" in cancel.json()["error"]["message"]
-    assert httpx.delete(f"{server.base_url}/evals/eval_nope", headers=headers).status_code == 404
+    assert httpx.delete(f"{live_server.base_url}/evals/eval_nope", headers=headers).status_code == 404
 
 
 def test_update_list_delete(api):
