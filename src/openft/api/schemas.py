@@ -175,14 +175,19 @@ def check_train_options(extra: dict, where: str) -> None:
         raise InvalidRequest(str(e), param=where, code="invalid_value") from None
 
 
+def _stored_hyperparameters(body: "JobCreate", method: dict) -> tuple[dict, str]:
+    """(the method's hyperparameters as stored, where the request put them: the param prefix)."""
+    kind = rules.method_type(method)
+    where = "hyperparameters" if body.hyperparameters is not None else f"method.{kind}.hyperparameters"
+    return rules.hyperparameters(method), where
+
+
 def check_classification(body: "JobCreate", method: dict, valid_path) -> None:
     """compute_classification_metrics needs a validation file whose labels (last assistant
     message / completion) agree with classification_n_classes and contain the positive class."""
     from openft.errors import InvalidRequest
 
-    kind = method.get("type") or "supervised"
-    where = "hyperparameters" if body.hyperparameters is not None else f"method.{kind}.hyperparameters"
-    hp = (method.get(kind) or {}).get("hyperparameters") or {}
+    hp, where = _stored_hyperparameters(body, method)
     if not hp.get("compute_classification_metrics"):
         return
     if valid_path is None:
@@ -212,9 +217,8 @@ def check_job_options(settings: Settings, body: "JobCreate", method: dict, base_
     from openft.errors import InvalidRequest
     from openft.train.spec import TrainLimits, TrainSpec
 
-    kind = method.get("type") or "supervised"
-    where = "hyperparameters" if body.hyperparameters is not None else f"method.{kind}.hyperparameters"
-    hp = (method.get(kind) or {}).get("hyperparameters") or {}
+    kind = rules.method_type(method)
+    hp, where = _stored_hyperparameters(body, method)
     names = {f.name for f in dataclasses.fields(TrainSpec)} - {"base_model", "train_file", "output_dir"}
     spec = TrainSpec(base_model=base_model, train_file="-", output_dir="-", objective=rules.OBJECTIVES.get(kind, "sft"),
                      **{k: (tuple(v) if k == "target_modules" and isinstance(v, list) else v)
