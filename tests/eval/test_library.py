@@ -174,3 +174,16 @@ def test_compare_helpers():
     assert rep["stem"]["drop"] == 1.0 and rep["other"]["drop"] == 0.0 and rep["all"]["drop"] == 0.5
     mmlu = compare.mmlu_items()
     assert len(mmlu) == 160 and {r["category"] for r in mmlu} == {"stem", "humanities", "social_sciences", "other"}
+
+
+def test_jsonl_items_with_a_byte_order_mark_and_located_bad_lines():
+    """An evals file saved with a UTF-8 byte-order mark reads like one without (the data
+    toolkit's rule); a bad line is named with the reader's message."""
+    from openft.eval.datasource import parse_items
+
+    text = '\ufeff{"q": "a"}\n\n{"item": {"q": "b"}, "sample": {"output_text": "x"}}\n'
+    assert parse_items(text, "p") == [{"item": {"q": "a"}, "sample": None},
+                                      {"item": {"q": "b"}, "sample": {"output_text": "x"}}]
+    with pytest.raises(InvalidRequest) as e:
+        parse_items('{"q": "a"}\n{"q": \n', "data_source.source")
+    assert e.value.param == "data_source.source" and "line 2" in e.value.message and "invalid JSON" in e.value.message

@@ -11,7 +11,6 @@ database: callers hand in file contents and say whether a model exists.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 from openft.errors import InvalidRequest
@@ -74,14 +73,15 @@ def has_sample(cfg: dict) -> bool:
 
 def parse_items(text: str, param: str) -> list[dict]:
     """[{"item": {...}, "sample": {...} | None}] from JSONL text (400 naming the line)."""
+    from openft.data.reader import parse_record  # the data toolkit's line parser and its messages
+
     out = []
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(text.removeprefix("\ufeff").splitlines(), 1):  # a byte-order mark, as the reader
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InvalidRequest(f"line {n} of the file is not valid JSON: {e.msg}", param=param) from None
+        obj, bad = parse_record(line)
+        if bad is not None:
+            raise InvalidRequest(f"line {n} of the file: {bad}", param=param)
         if not isinstance(obj, dict):
             raise InvalidRequest(f"line {n} of the file is not a JSON object.", param=param)
         out.append({"item": obj["item"], "sample": obj.get("sample")} if isinstance(obj.get("item"), dict)
