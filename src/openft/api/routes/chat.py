@@ -109,21 +109,23 @@ def _sampling(req: ChatRequest):
         stop=stop, seed=req.seed, n=req.n or 1, logprobs=bool(req.logprobs), top_logprobs=req.top_logprobs or 0)
 
 
-@router.post("/chat/completions")
-async def chat_completions(body: ChatRequest, request: Request, state: AppState = Depends(get_state),
-                           project: str = Depends(get_project)):
+async def start(body: ChatRequest, state: AppState, project: str):
+    """Check the request and start its generation: (streams, the response head, n). Shared by
+    this route and by `/v1/responses`, which translates its request into a ChatRequest."""
     _unsupported(body)
     messages = _engine_messages(body.messages)
     params = _sampling(body)
     model = await resolve(state, project, body.model)
     streams = await start_streams(state, [generation_request(model, params, messages=messages, tools=body.tools)])
-    cid, created, fp = completion_id(chat=True), int(time.time()), system_fingerprint(model)
-    head = {"id": cid, "created": created, "model": body.model, "service_tier": "default", "system_fingerprint": fp}
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_stream(streams, head, params.n, include_usage, bool(body.logprobs)),
-                                 media_type="text/event-stream", headers=SSE_HEADERS)
-    choices, prompt_tokens, completion_tokens = await collect(request, streams, params.n)
+    head = {"id": completion_id(chat=True), "created": int(time.time()), "model": body.model,
+            "service_tier": "default", "system_fingerprint": system_fingerprint(model)}
+    return streams, head, params.n
+
+
+async def completion(body: ChatRequest, request: Request, state: AppState, project: str) -> dict:
+    """The whole `chat.completion` object for a non-streaming request."""
+    streams, head, n = await start(body, state, project)
+    choices, prompt_tokens, completion_tokens = await collect(request, streams, n)
     return {**head, "object": "chat.completion", "choices": [
         {"index": i, "message": {"role": "assistant", "content": "".join(c.text), "refusal": None, "annotations": []},
          "logprobs": {"content": c.logprobs, "refusal": None} if body.logprobs else None,
@@ -131,19 +133,28 @@ async def chat_completions(body: ChatRequest, request: Request, state: AppState 
         for i, c in sorted(choices.items())], "usage": usage_object(prompt_tokens, completion_tokens)}
 
 
-def _stream(streams, head: dict, n: int, include_usage: bool, logprobs: bool):
+@router.post("/chat/completions")
+async def chat_completions(body: ChatRequest, request: Request, state: AppState = Depends(get_state),
+                           project: str = Depends(get_project)):
+    if not body.stream:
+        return await completion(body, request, state, project)
+    streams, head, n = await start(body, state, project)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
     items = streams.items()
-    return sse_stream(_chunks(items, head, n, include_usage, logprobs), items, "/v1/chat/completions")
+    chunks = (sse(c) async for c in chunk_objects(items, head, n, include_usage, bool(body.logprobs)))
+    return StreamingResponse(sse_stream(chunks, items, "/v1/chat/completions"),
+                             media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-async def _chunks(items, head: dict, n: int, include_usage: bool, logprobs: bool):
+async def chunk_objects(items, head: dict, n: int, include_usage: bool, logprobs: bool):
+    """The `chat.completion.chunk` objects (dicts) of a stream, in OpenAI's order."""
     from openft.serve.types import Delta, Finish, Usage
 
-    def chunk(choices: list[dict], **extra) -> bytes:
+    def chunk(choices: list[dict], **extra) -> dict:
         obj = {**head, "object": "chat.completion.chunk", "choices": choices, **extra}
         if include_usage and "usage" not in extra:
             obj["usage"] = None
-        return sse(obj)
+        return obj
 
     for i in range(n):  # OpenAI opens each choice with the role and an empty content
         yield chunk([{"index": i, "delta": {"role": "assistant", "content": "", "refusal": None},
