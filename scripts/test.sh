@@ -12,5 +12,10 @@ if [ -z "${OPENFT_TEST_POSTGRES_URL:-}" ] && [ "$(id -u)" = 0 ]; then
   elif [ "${CI:-}" = true ]; then echo "error: could not start PostgreSQL for the tests" >&2; exit 1
   else echo "warning: PostgreSQL not started; testing SQLite only" >&2; fi
 fi
+# The dashboard's browser tests drive Debian's Chromium (never a downloaded browser build).
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) >&2 \
+    || echo "warning: could not install chromium; the browser tests will be skipped" >&2
+fi
 if [ "$#" -eq 0 ]; then set -- -m "not gpu"; fi
 python -m pytest "$@"
