@@ -78,7 +78,7 @@ def resolve(target: Target) -> list[str]:
     """The addresses `target.host` resolves to (an IP literal: itself), in the resolver's order."""
     try:
         infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as e:
+    except (socket.gaierror, UnicodeError, ValueError) as e:  # ValueError: a NUL in the name
         raise TargetRefused(f"The host {target.host} does not resolve ({e}).") from None
     out: list[str] = []
     for *_, sockaddr in infos:

@@ -100,7 +100,7 @@ def create_endpoint(body: EndpointCreate, state: AppState = Depends(get_state), 
     eid = new_id("wh_")
     with state.db.begin() as conn:
         conn.execute(webhook_endpoints.insert().values(
-            id=eid, project_id=project, seq=next_seq(conn, webhook_endpoints), name=body.name or url, url=url,
+            id=eid, project_id=project, seq=next_seq(conn, webhook_endpoints), name=body.name or url[:512], url=url,
             event_types=types, secret=secret, created_at=now, updated_at=now, deleted=False))
         return endpoint_object(_get(conn, project, eid), secret)
 
