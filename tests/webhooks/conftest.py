@@ -15,9 +15,10 @@ from tests.conftest import LiveServer
 
 
 class Receiver:
-    """POSTs to `url` are recorded as (headers, body); the answers are `codes` in order, then 200."""
+    """POSTs to `url` are recorded as (headers, body); the answers are `codes` in order, then 200.
+    `tls`: serve HTTPS with that server-side SSLContext."""
 
-    def __init__(self, codes=()):
+    def __init__(self, codes=(), tls=None):
         self.codes = list(codes)
         self.requests: list[tuple[dict, bytes]] = []
         self.cond = threading.Condition()
@@ -39,7 +40,10 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        if tls is not None:  # an ssl.SSLContext with the server's certificate
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/hook"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

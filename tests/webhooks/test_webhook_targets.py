@@ -1,16 +1,21 @@
 """The delivery side in process: the address rules, a name that resolves to a private address
-at delivery time (DNS rebinding) is refused and recorded, signatures with a rotated secret
+at delivery time (DNS rebinding) is refused and recorded, HTTPS to the checked address still
+verifies the certificate against the name, signatures with a rotated secret
 still honoured verify with the SDK, and the backoff doubles up to its cap."""
 
 from __future__ import annotations
 
+import shutil
 import socket
+import ssl
+import subprocess
 import time
 
 import openai
 import pytest
 import sqlalchemy as sa
 
+from conftest import Receiver
 from openft.jobs import state
 from openft.jobs.webhook_delivery import WebhookDeliverer, backoff
 from openft.store.db import jobs, make_engine, migrate, webhook_attempts, webhook_deliveries, webhook_endpoints
@@ -74,6 +79,45 @@ def test_a_name_that_rebinds_to_a_private_address_is_refused_at_delivery(setting
     assert allowed.run_once() == 1
     headers, _ = receiver.wait(1)[0]
     assert headers["host"] == f"hooks.example.com:{port}"  # the name, though the address was checked
+
+
+def _cert(tmp_path, name: str) -> tuple[str, str]:
+    """A self-signed certificate for `name` (the openssl command line); (cert, key) paths."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}",
+                    "-addext", f"subjectAltName=DNS:{name}", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return str(cert), str(key)
+
+
+def test_https_goes_to_the_checked_address_and_verifies_the_name(settings, db, tmp_path, monkeypatch):
+    cert, key = _cert(tmp_path, "hooks.example.com")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    receiver = Receiver(tls=ctx)
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: real(
+        "127.0.0.1" if host in ("hooks.example.com", "other.example.com") else host, *a, **k))
+    monkeypatch.setenv("SSL_CERT_FILE", cert)  # the default context trusts the test's certificate
+    try:
+        _cancelled_job_with_endpoint(db, f"https://hooks.example.com:{receiver.port}/hook",
+                                     secret=signing.new_secret())
+        deliverer = WebhookDeliverer(settings.model_copy(update={"webhooks_allow_private": True}), db)
+        assert deliverer.run_once() == 1
+        headers, _ = receiver.wait(1)[0]
+        assert headers["host"] == f"hooks.example.com:{receiver.port}"
+        with db.begin() as conn:  # the same address under a name the certificate does not carry
+            conn.execute(webhook_endpoints.update().values(url=f"https://other.example.com:{receiver.port}/hook"))
+            conn.execute(webhook_deliveries.update().values(status="pending", next_attempt_at=time.time()))
+        assert deliverer.run_once() == 1
+        with db.connect() as conn:
+            last = conn.execute(sa.select(webhook_attempts).order_by(webhook_attempts.c.seq.desc())).first()
+        assert last.status_code is None and "CERTIFICATE_VERIFY_FAILED" in last.error
+        assert len(receiver.requests) == 1
+    finally:
+        receiver.close()
 
 
 def test_a_rotated_secret_kept_for_a_while_still_verifies(settings, db, receiver):
