@@ -13,7 +13,7 @@ import openai
 import pytest
 import sqlalchemy as sa
 
-from conftest import DELIVERING_ENV, Receiver, other_client
+from webhook_helpers import DELIVERING_ENV, Receiver, other_client
 from openft.store.db import webhook_attempts, webhook_deliveries
 from tests.conftest import LiveServer, write_chat_jsonl
 
