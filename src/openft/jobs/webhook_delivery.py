@@ -42,23 +42,26 @@ class WebhookDeliverer:
     def __init__(self, settings: Settings, db: sa.Engine):
         self.settings, self.db = settings, db
         self.lease = 2 * settings.webhooks_timeout_seconds + 30  # an attempt ends well within this
+        self._pool: ThreadPoolExecutor | None = None  # run_forever's; run_once alone sends in this thread
 
     def run_forever(self, stop_event: threading.Event) -> None:
         with ThreadPoolExecutor(BATCH, thread_name_prefix="openft-webhook") as pool:
             self._pool = pool
-            poll_until_stopped(self.run_once, stop_event, self.settings.worker_poll_seconds, log)
+            try:
+                poll_until_stopped(self.run_once, stop_event, self.settings.worker_poll_seconds, log)
+            finally:
+                self._pool = None
 
     def run_once(self) -> int | None:
         """Claim the due deliveries (at most BATCH) and send them; None when none was due."""
         claimed = self.claim()
         if not claimed:
             return None
-        pool = getattr(self, "_pool", None)
-        if pool is None:
+        if self._pool is None:
             for d in claimed:
                 self.attempt(d)
         else:
-            list(pool.map(self.attempt, claimed))
+            list(self._pool.map(self.attempt, claimed))
         return len(claimed)
 
     def claim(self, limit: int = BATCH) -> list[str]:
