@@ -44,6 +44,15 @@ class Settings(BaseSettings):
                                                       "cache of) the Hugging Face hub; off: only registered models.")
     key_secret: str | None = Field(None, description="Secret that API keys are hashed with (HMAC-SHA256); default: "
                                                      "one generated at first start in data_dir/key_secret.")
+    webhooks_allow_private: bool = Field(False, description="Let webhook endpoints point at private, loopback, "
+                                         "link-local or otherwise non-public addresses (off: refused at "
+                                         "registration and, after DNS resolution, at every delivery).")
+    webhooks_max_attempts: int = Field(8, ge=1, description="Attempts to deliver one webhook event before it is "
+                                       "marked failed.")
+    webhooks_retry_seconds: float = Field(10.0, gt=0, description="Wait before the first retry of a webhook "
+                                          "delivery; doubled after every further failed attempt.")
+    webhooks_retry_max_seconds: float = Field(3600.0, gt=0, description="Longest wait between two attempts.")
+    webhooks_timeout_seconds: float = Field(10.0, gt=0, description="Connect and read timeout of one attempt.")
     # Upper bounds on what a job's hyperparameters may ask for (the API refuses more at creation).
     limit_n_epochs: int = Field(50, description="Most epochs a job may ask for.")
     limit_batch_size: int = Field(256, description="Largest batch_size a job may ask for.")

@@ -48,7 +48,7 @@ def test_create_method_form_echoes_auto(api, train_file, valid_file):
     job = wait_status(api, job.id, {"queued"})
     assert job.hyperparameters.batch_size == "auto"  # still "auto" until the job starts
     warns = [e.message for e in api.fine_tuning.jobs.list_events(job.id) if e.level == "warn"]
-    assert any("wandb" in m for m in warns)  # recorded, and the user is told it is not used
+    assert not any("wandb" in m for m in warns)  # used by the runner now (openft.jobs.integrations), no warning
 
 
 def test_create_deprecated_hyperparameters_and_random_seed(api, train_file):

@@ -11,7 +11,8 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo, WithJsonSchema, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo, WithJsonSchema, field_validator,
+                      model_validator)
 
 from openft.config import Settings
 from openft.train import rules
@@ -127,9 +128,28 @@ class WandbIntegration(Strict):
     tags: list[str] | None = None
 
 
+class TensorboardIntegration(Strict):
+    """openft extension: no options; the event files go to the job folder's tensorboard/."""
+
+
 class Integration(Strict):
-    type: Literal["wandb"]
-    wandb: WandbIntegration
+    type: Literal["wandb", "tensorboard"]
+    wandb: WandbIntegration | None = None
+    tensorboard: TensorboardIntegration | None = None
+
+    @model_validator(mode="after")
+    def _one_section(self):
+        if self.type == "wandb" and self.wandb is None:
+            raise ValueError("a wandb integration needs its `wandb` object ({\"project\": ...})")
+        other = "tensorboard" if self.type == "wandb" else "wandb"
+        if getattr(self, other) is not None:
+            raise ValueError(f"a {self.type} integration takes no `{other}` object")
+        return self
+
+    def stored(self) -> dict:
+        """As the job object shows it: the type and its own section."""
+        section = getattr(self, self.type)
+        return {"type": self.type, self.type: section.model_dump() if section is not None else {}}
 
 
 # TrainSpec fields a job may set beside OpenAI's three (LoRA shape, full fine-tuning, schedule...).

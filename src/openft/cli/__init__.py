@@ -6,6 +6,7 @@
     openft data ...                           the data toolkit (openft.cli.data)
     openft api fine_tunes.*                   the old `openai api` commands
     openft evals ... | eval compare|forgetting the Evals API; models side by side (openft.cli.eval)
+    openft webhooks add|list|delete|...       webhook endpoints and their deliveries
 
 Global options (before the command) say where the server is and which key to use. Help texts
 are the docstrings. Failures end in one line `error: ...` and exit code 1 (see common.py).
@@ -27,6 +28,7 @@ from openft.cli import legacy as _legacy
 from openft.cli import migrate as _migrate
 from openft.cli import models as _models
 from openft.cli import server as _server
+from openft.cli import webhooks as _webhooks
 from openft.cli.common import OpenFTGroup, fail, state
 
 app = typer.Typer(cls=OpenFTGroup, no_args_is_help=True, add_completion=False,
@@ -57,6 +59,7 @@ app.add_typer(_legacy.app, name="api")
 app.add_typer(_migrate.app, name="migrate")
 app.add_typer(_eval.evals_app, name="evals")
 app.add_typer(_eval.eval_app, name="eval")
+app.add_typer(_webhooks.app, name="webhooks")
 
 
 def _mount_data(app: typer.Typer) -> None:

@@ -29,6 +29,7 @@ from openft.ids import new_id
 from openft.jobs.worker import poll_until_stopped
 from openft.store.db import eval_output_items, eval_runs, evals
 from openft.store.resolve import resolve_model
+from openft.webhooks import events as webhook_events
 
 log = logging.getLogger("openft.worker.evals")
 DEFAULT_MAX_TOKENS = 1024  # a completions run without max_completion_tokens stops here
@@ -109,8 +110,10 @@ class EvalRunExecutor:
         if usage is not None:
             values["usage"] = usage
         with self.db.begin() as conn:
-            conn.execute(eval_runs.update().where(eval_runs.c.id == run_id, eval_runs.c.worker_id == self.worker_id,
-                                                  eval_runs.c.status == "in_progress").values(**values))
+            q = eval_runs.update().where(eval_runs.c.id == run_id, eval_runs.c.worker_id == self.worker_id,
+                                         eval_runs.c.status == "in_progress").values(**values)
+            if conn.execute(q).rowcount:  # its webhook event commits with the status
+                webhook_events.eval_run_finished(conn, run_id, status)
 
     def serve_engine(self):
         with self._serve_lock:

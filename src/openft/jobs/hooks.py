@@ -3,7 +3,9 @@
 Events with OpenAI's texts, one `metrics` event per step, progress on the job row, a
 `checkpoints` row per checkpoint, and `should_stop` read from the job row (cancelled ->
 "cancel", requested pause -> "pause", job taken away or worker gone -> "cancel").
-Every job-row write is fenced on the claiming worker (see `fence`).
+Every job-row write is fenced on the claiming worker (see `fence`). The job's integrations
+(wandb, tensorboard: openft.jobs.integrations) get the resolved hyperparameters and every step's
+metrics; `close()` finishes them.
 
 Knows the tables; knows nothing about how training works.
 """
@@ -18,6 +20,7 @@ import sqlalchemy as sa
 
 from openft.ids import checkpoint_id
 from openft.jobs import naming
+from openft.jobs.integrations import Integrations
 from openft.store.db import checkpoints, jobs
 from openft.store.events import add_event
 
@@ -70,6 +73,7 @@ class DBHooks:
         self._pending_metrics: list[tuple[str, dict]] = []
         self._pending_progress: dict | None = None
         self._last_flush = time.monotonic()
+        self.integrations = Integrations(job.get("integrations"), job, lambda m: self.on_event(m, level="warn"))
 
     def fence(self) -> list:
         """WHERE clauses: this job, still running, still under the worker that claimed it."""
@@ -100,12 +104,14 @@ class DBHooks:
             self._write_pending(conn)
             method = self.method_with(conn, hyperparameters)
             conn.execute(jobs.update().where(*self.fence()).values(method=method))
+        self.integrations.on_resolved(hyperparameters)
 
     def on_metrics(self, data: dict) -> None:
         payload = _metrics(data)
         payload["step"] = int(data["step"])
         payload["total_steps"] = int(data["total_steps"]) if data.get("total_steps") is not None else None
         self._pending_metrics.append((step_message(data), payload))
+        self.integrations.on_metrics(data)
 
     def on_progress(self, step: int, total_steps: int, trained_tokens: int, estimated_finish: int | None) -> None:
         self._pending_progress = {
@@ -132,6 +138,16 @@ class DBHooks:
             with self.engine.begin() as conn:
                 self._relaxed(conn)
                 self._write_pending(conn)
+
+    def close(self) -> None:
+        """Finish the integrations' runs (a wandb run is marked failed unless the job succeeded or paused)."""
+        if self.integrations.loggers:
+            try:
+                with self.engine.connect() as conn:
+                    status = conn.execute(sa.select(jobs.c.status).where(jobs.c.id == self.job_id)).scalar()
+            except sa.exc.SQLAlchemyError:
+                status = None
+            self.integrations.close(failed=status not in ("succeeded", "paused"))
 
     def _flush_if_due(self) -> None:
         if time.monotonic() - self._last_flush >= self.flush_seconds:

@@ -216,6 +216,7 @@ def run(job_id: str, settings: Settings | None = None) -> int:
             _fail(engine, job, hooks, "training_error", f"Training failed: {type(e).__name__}: {e}", None)
         return 1
     finally:
+        hooks.close()  # the integrations' runs (wandb, tensorboard); never raises
         engine.dispose()
 
 

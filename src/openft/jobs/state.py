@@ -13,7 +13,8 @@ Every change is one checked `UPDATE jobs ... WHERE id = ? AND status IN (<allowe
 `AND worker_id = ?` where a worker owns the job); the rowcount says whether this caller won, so
 a stale worker, a slow runner and the API can never overwrite each other. A transition from a
 status its table entry does not allow raises IllegalTransition before anything is written;
-a lost race returns False. The caller passes its own connection (one transaction with whatever
+a lost race returns False. A change to a terminal status also enqueues its webhook event
+(openft.webhooks.events) in the same transaction. The caller passes its own connection (one transaction with whatever
 else it writes: the model row, a result file).
 
 Knows the `jobs` table and the event texts; knows nothing about HTTP, processes or training.
@@ -28,6 +29,7 @@ import sqlalchemy as sa
 
 from openft.store.db import jobs
 from openft.store.events import add_event
+from openft.webhooks import events as webhook_events
 
 STATUSES = ("validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled")
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -69,7 +71,10 @@ def _apply(conn: sa.Connection, name: str, job_id: str, values: dict, *, from_: 
         cond.append(jobs.c.worker_id == worker_id)
     if to is not None:
         values = {"status": to, **values}
-    return conn.execute(jobs.update().where(*cond).values(**values)).rowcount == 1
+    won = conn.execute(jobs.update().where(*cond).values(**values)).rowcount == 1
+    if won and to in TERMINAL:  # its webhook deliveries commit with the status change
+        webhook_events.job_finished(conn, job_id, to)
+    return won
 
 
 def _stale(stale_before: float | None) -> list:

@@ -84,10 +84,14 @@ class Worker:
         from openft.jobs.eval_runs import start_thread  # eval runs beside jobs, same lease rules
 
         evals_thread = start_thread(self.settings, self._engine(), self.worker_id, self._stop)
+        from openft.jobs import webhook_delivery  # webhooks beside them: a slow endpoint never holds a job
+
+        webhooks_thread = webhook_delivery.start_thread(self.settings, self._engine(), self._stop)
         try:
             poll_until_stopped(self.run_once, self._stop, self.settings.worker_poll_seconds, log)
         finally:
             evals_thread.join(30)
+            webhooks_thread.join(30)
             for sig, handler in restore.items():
                 signal.signal(sig, handler)
             if self._own_engine and self.engine is not None:

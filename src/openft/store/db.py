@@ -177,6 +177,51 @@ eval_output_items = sa.Table(
     sa.UniqueConstraint("run_id", "datasource_item_id", name="uq_eval_output_item"),
 )
 
+# Webhooks (migration 6): endpoints a project registered, one delivery per (event, endpoint), and
+# every attempt to deliver it. `payload` is the exact JSON body that is signed and sent.
+webhook_endpoints = sa.Table(
+    "webhook_endpoints", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("project_id", sa.String(64), nullable=False, index=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("name", sa.String(512), nullable=False),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("event_types", sa.JSON, nullable=False),
+    sa.Column("secret", sa.String(128), nullable=False),              # whsec_<base64>: signs deliveries
+    sa.Column("previous_secret", sa.String(128), nullable=True),      # kept after a rotation ...
+    sa.Column("previous_secret_until", sa.Integer, nullable=True),    # ... until this time
+    sa.Column("created_at", sa.Integer, nullable=False),
+    sa.Column("updated_at", sa.Integer, nullable=False),
+    sa.Column("deleted", sa.Boolean, nullable=False, default=False),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("endpoint_id", sa.String(64), nullable=False, index=True),
+    sa.Column("project_id", sa.String(64), nullable=False),
+    sa.Column("event_id", sa.String(64), nullable=False),             # evt_...: the webhook-id header
+    sa.Column("event_type", sa.String(64), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),   # pending | delivered | failed
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", sa.Float, nullable=True),            # also the lease of a claimed delivery
+    sa.Column("finished_at", sa.Integer, nullable=True),
+)
+
+webhook_attempts = sa.Table(
+    "webhook_attempts", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("delivery_id", sa.String(64), nullable=False, index=True),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("duration_ms", sa.Integer, nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=True),              # None: no HTTP answer
+    sa.Column("error", sa.Text, nullable=True),
+)
+
 schema_migrations = sa.Table(
     "schema_migrations", metadata,
     sa.Column("version", sa.Integer, primary_key=True),
@@ -219,12 +264,19 @@ def _m4_evals(conn: sa.Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _m6_webhooks(conn: sa.Connection) -> None:
+    """The webhook tables (a database made by migration 1 of this code already has them)."""
+    for table in (webhook_endpoints, webhook_deliveries, webhook_attempts):
+        table.create(conn, checkfirst=True)
+
+
 # Ordered; append only. Each runs once, in a transaction, and is recorded.
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "initial schema", _m1_initial),
     (2, "job fault counters", _m2_job_fault_counters),
     (3, "api key hash kind (HMAC with the server's secret)", _m3_key_hash_kind),
     (4, "evals, eval runs and their output items", _m4_evals),
+    (6, "webhook endpoints, deliveries and attempts", _m6_webhooks),
 ]
 
 

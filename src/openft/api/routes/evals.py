@@ -24,6 +24,7 @@ from openft.eval import datasource, graders
 from openft.ids import new_id
 from openft.store.db import eval_output_items, eval_runs, evals, files, next_seq
 from openft.store.resolve import resolve_model
+from openft.webhooks import events as webhook_events
 
 router = APIRouter(prefix="/evals")
 RUN_STATUSES = ("queued", "in_progress", "completed", "canceled", "failed")
@@ -284,6 +285,7 @@ def cancel_run(eval_id: str, run_id: str, state: AppState = Depends(get_state),
             ("queued", "in_progress"))).values(status="canceled", finished_at=int(time.time()))).rowcount
         if not done:
             raise InvalidRequest(f"Run {run_id} is {row.status} and cannot be cancelled.", param="run_id")
+        webhook_events.eval_run_finished(conn, run_id, "canceled")
         return _run_response(conn, _get_run(conn, project, eval_id, run_id), ev)
 
 

@@ -22,6 +22,7 @@ from openft.api.schemas import (JobCreate, check_classification, check_job_optio
 from openft.errors import InvalidRequest, NotFound
 from openft.ids import job_id as new_job_id
 from openft.jobs import state as job_state
+from openft.jobs.integrations import check_installed
 from openft.store.db import checkpoints, files, job_events, jobs, next_seq
 from openft.store.events import add_event
 from openft.store.resolve import resolve_model
@@ -94,6 +95,7 @@ def create_job(body: JobCreate, state: AppState = Depends(get_state), project: s
         if body.validation_file:
             _check_file(conn, project, body.validation_file, "validation_file")
         check_classification(body, method, _valid_path(state, conn, body.validation_file))
+        check_installed([i.stored() for i in body.integrations or []])
         jid = new_job_id()
         now = int(time.time())
         conn.execute(jobs.insert().values(
@@ -102,12 +104,9 @@ def create_job(body: JobCreate, state: AppState = Depends(get_state), project: s
             created_at=now, method=method, training_file=body.training_file, validation_file=body.validation_file,
             result_files=[], seed=body.seed if body.seed is not None else secrets.randbelow(2**31 - 1),
             suffix=body.suffix, metadata=body.metadata,
-            integrations=[i.model_dump() for i in body.integrations] if body.integrations else None,
+            integrations=[i.stored() for i in body.integrations] if body.integrations else None,
             attempts=0))
         add_event(conn, jid, f"Created fine-tuning job: {jid}")
-        if body.integrations:
-            add_event(conn, jid, "The wandb integration is recorded but not used by openft: metrics are in this job's "
-                                 "events and result file.", level="warn")
         row = get_job_row(conn, project, jid)
     start_validation(settings, state.db, jid)
     return job_object(row, settings)
