@@ -157,3 +157,12 @@ def test_metrics_query_reads_only_this_jobs_metrics_events(server, queued_job):
     finally:
         db.dispose()
     assert count == n
+
+
+def test_a_diverged_loss_is_null_not_invalid_json(server, sdk):
+    f = upload(sdk, chat_jsonl(12))
+    job = wait_status(sdk, sdk.fine_tuning.jobs.create(model="openft-tiny", training_file=f.id).id, {"queued"})
+    write_metrics(server, job.id, [point(1), point(2, train_loss=float("nan")), point(3, train_loss=float("inf"))])
+    r = http(server).get(f"/fine_tuning/jobs/{job.id}/metrics")
+    assert r.status_code == 200 and "NaN" not in r.text and "Infinity" not in r.text
+    assert r.json()["train_loss"] == [2.0, None, None] and r.json()["steps"] == [1, 2, 3]

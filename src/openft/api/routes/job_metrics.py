@@ -21,8 +21,11 @@ the metric names of openft.jobs.hooks; knows nothing about training.
 
 from __future__ import annotations
 
+import json
+import math
+
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 
 from openft.api.deps import AppState, get_project, get_state
 from openft.api.routes.fine_tuning import get_job_row
@@ -48,19 +51,32 @@ def _cursor(after: str | None) -> int:
 def columns(points: list[dict]) -> dict:
     """Per-step dicts (in write order) -> {steps, <metric>: [...]}: one value per step, the last
     written winning, sorted by step."""
-    by_step: dict[int, dict] = {}
-    for p in points:
-        step = p.get("step")
-        if step is None:
-            continue
-        by_step.pop(int(step), None)  # a repeat moves to the end, then the sort below puts it back
-        by_step[int(step)] = p
-    steps = sorted(by_step)
+    points = [p for p in points if p.get("step") is not None]
+    steps = [int(p["step"]) for p in points]
+    if any(a >= b for a, b in zip(steps, steps[1:])):  # repeated steps (a resume): keep the latest
+        by_step = {s: p for s, p in zip(steps, points)}
+        steps = sorted(by_step)
+        points = [by_step[s] for s in steps]
     out: dict = {"steps": steps}
-    extra = [k for k in OPTIONAL if any(k in p for p in by_step.values())]
+    extra = [k for k in OPTIONAL if any(k in p for p in points)]
     for key in (*COLUMNS, *extra):
-        out[key] = [by_step[s].get(key) for s in steps]
+        out[key] = [p.get(key) for p in points]
     return out
+
+
+def _finite(v):
+    return v if not isinstance(v, float) or math.isfinite(v) else None
+
+
+def json_response(body: dict) -> Response:
+    """JSON without FastAPI's per-value encoder (a 10,000-step answer is 70,000 numbers); a
+    diverged run's NaN/inf losses become null, which JSON can carry."""
+    try:
+        text = json.dumps(body, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        body = {k: [_finite(v) for v in val] if isinstance(val, list) else val for k, val in body.items()}
+        text = json.dumps(body, allow_nan=False, separators=(",", ":"))
+    return Response(content=text, media_type="application/json")
 
 
 @router.get("/{jid}/metrics")
@@ -69,13 +85,14 @@ def job_metrics(jid: str, after: str | None = None, limit: int = Query(100_000, 
     since = _cursor(after)
     with state.db.connect() as conn:
         get_job_row(conn, project, jid)
+        # the stored JSON text, parsed in one go below (10,000 json.loads calls cost twice as much)
         rows = conn.execute(
-            sa.select(job_events.c.seq, job_events.c.data)
+            sa.select(job_events.c.seq, sa.cast(job_events.c.data, sa.Text).label("text"))
             .where(job_events.c.job_id == jid, job_events.c.type == "metrics", job_events.c.seq > since)
             .order_by(job_events.c.seq).limit(limit + 1)).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    points = [r.data for r in rows if r.data]
+    points = [p for p in json.loads("[" + ",".join(r.text for r in rows if r.text) + "]") if p]
     total = next((p.get("total_steps") for p in reversed(points) if p.get("total_steps") is not None), None)
-    return {"object": "fine_tuning.job.metrics", "job_id": jid, **columns(points), "total_steps": total,
-            "cursor": str(rows[-1].seq if rows else since), "has_more": more}
+    return json_response({"object": "fine_tuning.job.metrics", "job_id": jid, **columns(points), "total_steps": total,
+                          "cursor": str(rows[-1].seq if rows else since), "has_more": more})
