@@ -33,12 +33,22 @@ export const CHARTS = [
     { key: "valid_loss", label: "validation loss", color: COLORS.valid, smooth: true },
     { key: "full_valid_loss", label: "full validation loss (per epoch)", color: COLORS.full, points: true },
   ] },
-  { name: "accuracy", title: "Token accuracy", logScaleable: false, series: [
+  { name: "accuracy", title: "Token accuracy", logScaleable: false, unit: true, series: [
     { key: "train_mean_token_accuracy", label: "training token accuracy", color: COLORS.train, smooth: true },
     { key: "valid_mean_token_accuracy", label: "validation token accuracy", color: COLORS.valid, smooth: true },
     { key: "full_valid_mean_token_accuracy", label: "full validation token accuracy (per epoch)", color: COLORS.full, points: true },
   ] },
 ];
+
+// Steps are whole numbers: no 1.25 ticks.
+const STEP_INCRS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 2500, 5000, 10000, 20000, 50000, 100000, 200000, 500000];
+
+// A share in [0, 1] (accuracy): padded, never past 0 or 1, and a flat line still has a scale.
+function unitRange(u, min, max) {
+  if (min === null || max === null || min === max) return [Math.max(0, (min ?? 0) - 0.1), Math.min(1, (max ?? 1) + 0.1)];
+  const [lo, hi] = uPlot.rangeNum(min, max, 0.1, true);
+  return [Math.max(0, lo), Math.min(1, hi)];
+}
 
 function faint(hex, alpha) {
   const n = parseInt(hex.slice(1), 16);
@@ -110,8 +120,8 @@ export class Curves {
     const log = this.opts.log && this.spec.logScaleable;
     const u = new uPlot({
       width: this.width(), height: this.height(),
-      scales: { x: { time: false }, y: log ? { distr: 3 } : { auto: true } },
-      axes: [{ label: "step", size: 40 }, { size: 56 }],
+      scales: { x: { time: false }, y: log ? { distr: 3 } : { auto: true, range: this.spec.unit ? unitRange : undefined } },
+      axes: [{ label: "step", size: 40, incrs: STEP_INCRS }, { size: 56 }],
       legend: { live: true },
       cursor: { drag: { x: true, y: false } },
       series,
