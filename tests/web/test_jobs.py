@@ -135,7 +135,7 @@ def test_job_page_live_until_succeeded(page, live_server, finished):
     finished["id"] = job.id
 
 
-def test_cancel_a_running_job_from_its_page(page, live_server):
+def test_pause_resume_and_cancel_a_running_job_from_its_page(page, live_server):
     sdk = live_server.client()
     train = upload(sdk, chat_jsonl(12), "long.jsonl")
     job = sdk.fine_tuning.jobs.create(model="openft-tiny", training_file=train.id, suffix="long",
@@ -147,6 +147,13 @@ def test_cancel_a_running_job_from_its_page(page, live_server):
     assert page.is_enabled("#job-pause") and page.is_enabled("#job-cancel") and not page.is_enabled("#job-resume")
     assert page.inner_text("#job-progress-text").startswith("Step ")
     shot(page, "job-running")
+    # pause: honoured at the job's next checkpoint (one per epoch of 12 steps), then resume
+    page.click("#job-pause")
+    page.wait_for_selector("#job-status .badge[data-status=paused]", timeout=120_000)
+    assert page.is_enabled("#job-resume") and not page.is_enabled("#job-pause") and page.is_enabled("#job-cancel")
+    page.click("#job-resume")
+    page.wait_for_selector("#job-status .badge[data-status=queued], #job-status .badge[data-status=running]")
+    assert sdk.fine_tuning.jobs.retrieve(job.id).status in ("queued", "running")
     page.once("dialog", lambda d: d.accept())
     page.click("#job-cancel")
     page.wait_for_selector("#job-status .badge[data-status=cancelled]")
