@@ -243,6 +243,11 @@ def test_paging_a_thousand_jobs_project_and_narrow_window(page, live_server):
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 480, f"the jobs list scrolls sideways at 480 px ({width} px)"
 
+    # another project's job is not there for this key
+    theirs = http(live_server).get("/fine_tuning/jobs", params={"limit": 1}).json()["data"][0]["id"]
+    page.evaluate(f"location.hash = '#/jobs/{theirs}'")
+    assert f"No job {theirs} in this project." in page.wait_for_selector("main .state.error").inner_text()
+
 
 def test_job_page_narrow_window(page, live_server, finished):
     if "id" not in finished:
@@ -254,3 +259,22 @@ def test_job_page_narrow_window(page, live_server, finished):
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 480, f"the job page scrolls sideways at 480 px ({width} px)"
     shot(page, "job-narrow")
+
+
+def test_live_points_after_a_resume_replace_the_repeated_steps(page, live_server):
+    """js/chart.js's appendColumns: a later answer starting at a step the page already holds (a
+    job resumed from an earlier checkpoint) drops the held points from that step on; ema keeps
+    nulls and is debiased."""
+    signed_in(page, live_server, "/jobs")
+    out = page.evaluate("""async () => {
+      const { appendColumns, ema } = await import('./js/chart.js');
+      const held = { steps: [1, 2, 3, 4], train_loss: [4, 3, 2, 1], valid_loss: [null, 5, null, 4] };
+      appendColumns(held, { steps: [3, 4, 5], train_loss: [9, 8, 7], valid_loss: [null, null, 6],
+                            full_valid_loss: [null, 1, null] });
+      const same = appendColumns(held, { steps: [], train_loss: [] });
+      return { held, same, smooth: ema([1, null, 3], 0.5) };
+    }""")
+    assert out["held"] == {"steps": [1, 2, 3, 4, 5], "train_loss": [4, 3, 9, 8, 7], "valid_loss": [None, 5, None, None, 6],
+                           "full_valid_loss": [None, None, None, 1, None]}
+    assert out["same"] is False
+    assert out["smooth"][0] == 1 and out["smooth"][1] is None and abs(out["smooth"][2] - 1.75 / 0.75) < 1e-12

@@ -14,7 +14,7 @@
 // (tr[data-key=checkpoint model], a.try-playground), #try-model, #download-results, ol#job-events.
 
 import { api, qs } from "../api.js";
-import { badge, empty, errorBox, every, fmtDuration, fmtNum, fmtTime, h, mount, table, toast } from "../ui.js";
+import { badge, empty, errorBox, every, fmtDuration, fmtNum, fmtTime, h, loading, mount, table, toast } from "../ui.js";
 import { appendColumns, CHARTS, Curves } from "../chart.js";
 import { ALLOWED, downloadFile, errorLocation, isTerminal, jobSeconds, modelName, playgroundHref } from "../jobs_view.js";
 
@@ -33,6 +33,7 @@ export async function render(root, { id }, ctx) {
   ctx.setTitle(`Job ${id}`);
   const path = `/fine_tuning/jobs/${encodeURIComponent(id)}`;
   let job, metrics, events, ckpts;
+  root.append(loading("Loading the job…"));
   try {
     [job, metrics, events, ckpts] = await Promise.all([
       api(path), api(`${path}/metrics`), api(`${path}/events?limit=100`), api(`${path}/checkpoints?limit=100`)]);
@@ -41,6 +42,7 @@ export async function render(root, { id }, ctx) {
           errorBox(err.status === 404 ? { ...err, message: `No job ${id} in this project.` } : err, () => location.reload()));
     return;
   }
+  root.replaceChildren();
   const cols = metricColumns(metrics);
   let cursor = metrics.cursor, totalSteps = metrics.total_steps;
   const seen = new Set(events.data.map((e) => e.id));
@@ -55,6 +57,7 @@ export async function render(root, { id }, ctx) {
                               "aria-valuemin": "0", "aria-valuemax": "100" }, bar);
   const progressText = h("span", { id: "job-progress-text" });
   const eta = h("span", { id: "job-eta", class: "muted" });
+  const live = h("p", { id: "job-live", class: "hint", role: "status" });
   const facts = h("dl", { class: "facts", id: "job-facts" });
   const hyper = h("dl", { class: "facts", id: "job-hyperparameters" });
   const smoothing = h("input", { type: "range", id: "chart-smoothing", min: "0", max: "0.99", step: "0.01", value: "0" });
@@ -73,7 +76,7 @@ export async function render(root, { id }, ctx) {
       actions),
     errorEl,
     h("section", { class: "card job-progress-card", "aria-label": "Progress" },
-      h("div", { class: "spread" }, progressText, eta), progress),
+      h("div", { class: "spread" }, progressText, eta), progress, live),
     h("div", { class: "grid2 job-info" },
       h("section", { class: "card" }, h("h2", {}, "Job"), facts),
       h("section", { class: "card" }, h("h2", {}, "Hyperparameters"), hyper)),
@@ -242,7 +245,16 @@ export async function render(root, { id }, ctx) {
   }
 
   async function tick() {
-    const [j, m, fresh] = await Promise.all([api(path), api(`${path}/metrics${qs({ after: cursor })}`), newEvents()]);
+    let j, m, fresh;
+    try {
+      [j, m, fresh] = await Promise.all([api(path), api(`${path}/metrics${qs({ after: cursor })}`), newEvents()]);
+    } catch (err) {
+      live.textContent = `Live updates interrupted (${err.message}); retrying…`;
+      live.classList.add("bad");
+      return;
+    }
+    live.classList.remove("bad");
+    live.textContent = "Updating live.";
     const statusChanged = j.status !== job.status;
     job = j;
     if (m.steps.length) {
@@ -264,7 +276,7 @@ export async function render(root, { id }, ctx) {
       showCheckpoints();
     }
     update();
-    if (terminalTicks >= 2 && stopPoll) { stopPoll(); stopPoll = null; }
+    if (terminalTicks >= 2 && stopPoll) { stopPoll(); stopPoll = null; live.textContent = ""; }
   }
 
   let stopPoll = null, terminalTicks = 0;
@@ -274,6 +286,6 @@ export async function render(root, { id }, ctx) {
   redraw();
   showCheckpoints();
   showEvents();
-  if (!isTerminal(job)) startPolling();
+  if (!isTerminal(job)) { startPolling(); live.textContent = "Updating live."; }
   return () => { if (stopPoll) stopPoll(); clearTimeout(smoothTimer); charts.forEach((c) => c.destroy()); };
 }
