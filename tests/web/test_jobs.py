@@ -47,6 +47,7 @@ def test_empty_list_says_how_to_start(page, live_server):
     text = box.inner_text()
     assert "No fine-tuning jobs yet" in text and "client.fine_tuning.jobs.create" in text
     assert page.get_attribute("#jobs-create", "href") == "#/jobs/new"
+    assert not page.is_visible("#jobs-next")  # one page: no pager
     shot(page, "jobs-empty")
 
 
@@ -230,7 +231,7 @@ def test_paging_a_thousand_jobs_project_and_narrow_window(page, live_server):
     signed_in(page, live_server, "/jobs", key=key)
     page.wait_for_selector("#jobs-table")
     rows = lambda: page.eval_on_selector_all("#jobs-table tbody tr", "rs => rs.map(r => r.dataset.key)")  # noqa: E731
-    assert rows() == newest[:25] and page.inner_text("#jobs-page") == "Page 1"
+    assert rows() == newest[:25] and page.inner_text("#jobs-page") == "Page 1" and page.is_visible("#jobs-next")
     assert not page.is_enabled("#jobs-prev")
     page.click("#jobs-next")
     page.wait_for_function("document.querySelector('#jobs-page').textContent === 'Page 2'")
