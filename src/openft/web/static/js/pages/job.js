@@ -212,7 +212,7 @@ export async function render(root, { id }, ctx) {
       { label: "Train acc.", class: "num", value: (c) => num4(c.metrics.train_mean_token_accuracy) },
       { label: "Valid acc.", class: "num", value: (c) => num4(c.metrics.full_valid_mean_token_accuracy ?? c.metrics.valid_mean_token_accuracy) },
       { label: "Created", value: (c) => fmtTime(c.created_at) },
-      { label: "", value: (c) => h("a", { class: "try-playground", href: playgroundHref(c.fine_tuned_model_checkpoint) }, "Try in playground") },
+      { label: "Playground", value: (c) => h("a", { class: "try-playground", href: playgroundHref(c.fine_tuned_model_checkpoint) }, "Try in playground") },
     ], rows, { rowKey: (c) => c.fine_tuned_model_checkpoint });
     t.id = "job-checkpoints";
     mount(ckptSlot, t);
