@@ -164,19 +164,24 @@ def test_pause_resume_and_cancel_a_running_job_from_its_page(page, live_server):
 
 
 def test_failed_job_shows_error_with_file_line_and_field(page, live_server):
+    import json
+
     sdk = live_server.client()
     lines = chat_jsonl(12).decode().splitlines()
-    lines[2] = '{"messages": [{"role": "user", "content": "hi"}'  # line 3 cut short
+    record = json.loads(lines[4])
+    record["messages"][1]["role"] = "bogus"  # line 5, field messages[1].role
+    lines[4] = json.dumps(record)
     bad = upload(sdk, ("\n".join(lines) + "\n").encode(), "broken.jsonl")
     job = sdk.fine_tuning.jobs.create(model="openft-tiny", training_file=bad.id, suffix="broken")
     wait_status(sdk, job.id, {"failed"})
     signed_in(page, live_server, f"/jobs/{job.id}")
     box = page.wait_for_selector("#job-error")
     err = sdk.fine_tuning.jobs.retrieve(job.id).error
-    assert err.message in box.inner_text()
+    assert err.message in box.inner_text() and "bogus" in err.message
     assert page.inner_text("#job-error .error-file") == "broken.jsonl"
-    assert page.inner_text("#job-error .error-line") == "3"
-    assert page.inner_text("#job-error .error-code") == err.code == "invalid_json"
+    assert page.inner_text("#job-error .error-line") == "5"
+    assert page.inner_text("#job-error .error-field") == "messages[1].role"
+    assert page.inner_text("#job-error .error-code") == err.code
     assert page.inner_text("#job-error .error-param").startswith("training_file")
     assert bad.id in page.inner_text("#job-error .error-param")
     assert "This job wrote no training metrics." in page.inner_text("#charts-empty")

@@ -28,9 +28,10 @@ export function jobSeconds(job, now = Date.now() / 1000) {
 // "The training file file-x is invalid: train.jsonl:3 [messages[1].content]: ..." ->
 // {file: "train.jsonl", line: 3, field: "messages[1].content"} (openft.data's DataIssue text).
 export function errorLocation(message) {
-  const m = /([^\s:()]+):(\d+)(?: \[([^\]]+)\])?/.exec(message || "");
+  // the field may hold brackets itself (messages[1].role): it ends at "]:"
+  const m = /([^\s:()]+):(\d+)(?: \[(.+?)\](?=:))?/.exec(message || "");
   if (!m) {
-    const f = /\[([^\]]+)\]:/.exec(message || "");
+    const f = /\[(.+?)\]:/.exec(message || "");
     return f ? { file: null, line: null, field: f[1] } : null;
   }
   return { file: m[1], line: Number(m[2]), field: m[3] || null };
