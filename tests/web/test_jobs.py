@@ -11,6 +11,7 @@ job-succeeded, job-failed, job-narrow.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -20,7 +21,7 @@ from tests.api.helpers import chat_jsonl, upload, wait_status
 from tests.web.conftest import shot, signed_in
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from dashboard import seed_jobs  # noqa: E402
+from dashboard import seed_jobs, seed_metrics  # noqa: E402
 
 CHART_JS = """(id) => { const u = document.querySelector(id)._uplot;
   return {labels: u.series.map((s) => s.label), data: u.data, distr: u.scales.y.distr}; }"""
@@ -51,13 +52,8 @@ def test_empty_list_says_how_to_start(page, live_server):
     shot(page, "jobs-empty")
 
 
-@pytest.fixture(scope="module")
-def finished(live_server):
-    """(page opened before the end, job id): filled in by test_job_page_live_until_succeeded."""
-    return {}
-
-
-def test_job_page_live_until_succeeded(page, live_server, finished):
+@pytest.mark.slow
+def test_job_page_live_until_succeeded(page, live_server):
     sdk = live_server.client()
     train = upload(sdk, chat_jsonl(12), "train.jsonl")
     valid = upload(sdk, chat_jsonl(4, seed=1), "valid.jsonl")
@@ -133,9 +129,9 @@ def test_job_page_live_until_succeeded(page, live_server, finished):
                            "document.querySelector('#chart-loss')._uplot.data.length && "
                            "!document.querySelector('#chart-loss')._uplot.series.some(s => /smoothed/.test(s.label))")
     shot(page, "job-succeeded")
-    finished["id"] = job.id
 
 
+@pytest.mark.slow
 def test_pause_resume_and_cancel_a_running_job_from_its_page(page, live_server):
     sdk = live_server.client()
     train = upload(sdk, chat_jsonl(12), "long.jsonl")
@@ -190,6 +186,13 @@ def test_failed_job_shows_error_with_file_line_and_field(page, live_server):
 
 def test_list_with_status_filter(page, live_server):
     c = http(live_server)
+    have = {j["status"] for j in c.get("/fine_tuning/jobs", params={"limit": 100}).json()["data"]}
+    db = live_server.db()
+    try:  # the slow tests above leave a succeeded and a cancelled job; without them, rows stand in
+        for status in {"succeeded", "cancelled", "failed"} - have:
+            seed_jobs(db, 1, status=status, start=time.time())
+    finally:
+        db.dispose()
     everything = c.get("/fine_tuning/jobs", params={"limit": 100}).json()["data"]
     assert {j["status"] for j in everything} == {"succeeded", "cancelled", "failed"}
     signed_in(page, live_server, "/jobs")
@@ -201,7 +204,7 @@ def test_list_with_status_filter(page, live_server):
     assert row.query_selector(".badge").get_attribute("data-status") == "succeeded"
     assert ok["fine_tuned_model"] in row.query_selector("td.job-ft-model").inner_text()
     assert row.query_selector("td.job-ft-model button.copy") is not None
-    assert row.query_selector("td.job-suffix").inner_text() == "web"
+    assert row.query_selector("td.job-suffix").inner_text() == ok["suffix"]
     assert row.query_selector("td.job-tokens").inner_text().replace(",", "") == str(ok["trained_tokens"])
     shot(page, "jobs-list")
 
@@ -255,15 +258,23 @@ def test_paging_a_thousand_jobs_project_and_narrow_window(page, live_server):
     assert f"No job {theirs} in this project." in page.wait_for_selector("main .state.error").inner_text()
 
 
-def test_job_page_narrow_window(page, live_server, finished):
-    if "id" not in finished:
-        pytest.skip("needs the job of test_job_page_live_until_succeeded")
+def test_job_page_narrow_window(page, live_server):
+    """A 200-step job (seeded as the server stores it) at 480 px: charts fit, nothing scrolls sideways."""
+    db = live_server.db()
+    try:
+        jid = seed_jobs(db, 1, start=time.time() - 120)[0]
+        seed_metrics(db, jid, range(1, 201), 200)
+    finally:
+        db.dispose()
     page.set_viewport_size({"width": 480, "height": 800})
-    signed_in(page, live_server, f"/jobs/{finished['id']}")
-    page.wait_for_selector("#chart-loss .uplot")
+    signed_in(page, live_server, f"/jobs/{jid}")
+    page.wait_for_function("document.querySelector('#chart-loss')?.dataset.points === '200'")
     page.wait_for_function("document.querySelector('#chart-loss .uplot').offsetWidth <= 460")  # resized
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 480, f"the job page scrolls sideways at 480 px ({width} px)"
+    loss, _ = chart(page, "loss")
+    assert loss["step"] == list(range(1, 201)) and sum(v is not None for v in loss["valid_loss"]) == 20
+    assert sum(v is not None for v in loss["full_valid_loss"]) == 4  # one per epoch
     shot(page, "job-narrow")
 
 

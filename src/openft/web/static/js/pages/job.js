@@ -66,6 +66,11 @@ export async function render(root, { id }, ctx) {
   const chartEls = CHARTS.map((c) => h("div", { class: "chart-plot", id: `chart-${c.name}`, role: "img",
                                                   "aria-label": `${c.title} by step` }));
   const noMetrics = h("p", { class: "muted", id: "charts-empty" });
+  const chartsGrid = h("div", { class: "charts" }, CHARTS.map((c, i) => h("figure", { class: "chart" },
+    h("figcaption", {}, c.title), chartEls[i])));
+  const controls = h("div", { class: "row chart-controls" },
+    h("label", { class: "inline", for: "chart-smoothing" }, "Smoothing"), smoothing, smoothingOut,
+    h("label", { class: "inline", for: "chart-log" }, logBox, "Log scale (loss)"));
   const ckptSlot = h("div", { id: "job-checkpoints-slot" });
   const eventsEl = h("ol", { id: "job-events", class: "events", "aria-live": "off" });
 
@@ -81,20 +86,18 @@ export async function render(root, { id }, ctx) {
       h("section", { class: "card" }, h("h2", {}, "Job"), facts),
       h("section", { class: "card" }, h("h2", {}, "Hyperparameters"), hyper)),
     h("section", { class: "card charts-card", "aria-label": "Training curves" },
-      h("div", { class: "spread" }, h("h2", {}, "Training curves"),
-        h("div", { class: "row chart-controls" },
-          h("label", { class: "inline", for: "chart-smoothing" }, "Smoothing"), smoothing, smoothingOut,
-          h("label", { class: "inline", for: "chart-log" }, logBox, "Log scale (loss)"))),
+      h("div", { class: "spread" }, h("h2", {}, "Training curves"), controls),
       noMetrics,
-      h("div", { class: "charts" }, CHARTS.map((c, i) => h("figure", { class: "chart" },
-        h("figcaption", {}, c.title), chartEls[i])))),
+      chartsGrid),
     h("section", {}, h("h2", {}, "Checkpoints"), ckptSlot),
     h("section", {}, h("h2", {}, "Events"), eventsEl));
 
   const charts = CHARTS.map((spec, i) => new Curves(chartEls[i], spec));
   const redraw = (opts) => {
-    noMetrics.textContent = cols.steps?.length ? "" :
+    const none = !cols.steps?.length;
+    noMetrics.textContent = !none ? "" :
       (isTerminal(job) ? "This job wrote no training metrics." : "Curves appear with the first training step.");
+    chartsGrid.style.display = controls.style.display = none && isTerminal(job) ? "none" : "";
     for (const c of charts) c.set(cols, opts);
   };
   let smoothTimer;
