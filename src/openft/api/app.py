@@ -42,6 +42,7 @@ def create_app(settings: Settings, *, db=None) -> FastAPI:
 
     for mod in (files, fine_tuning, models, chat, completions, evals, webhooks):
         app.include_router(mod.router, prefix="/v1")
+    app.include_router(__import__("openft.api.routes.job_metrics", fromlist=["router"]).router, prefix="/v1")
 
     @app.get("/health", include_in_schema=False)
     def health():

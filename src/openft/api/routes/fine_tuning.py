@@ -129,12 +129,27 @@ def _metadata_filter(request: Request) -> tuple[bool, dict[str, str] | None]:
     return null, wanted or None
 
 
+def _status_filter(status: str | None) -> list[str] | None:
+    """openft extension `status=running` or `status=queued,running` (OpenAI has no such filter)."""
+    if not status:
+        return None
+    wanted = [s.strip() for s in status.split(",") if s.strip()]
+    if bad := [s for s in wanted if s not in job_state.STATUSES]:
+        raise InvalidRequest(f"Unknown job status {bad[0]!r}; one or more (comma-separated) of: "
+                             f"{', '.join(job_state.STATUSES)}.", param="status", code="invalid_status")
+    return wanted
+
+
 @router.get("")
 def list_jobs(request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100),
+              status: str | None = None,
               state: AppState = Depends(get_state), project: str = Depends(get_project)):
     null, wanted = _metadata_filter(request)
+    statuses = _status_filter(status)
     with state.db.connect() as conn:
         q = sa.select(jobs).where(jobs.c.project_id == project)
+        if statuses:
+            q = q.where(jobs.c.status.in_(statuses))
         cur = None
         if after:
             cur = conn.execute(sa.select(jobs.c.seq, jobs.c.id)
