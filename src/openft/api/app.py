@@ -38,11 +38,10 @@ def create_app(settings: Settings, *, db=None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
 
-    from openft.api.routes import chat, completions, evals, files, fine_tuning, models, webhooks
+    from openft.api.routes import chat, completions, evals, files, fine_tuning, job_metrics, models, webhooks
 
-    for mod in (files, fine_tuning, models, chat, completions, evals, webhooks):
+    for mod in (files, fine_tuning, job_metrics, models, chat, completions, evals, webhooks):
         app.include_router(mod.router, prefix="/v1")
-    app.include_router(__import__("openft.api.routes.job_metrics", fromlist=["router"]).router, prefix="/v1")
 
     @app.get("/health", include_in_schema=False)
     def health():
