@@ -1,8 +1,8 @@
 """`/v1/models`: base models from the registry plus the project's fine-tuned models.
 
-Base model objects carry openft's extension fields `context_length`, `parameters` and
-`size_bytes` (openft.models.metadata; None where unknown). Ids contain colons and may contain slashes (`ft:...`, hub ids `org/name`), hence the path
-converter. Deleting a fine-tuned model marks it deleted and evicts it from the serving engine.
+Ids contain colons and may contain slashes (`ft:...`, hub ids `org/name`), hence the path
+converter. Base model objects carry openft's extension fields `context_length`, `parameters`
+and `size_bytes` (openft.models.metadata; None where unknown). Deleting a fine-tuned model marks it deleted and evicts it from the serving engine.
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ def retrieve_model(model: str, state: AppState = Depends(get_state), project: st
         from openft.models import get_base_model
         from openft.models.metadata import base_metadata
 
-        return {**model_object(m.id, created, "system"), **base_metadata(state.settings, get_base_model(state.settings, m.id))}
+        meta = base_metadata(state.settings, get_base_model(state.settings, m.id))
+        return {**model_object(m.id, created, "system"), **meta}
     return model_object(m.id, created, m.owned_by or "system")
 
 
