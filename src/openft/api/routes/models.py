@@ -2,7 +2,8 @@
 
 Ids contain colons and may contain slashes (`ft:...`, hub ids `org/name`), hence the path
 converter. Base model objects carry openft's extension fields `context_length`, `parameters`
-and `size_bytes` (openft.models.metadata; None where unknown). Deleting a fine-tuned model marks it deleted and evicts it from the serving engine.
+and `size_bytes` (openft.models.metadata; None where unknown). Deleting a fine-tuned model
+marks it deleted and evicts it from the serving engine.
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ def _base_created(settings, model_id: str, base=None) -> int:
 @router.get("/models")
 def list_models(state: AppState = Depends(get_state), project: str = Depends(get_project)):
     from openft.models import list_base_models
-
     from openft.models.metadata import base_metadata
 
     data = [{**model_object(m.id, _base_created(state.settings, m.id, m), "system"), **base_metadata(state.settings, m)}
