@@ -148,3 +148,24 @@ def test_unknown_model_and_export_ids(http):
     for bad in ("export-nope", "export.json", "export-" + "a" * 24):
         r = http.get(f"/exports/{bad}/content")
         assert r.status_code == 404 and r.json()["error"]["param"] == "export_id", bad
+
+
+def test_export_cut_short_by_a_restart_reads_as_failed(tmp_path, model_cache):
+    data = tmp_path / "data"
+    first = LiveServer(data, model_cache, env={"OPENFT_EMBEDDED_WORKER": "false"}).start()
+    try:
+        headers = {"Authorization": f"Bearer {first.api_key}"}
+        e = httpx.post(f"{first.base_url}/models/openft-tiny/exports", json={"format": "merged"}, headers=headers,
+                       timeout=60).json()
+    finally:
+        t = time.time()
+        first.stop()  # the export's daemon thread does not hold the server up
+    assert time.time() - t < 20
+    second = LiveServer(data, model_cache, env={"OPENFT_EMBEDDED_WORKER": "false"}).start()
+    try:
+        got = httpx.get(f"{second.base_url}/exports/{e['id']}", headers=headers, timeout=60).json()
+        assert got["status"] == "failed" and got["error"]["code"] == "interrupted", got
+        r = httpx.delete(f"{second.base_url}/exports/{e['id']}", headers=headers, timeout=60)
+        assert r.status_code == 200
+    finally:
+        second.stop()

@@ -9,9 +9,10 @@ adapter in the background and download the result.
   the folder for merged/peft, the .gguf file for gguf), `DELETE /v1/exports/{id}`.
 
 Each export is a folder `<data_dir>/exports/<id>/` holding `export.json` (the object plus its
-project) and the result; one thread per server runs them one at a time (`openft.serve.export`
-does the work), so the API never waits on one. An export that was running when its server
-stopped reads as failed. Knows nothing about how weights are merged or converted.
+project) and the result; one daemon thread per server process runs them one at a time
+(`openft.serve.export` does the work), so the API never waits on one and a stopping server does
+not wait on it either. An export that was queued or running in a process that has since stopped
+(another pid) reads as failed. Knows nothing about how weights are merged or converted.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import os
 import re
 import shutil
 import tarfile
+import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,16 @@ class Exports:
 
     def __init__(self, root: Path):
         self.root = root
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="openft-export")
         self.lock = threading.Lock()
+        self.todo: queue.Queue = queue.Queue()
+        threading.Thread(target=self._work, name="openft-export", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            self.run(*self.todo.get())
+
+    def submit(self, settings, rec: dict, resolved) -> None:
+        self.todo.put((settings, rec, resolved))
 
     def folder(self, export_id: str) -> Path:
         return self.root / export_id
@@ -182,7 +191,7 @@ def create_export(model: str, body: ExportCreate, state: AppState = Depends(get_
            "project_id": project, "pid": os.getpid()}
     exports.folder(rec["id"]).mkdir(parents=True)
     exports.write(rec)
-    exports.pool.submit(exports.run, state.settings, rec, resolved)
+    exports.submit(state.settings, rec, resolved)
     return public(rec)
 
 
