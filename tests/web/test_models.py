@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import struct
 import time
 from pathlib import Path
@@ -25,18 +26,22 @@ OBSERVE = """() => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def fine_tuned(live_server):
-    client = live_server.client()
+def fine_tune(client, suffix: str):
+    """A 3-step LoRA job on openft-tiny (12 examples, batch 4), followed to success."""
     f = client.files.create(file=("train.jsonl", io.BytesIO(chat_jsonl(12))), purpose="fine-tune")
-    job = client.fine_tuning.jobs.create(model="openft-tiny", training_file=f.id, suffix="models",
+    job = client.fine_tuning.jobs.create(model="openft-tiny", training_file=f.id, suffix=suffix,
                                          hyperparameters={"n_epochs": 1, "batch_size": 4})
     deadline = time.time() + 400
     while (job := client.fine_tuning.jobs.retrieve(job.id)).status not in ("succeeded", "failed", "cancelled"):
         assert time.time() < deadline, f"job stayed {job.status}"
         time.sleep(0.5)
     assert job.status == "succeeded", job.error
-    return job.fine_tuned_model
+    return job
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(live_server):
+    return fine_tune(live_server.client(), "models").fine_tuned_model
 
 
 def _row(page, model_id: str):
@@ -48,7 +53,7 @@ def test_models_list_with_metadata(page, live_server, fine_tuned, tiny_model_dir
     size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
     with open(folder / "model.safetensors", "rb") as fh:
         header = json.loads(fh.read(struct.unpack("<Q", fh.read(8))[0]))
-    params = sum(__import__("math").prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+    params = sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
     signed_in(page, live_server, "/models")
     tiny = _row(page, "openft-tiny")
     tiny.wait_for()

@@ -5,18 +5,16 @@ actually run against the server with the key taken from the environment."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.api.helpers import chat_jsonl
 from tests.web.conftest import shot, signed_in
+from tests.web.test_models import fine_tune
 
 # Records every text the first assistant bubble of each panel shows, as it changes.
 OBSERVE = """() => {
@@ -37,14 +35,7 @@ OBSERVE = """() => {
 def fine_tuned(live_server):
     """A model fine-tuned on openft-tiny by a 3-step job, and one of its checkpoints."""
     client = live_server.client()
-    f = client.files.create(file=("train.jsonl", io.BytesIO(chat_jsonl(12))), purpose="fine-tune")
-    job = client.fine_tuning.jobs.create(model="openft-tiny", training_file=f.id, suffix="play",
-                                         hyperparameters={"n_epochs": 1, "batch_size": 4})
-    deadline = time.time() + 400
-    while (job := client.fine_tuning.jobs.retrieve(job.id)).status not in ("succeeded", "failed", "cancelled"):
-        assert time.time() < deadline, f"job stayed {job.status}"
-        time.sleep(0.5)
-    assert job.status == "succeeded", job.error
+    job = fine_tune(client, "play")
     ckpts = list(client.fine_tuning.jobs.checkpoints.list(job.id))
     return job.fine_tuned_model, ckpts[0].fine_tuned_model_checkpoint
 
@@ -86,6 +77,7 @@ def test_two_models_stream_side_by_side(page, live_server, fine_tuned):
         assert int(panel.locator(".pg-msg.assistant").get_attribute("data-chunks")) > 1
         assert panel.locator(".pg-msg.user").inner_text().endswith("Review 1: the product was great.")
         assert "tokens" in panel.locator(".pg-meta").inner_text()
+    page.evaluate("window.scrollTo(0, 0)")  # the sticky header stays on top in the full-page shot
     shot(page, "playground")
 
 
@@ -128,6 +120,7 @@ def test_stop_and_errors_in_the_panel(page, live_server):
     first.locator(".pg-msg.assistant.done").wait_for()
     assert first.locator(".pg-meta").inner_text().startswith("stopped")
     assert page.is_disabled("#pg-stop") and page.is_enabled("#pg-send")
+    page.evaluate("window.scrollTo(0, 0)")  # the sticky header stays on top in the full-page shot
     shot(page, "playground-error")
 
 
@@ -160,6 +153,7 @@ def test_copy_as_code_runs(page, live_server, tmp_path):
     if shutil.which("curl") and shutil.which("bash"):
         run = subprocess.run(["bash", "-c", curl], env=env, capture_output=True, text=True, timeout=120)
         assert run.returncode == 0 and "data: [DONE]" in run.stdout, run.stdout + run.stderr
+    page.evaluate("window.scrollTo(0, 0)")  # the sticky header stays on top in the full-page shot
     shot(page, "playground-code")
 
 

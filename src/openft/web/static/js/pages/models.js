@@ -27,9 +27,10 @@ export async function render(root, _params, ctx) {
     if (!models.length) { mount(list, empty("No models yet.")); return; }
     mount(list, table([
       { label: "Model", value: (m) => h("span", { class: "mono md-id" }, m.id, copyButton(m.id)) },
-      { label: "Type", value: (m) => (m.id.startsWith("ft:") ? "fine-tuned" : "base") },
+      { label: "Type", value: (m) => (m.id.startsWith("ft:")
+        ? h("span", {}, "fine-tuned", h("div", { class: "hint" }, `from ${m.id.split(":")[1]}`)) : "base") },
       { label: "Owned by", value: (m) => m.owned_by },
-      { label: "Created", value: (m) => fmtTime(m.created) },
+      { label: "Created", class: "md-created", value: (m) => fmtTime(m.created) },
       { label: "Context", class: "num md-context", value: (m) => (m.context_length ? fmtNum(m.context_length) : "—") },
       { label: "Parameters", class: "num md-params", value: (m) => fmtParams(m.parameters) },
       { label: "Size", class: "num md-size", value: (m) => (m.size_bytes ? fmtBytes(m.size_bytes) : "—") },
