@@ -114,6 +114,8 @@ def test_comparison_table_has_the_runs_numbers(page, live_server, evaluated):
     page.locator(f"#ev-runs tr[data-key='{tiny.id}'] .ev-pick").check()
     page.wait_for_selector("#ev-compare table")
     shot(page, "evals-answers")
+    page.set_viewport_size({"width": 480, "height": 800})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 480
 
 
 def test_report_url_opens_the_run_page(page, live_server, evaluated):
@@ -131,6 +133,8 @@ def test_report_url_opens_the_run_page(page, live_server, evaluated):
     page.select_option("#ev-status-filter", "pass")
     page.wait_for_function("() => document.querySelectorAll('#ev-run-items tbody tr').length === 2")
     shot(page, "evals-run")
+    page.set_viewport_size({"width": 480, "height": 800})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 480
 
 
 def test_new_run_appears_and_finishes_without_reload(page, live_server, evaluated):
