@@ -162,7 +162,8 @@ async function evalPage(root, evalId, ctx) {
     const passRate = (r) => { const c = r.result_counts; return c.passed + c.failed ? c.passed / (c.passed + c.failed) : null; };
     return h("div", { class: "ev-scroll" }, table([
       { label: "Compare", value: (r) => h("input", { type: "checkbox", class: "ev-pick", checked: picks.has(r.id),
-          "aria-label": `Compare ${r.name}`, onchange: (e) => { e.target.checked ? picks.add(r.id) : picks.delete(r.id); renderCompare(); } }) },
+          "aria-label": `Compare ${r.name}`,
+          onchange: (e) => { if (e.target.checked) picks.add(r.id); else picks.delete(r.id); renderCompare(); } }) },
       { label: "Run", value: (r) => h("a", { href: `#/evals/${enc(evalId)}/runs/${enc(r.id)}`, class: "ev-run-link" }, r.name) },
       { label: "Model", value: (r) => h("span", { class: "mono ev-model" }, r.model || `given samples (${r.data_source?.type})`) },
       { label: "Status", value: (r) => h("div", {}, badge(r.status), LIVE.includes(r.status) && progress(r),
@@ -226,7 +227,8 @@ async function evalPage(root, evalId, ctx) {
     onlyDiff.addEventListener("change", () => { onlyDiffOn = onlyDiff.checked; draw(); });
     draw();
     mount(compareBox, h("div", { class: "row" }, h("label", { class: "inline", for: "ev-only-diff" }, onlyDiff,
-      "Only items where the runs differ"), h("span", { class: "muted" }, `${rows.length} items, ${rows.filter(differs).length} differ`)), body);
+      "Only items where the runs differ"),
+      h("span", { class: "muted" }, `${rows.length} items, ${rows.filter(differs).length} differ`)), body);
   }
 
   mount(root,
@@ -303,7 +305,8 @@ async function runPage(root, evalId, runId, ctx) {
       { label: "Item", value: (it) => h("div", { class: "pg-text mono" }, JSON.stringify(it.datasource_item)) },
       { label: "Output", value: (it) => h("div", { class: "pg-text ev-output" }, outputText(it)) },
       { label: "Grades", value: (it) => resultBadges(it) },
-    ], list, { rowKey: (it) => String(it.datasource_item_id) })) : empty(run && LIVE.includes(run.status) ? "No items graded yet." : "No items."));
+    ], list, { rowKey: (it) => String(it.datasource_item_id) }))
+      : empty(run && LIVE.includes(run.status) ? "No items graded yet." : "No items."));
     itemsBox.querySelector("table")?.classList.add("ev-items");
   }
 

@@ -138,7 +138,12 @@ export async function render(root, _params, ctx) {
     }
     if (e.status !== "queued" && e.status !== "running") {
       box.append(h("button", { type: "button", class: "link md-export-delete", onclick: async () => {
-        try { await api(`/exports/${encodeURIComponent(e.id)}`, { method: "DELETE" }); await loadExports(); } catch (err) { toast(err.message, "error"); }
+        try {
+          await api(`/exports/${encodeURIComponent(e.id)}`, { method: "DELETE" });
+          await loadExports();
+        } catch (err) {
+          toast(err.message, "error");
+        }
       } }, "Delete"));
     }
     return box;

@@ -103,9 +103,11 @@ class Panel {
     this.input.addEventListener("keydown", (e) => {
       if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); this.sendOwn(); }
     });
-    this.removeBtn = h("button", { type: "button", class: "link pg-remove", onclick: onRemove, "aria-label": "Remove this panel" }, "Remove");
+    this.removeBtn = h("button", { type: "button", class: "link pg-remove", onclick: onRemove,
+                                   "aria-label": "Remove this panel" }, "Remove");
     this.code = h("div", { class: "pg-code", hidden: true });
-    this.codeBtn = h("button", { type: "button", class: "pg-code-btn", "aria-expanded": "false", onclick: () => this.toggleCode() }, "Copy as code");
+    this.codeBtn = h("button", { type: "button", class: "pg-code-btn", "aria-expanded": "false",
+                                 onclick: () => this.toggleCode() }, "Copy as code");
     this.el = h("section", { class: "pg-panel card", dataset: { panel: String(n) }, "aria-label": "Model panel" },
       h("div", { class: "pg-head" }, h("label", { for: id("model"), class: "sr" }, "Model"), this.select, this.removeBtn),
       h("div", { class: "pg-params" },
