@@ -67,7 +67,7 @@ def test_sdk_create_run_retrieve_output_items(api):
     assert crit["fuzzy"].passed == 6 and crit["exact"].passed + crit["exact"].failed == 6
     usage = run.per_model_usage[0]
     assert usage.run_model_name == "openft-tiny" and usage.invocation_count == 6 and usage.completion_tokens > 0
-    assert run.report_url is None
+    assert run.report_url == f"{str(api.base_url).removesuffix('/v1/')}/#/evals/{ev.id}/runs/{run.id}"
     out = list(api.evals.runs.output_items.list(run.id, eval_id=ev.id, limit=3))
     assert [o.datasource_item_id for o in out] == list(range(7))
     errored = [o for o in out if o.status == "error"]

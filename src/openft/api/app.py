@@ -38,9 +38,9 @@ def create_app(settings: Settings, *, db=None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
 
-    from openft.api.routes import chat, completions, evals, files, fine_tuning, job_metrics, models, webhooks
+    from openft.api.routes import chat, completions, evals, exports, files, fine_tuning, job_metrics, models, webhooks
 
-    for mod in (files, fine_tuning, job_metrics, models, chat, completions, evals, webhooks):
+    for mod in (files, fine_tuning, job_metrics, models, chat, completions, evals, exports, webhooks):
         app.include_router(mod.router, prefix="/v1")
 
     @app.get("/health", include_in_schema=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from openft.config import Settings
@@ -21,8 +22,11 @@ _SMOLLM_TOKENIZER_MODELS = ("smollm2-135m-instruct", "openft-tiny")
 
 
 def export_model(settings: Settings, base_model: str, adapter_path: str | None, full_model_path: str | None,
-                 fmt: str, out_dir: str | Path, *, gguf_types: tuple[str, ...] = ("f16", "q8_0")) -> Path:
-    """Write the model in `fmt` into `out_dir` (created); returns `out_dir`."""
+                 fmt: str, out_dir: str | Path, *, gguf_types: tuple[str, ...] = ("f16", "q8_0"),
+                 progress: Callable[[float, str], None] | None = None) -> Path:
+    """Write the model in `fmt` into `out_dir` (created); returns `out_dir`. `progress(fraction, stage)`
+    is called as each stage starts (merging, writing each GGUF type) and with 1.0 at the end."""
+    say = progress or (lambda fraction, stage: None)
     if fmt not in FORMATS:
         raise InvalidRequest(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}.", param="format")
     out = Path(out_dir)
@@ -36,16 +40,23 @@ def export_model(settings: Settings, base_model: str, adapter_path: str | None, 
                 shutil.copy2(f, out / f.name)
         return out
     if fmt == "merged":
+        say(0.0, "merging")
         save_merged(settings, base_model, adapter_path, full_model_path, out)
+        say(1.0, "done")
         return out
     with tempfile.TemporaryDirectory(dir=out, prefix=".merged-") as tmp:
+        say(0.0, "merging")
         save_merged(settings, base_model, adapter_path, full_model_path, Path(tmp))
         from openft.serve.gguf_export import write_gguf
 
         pre = "smollm" if base_model in _SMOLLM_TOKENIZER_MODELS else "default"
-        files = [write_gguf(tmp, out / f"model-{q}.gguf", q, name=base_model, pre_tokenizer=pre) for q in gguf_types]
+        files = []
+        for i, q in enumerate(gguf_types):
+            say(0.4 + 0.6 * i / len(gguf_types), f"writing {q} GGUF")
+            files.append(write_gguf(tmp, out / f"model-{q}.gguf", q, name=base_model, pre_tokenizer=pre))
         chat_template = _chat_template(Path(tmp))
     (out / "Modelfile").write_text(_modelfile(files[-1].name, chat_template))
+    say(1.0, "done")
     return out
 
 

@@ -14,7 +14,7 @@ import time
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import Field
 
 from openft.api.deps import AppState, get_project, get_state
@@ -188,7 +188,7 @@ def run_counts(conn, run_ids: list[str]) -> dict[str, dict]:
     return out
 
 
-def run_object(row, counts: dict, criteria: list[dict]) -> dict:
+def run_object(row, counts: dict, criteria: list[dict], request: Request | None = None) -> dict:
     st = counts["status"]
     crit = counts["criteria"]
     usage = [{"model_name": m, "invocation_count": u.get("invocation_count", 0),
@@ -203,11 +203,16 @@ def run_object(row, counts: dict, criteria: list[dict]) -> dict:
             "per_testing_criteria_results": [{"testing_criteria": c["name"], "passed": crit.get(c["name"], [0, 0])[0],
                                               "failed": crit.get(c["name"], [0, 0])[1]} for c in criteria],
             "per_model_usage": usage,
-            "report_url": None}  # the dashboard has no eval page yet
+            "report_url": report_url(request, row) if request is not None else None}
 
 
-def _run_response(conn, row, ev) -> dict:
-    return run_object(row, run_counts(conn, [row.id])[row.id], ev.testing_criteria)
+def report_url(request: Request, row) -> str:
+    """The dashboard's page for the run, on the host and port the client called."""
+    return f"{str(request.base_url).rstrip('/')}/#/evals/{row.eval_id}/runs/{row.id}"
+
+
+def _run_response(conn, row, ev, request: Request) -> dict:
+    return run_object(row, run_counts(conn, [row.id])[row.id], ev.testing_criteria, request)
 
 
 def _read_file(state: AppState, project: str):
@@ -227,7 +232,7 @@ def _read_file(state: AppState, project: str):
 
 
 @router.post("/{eval_id}/runs", status_code=201)
-def create_run(eval_id: str, body: RunCreate, state: AppState = Depends(get_state),
+def create_run(eval_id: str, body: RunCreate, request: Request, state: AppState = Depends(get_state),
                project: str = Depends(get_project)):
     _check_metadata(body.metadata)
     with state.db.connect() as conn:
@@ -247,11 +252,11 @@ def create_run(eval_id: str, body: RunCreate, state: AppState = Depends(get_stat
             id=rid, eval_id=eval_id, project_id=project, seq=next_seq(conn, eval_runs), name=body.name or rid,
             model=spec["model"], status="queued", created_at=int(time.time()), data_source=body.data_source,
             items=spec["items"], metadata=body.metadata, usage={}, deleted=False))
-        return _run_response(conn, _get_run(conn, project, eval_id, rid), ev)
+        return _run_response(conn, _get_run(conn, project, eval_id, rid), ev, request)
 
 
 @router.get("/{eval_id}/runs")
-def list_runs(eval_id: str, after: str | None = None, limit: int = Query(20, ge=1, le=100),
+def list_runs(eval_id: str, request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100),
               order: Literal["asc", "desc"] = "asc", status: Literal[RUN_STATUSES] | None = None,
               state: AppState = Depends(get_state), project: str = Depends(get_project)):
     with state.db.connect() as conn:
@@ -263,20 +268,20 @@ def list_runs(eval_id: str, after: str | None = None, limit: int = Query(20, ge=
             base = base.where(eval_runs.c.status == status)
         rows, more = _page(conn, eval_runs, base, mine, after, limit, order, "run")
         counts = run_counts(conn, [r.id for r in rows])
-    return cursor_page([run_object(r, counts[r.id], ev.testing_criteria) for r in rows], more)
+    return cursor_page([run_object(r, counts[r.id], ev.testing_criteria, request) for r in rows], more)
 
 
 @router.get("/{eval_id}/runs/{run_id}")
-def retrieve_run(eval_id: str, run_id: str, state: AppState = Depends(get_state),
+def retrieve_run(eval_id: str, run_id: str, request: Request, state: AppState = Depends(get_state),
                  project: str = Depends(get_project)):
     with state.db.connect() as conn:
         ev = _get_eval(conn, project, eval_id)
-        return _run_response(conn, _get_run(conn, project, eval_id, run_id), ev)
+        return _run_response(conn, _get_run(conn, project, eval_id, run_id), ev, request)
 
 
 @router.post("/{eval_id}/runs/{run_id}/cancel")
 @router.post("/{eval_id}/runs/{run_id}")  # the path OpenAI's published spec gives for cancel
-def cancel_run(eval_id: str, run_id: str, state: AppState = Depends(get_state),
+def cancel_run(eval_id: str, run_id: str, request: Request, state: AppState = Depends(get_state),
                project: str = Depends(get_project)):
     with state.db.begin() as conn:
         ev = _get_eval(conn, project, eval_id)
@@ -286,7 +291,7 @@ def cancel_run(eval_id: str, run_id: str, state: AppState = Depends(get_state),
         if not done:
             raise InvalidRequest(f"Run {run_id} is {row.status} and cannot be cancelled.", param="run_id")
         webhook_events.eval_run_finished(conn, run_id, "canceled")
-        return _run_response(conn, _get_run(conn, project, eval_id, run_id), ev)
+        return _run_response(conn, _get_run(conn, project, eval_id, run_id), ev, request)
 
 
 @router.delete("/{eval_id}/runs/{run_id}")

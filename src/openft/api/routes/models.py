@@ -1,7 +1,9 @@
 """`/v1/models`: base models from the registry plus the project's fine-tuned models.
 
 Ids contain colons and may contain slashes (`ft:...`, hub ids `org/name`), hence the path
-converter. Deleting a fine-tuned model marks it deleted and evicts it from the serving engine.
+converter. Base model objects carry openft's extension fields `context_length`, `parameters`
+and `size_bytes` (openft.models.metadata; None where unknown). Deleting a fine-tuned model
+marks it deleted and evicts it from the serving engine.
 """
 
 from __future__ import annotations
@@ -52,8 +54,10 @@ def _base_created(settings, model_id: str, base=None) -> int:
 @router.get("/models")
 def list_models(state: AppState = Depends(get_state), project: str = Depends(get_project)):
     from openft.models import list_base_models
+    from openft.models.metadata import base_metadata
 
-    data = [model_object(m.id, _base_created(state.settings, m.id, m), "system") for m in list_base_models(state.settings)]
+    data = [{**model_object(m.id, _base_created(state.settings, m.id, m), "system"), **base_metadata(state.settings, m)}
+            for m in list_base_models(state.settings)]
     with state.db.connect() as conn:
         rows = conn.execute(sa.select(models).where(models.c.project_id == project, models.c.deleted == sa.false())
                             .order_by(models.c.created_at.desc())).all()
@@ -66,6 +70,12 @@ def retrieve_model(model: str, state: AppState = Depends(get_state), project: st
     with state.db.connect() as conn:
         m = resolve_model(state.settings, conn, project, model)
     created = m.created_at if m.created_at is not None else _base_created(state.settings, m.id)
+    if m.kind == "base":  # openft extension fields: context_length, parameters, size_bytes
+        from openft.models import get_base_model
+        from openft.models.metadata import base_metadata
+
+        meta = base_metadata(state.settings, get_base_model(state.settings, m.id))
+        return {**model_object(m.id, created, "system"), **meta}
     return model_object(m.id, created, m.owned_by or "system")
 
 
