@@ -42,6 +42,8 @@ def create_app(settings: Settings, *, db=None) -> FastAPI:
 
     for mod in (files, fine_tuning, models, chat, completions, evals):
         app.include_router(mod.router, prefix="/v1")
+    from openft.api.routes import data_tools  # openft extensions: the data toolkit for the dashboard
+    app.include_router(data_tools.router, prefix="/v1")
 
     @app.get("/health", include_in_schema=False)
     def health():
