@@ -211,3 +211,16 @@ def test_unknown_and_other_projects_files_are_404(http, api, api_server, other_a
     assert r.status_code == 404
     r = httpx.post(f"{api_server.base_url}/openft/data/inspect", files={"file": ("a.csv", b"a,b\n")})
     assert r.status_code == 401
+
+
+@pytest.mark.slow  # a fresh probe trains 3 steps in a child process (~30 s on a busy 2-core machine)
+def test_time_estimate_from_this_machines_pace(http, api):
+    """measure_pace runs (or reuses, for a day) the trainer's short probe, as the job validator does."""
+    f = upload(api, chat_jsonl(16))
+    rep = http.post(f"/openft/data/files/{f.id}/report", json={"model": "openft-tiny", "measure_pace": True}).json()
+    est = rep["estimate"]
+    assert isinstance(est["estimated_seconds"], int) and est["tokens_per_second"] > 0 and est["pace_source"]
+    assert est["processed_tokens"] == rep["stats"]["total_tokens"] * rep["hyperparameters"]["n_epochs"]
+    # Known from now on without asking again.
+    again = http.post(f"/openft/data/files/{f.id}/report", json={"model": "openft-tiny"}).json()["estimate"]
+    assert again["tokens_per_second"] == est["tokens_per_second"]

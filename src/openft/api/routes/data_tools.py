@@ -267,7 +267,7 @@ def _report(state: AppState, project: str, fid: str, body: ReportRequest) -> dic
     from openft.data.estimate import with_pace
     from openft.data.validate import validate_file
     from openft.jobs.validate import METHOD_FORMATS, MIN_TRAINING_EXAMPLES, _tokenizer, effective_max_seq_len
-    from openft.store.pace import history_pace, pace_for_job
+    from openft.store.pace import pace_for_job
     from openft.store.resolve import resolve_model
     from openft.train.auto import resolve_hyperparameters
 
@@ -286,9 +286,8 @@ def _report(state: AppState, project: str, fid: str, body: ReportRequest) -> dic
         tokenizer, model_dir = _tokenizer(state.settings, base)
     max_seq_len = effective_max_seq_len(model_dir, method) if tokenizer is not None else None
     train_method = hp.get("method") if isinstance(hp.get("method"), str) else "lora"
-    pace = history_pace(state.db, base, train_method) if base and body.role == "training" else None
     rep = validate_file(path, tokenizer=tokenizer, max_seq_len=max_seq_len, display_name=row.filename, model=base,
-                        n_epochs=rules.positive_int(hp.get("n_epochs")), pace=pace, method=kind,
+                        n_epochs=rules.positive_int(hp.get("n_epochs")), method=kind,
                         min_examples=MIN_TRAINING_EXAMPLES if body.role == "training" else 1)
     out = rep.to_dict()
     accepted = METHOD_FORMATS.get(kind)
@@ -298,10 +297,10 @@ def _report(state: AppState, project: str, fid: str, body: ReportRequest) -> dic
                               "message": f"{rep.format} examples; fine-tuning method '{kind}' expects "
                                          f"{' or '.join(accepted)} examples"})
     est = rep.stats.get("estimate")
-    if est and pace is None and body.measure_pace and out["ok"]:
+    if est and body.role == "training":  # this machine's pace: earlier jobs, a cached probe, or (asked) a new probe
         probe_job = SimpleNamespace(method=method, base_model=base, training_file=fid)
-        est = with_pace(est, pace_for_job(state.settings, state.db, probe_job, est["n_examples"]))
-        out["stats"]["estimate"] = est
+        pace = pace_for_job(state.settings, state.db, probe_job, est["n_examples"], probe=body.measure_pace and out["ok"])
+        est = out["stats"]["estimate"] = with_pace(est, pace)
     n = rep.stats.get("n_valid_examples", 0)
     resolved = None
     if n:
