@@ -34,6 +34,12 @@ def api_report(server, fid: str, **body) -> dict:
     return r.json()
 
 
+def top_shot(page, name: str) -> None:
+    """shot() scrolled to the top first: the sticky header would sit mid-page in a full-page shot."""
+    page.evaluate("window.scrollTo(0, 0)")
+    shot(page, name)
+
+
 def stat(page, name: str) -> str:
     return page.inner_text(f"#report [data-stat={name}]").split(" ")[0].replace(",", "").replace("≈", "")
 
@@ -47,7 +53,7 @@ def new_job(page, live_server):
 
 def test_drop_jsonl_report_split_and_create(new_job, live_server):
     page, client = new_job, live_server.client()
-    shot(page, "create-upload")
+    top_shot(page, "create-upload")
     drop(page, "#create-drop", "reviews.jsonl", chat_jsonl(30, seed=1).decode())
     page.wait_for_selector("#report[data-ok=true]")
     fid = page.get_attribute("#create-training-file", "data-file")
@@ -61,7 +67,7 @@ def test_drop_jsonl_report_split_and_create(new_job, live_server):
     assert labels == rep["stats"]["labels"]
     assert page.inner_text("#hp-n_epochs-auto") == "auto → 4"
     assert page.is_visible("#create-submit")
-    shot(page, "create-report")
+    top_shot(page, "create-report")
 
     # Split off 20 %: two new stored files; the training part is validated again.
     page.fill("#create-split-pct", "20")
@@ -82,7 +88,7 @@ def test_drop_jsonl_report_split_and_create(new_job, live_server):
     page.wait_for_function("document.querySelector('#hp-n_epochs-auto').textContent === 'set: 1'")
     page.fill("#create-suffix", "web-test")
     page.fill("#create-seed", "7")
-    shot(page, "create-form")
+    top_shot(page, "create-form")
     page.click("#create-submit")
     page.wait_for_url(re.compile(r".*#/jobs/ftjob-[^/?]+$"))
     job_id = page.url.rsplit("/", 1)[-1]
@@ -107,7 +113,7 @@ def test_broken_file_shows_line_and_field_and_no_create_button(new_job, live_ser
     assert "robot" in page.inner_text("#report-errors tr[data-line='3']")
     assert not page.is_visible("#create-submit")
     assert "Fix the errors" in page.inner_text("#create-submit-hint")
-    shot(page, "create-report-errors")
+    top_shot(page, "create-report-errors")
 
 
 def test_csv_mapping_converts_and_validates(new_job, live_server):
@@ -124,7 +130,7 @@ def test_csv_mapping_converts_and_validates(new_job, live_server):
     assert page.inner_text("#create-sample tbody tr:first-child td:first-child") == "Item 0 is bad"
     assert len(page.query_selector_all("#create-sample tbody tr")) == 5
     page.fill("#create-system", "Answer yes or no.")
-    shot(page, "create-mapping")
+    top_shot(page, "create-mapping")
     page.click("#create-convert")
     page.wait_for_selector("#report[data-ok=true]")
     fid = page.get_attribute("#create-training-file", "data-file")

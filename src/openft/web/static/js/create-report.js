@@ -90,7 +90,7 @@ export function renderReport(rep, { onMeasure } = {}) {
       stat("batch_size", "Batch size", fmtNum(hp.batch_size), tag("batch_size")),
       stat("learning_rate_multiplier", "Learning rate multiplier", String(hp.learning_rate_multiplier), tag("learning_rate_multiplier")),
       stat("method", "Method", `${rep.method}${rep.method === "supervised" ? ` (${hp.method})` : ""}`),
-      est ? stat("trained_tokens", "Tokens trained", fmtNum(est.trained_tokens), `over ${est.n_epochs} epochs`) : null,
+      est ? stat("trained_tokens", "Tokens trained", fmtNum(est.trained_tokens), `over ${est.n_epochs} epoch${est.n_epochs === 1 ? "" : "s"}`) : null,
       est ? stat("estimated_seconds", "Time on this machine", est.estimated_seconds != null ? `≈ ${fmtDuration(est.estimated_seconds)}` : "unknown",
         est.estimated_seconds != null ? `(pace from ${est.pace_source})` : "(no job of this model has run here yet)") : null)
       : h("p", { class: "muted" }, "No valid example: nothing to plan."),

@@ -135,10 +135,11 @@ export async function render(root, _params, ctx) {
 
   function remember() { if (modelSelect.value) sessionStorage.setItem("openft.lastModel", modelSelect.value); }
 
-  function showModelFacts() {
+  function showModelFacts(measured) {  // measured: the context length the report read from the model's config
     const m = st.models.find((x) => x.id === modelSelect.value);
+    const context = m?.context_length || measured;
     mount(modelFacts, m ? (m.owned_by === "system"
-      ? `Context length: ${m.context_length ? fmtNum(m.context_length) + " tokens" : "—"} · Size: ${m.parameters ? fmtNum(m.parameters) + " parameters" : "—"}${m.size_bytes ? ` (${fmtBytes(m.size_bytes)})` : ""}`
+      ? `Context length: ${context ? fmtNum(context) + " tokens" : "—"} · Size: ${m.parameters ? fmtNum(m.parameters) + " parameters" : "—"}${m.size_bytes ? ` (${fmtBytes(m.size_bytes)})` : ""}`
       : `Continues ${m.id} (LoRA only).`) : "");
   }
 
@@ -248,6 +249,7 @@ export async function render(root, _params, ctx) {
       allowDpo(rep.format === "preference");
       mount(reportBox, renderReport(rep, { onMeasure: () => refresh(0, true) }));
       showAuto(rep);
+      if (rep.context_length) showModelFacts(rep.context_length);
       showValid();
     } catch (err) {
       if (err.name === "AbortError" || seq !== st.seq) return;

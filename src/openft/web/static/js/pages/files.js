@@ -29,7 +29,7 @@ async function renderList(root, ctx) {
   }
   mount(body, table([
     { label: "Name", value: (f) => h("a", { href: `#/files/${encodeURIComponent(f.id)}`, class: "file-name" }, f.filename) },
-    { label: "Purpose", value: (f) => h("span", { class: "badge muted purpose" }, f.purpose) },
+    { label: "Purpose", value: (f) => h("code", { class: "purpose" }, f.purpose) },
     { label: "Size", class: "num", value: (f) => fmtBytes(f.bytes) },
     { label: "Created", value: (f) => fmtTime(f.created_at) },
     { label: "ID", value: (f) => h("span", { class: "nowrap" }, h("code", {}, f.id), copyButton(f.id)) },
