@@ -164,3 +164,26 @@ def test_server_error_names_the_field_and_narrow_window(new_job, live_server):
     assert "field: method.supervised.hyperparameters.batch_size" in err.inner_text()
     assert page.get_attribute("#hp-batch_size", "aria-invalid") == "true"
     assert not page.is_visible("#create-submit")
+
+
+def test_preference_file_offers_dpo(new_job, live_server):
+    page = new_job
+    pairs = "".join(json.dumps({
+        "input": {"messages": [{"role": "user", "content": f"Say something nice about {i}."}]},
+        "preferred_output": [{"role": "assistant", "content": f"{i} is lovely."}],
+        "non_preferred_output": [{"role": "assistant", "content": f"{i} is dull."}]}) + "\n" for i in range(12))
+    assert page.is_disabled("#method-dpo")
+    drop(page, "#create-drop", "pairs.jsonl", pairs)
+    page.wait_for_selector("#method-dpo:checked")  # preference data: DPO is offered and chosen
+    page.wait_for_selector("#report[data-ok=true]")
+    assert page.inner_text("#report [data-stat=method]") == "dpo"
+    assert page.is_visible("#hp-beta")
+    page.fill("#hp-beta", "0.2")
+    page.fill("#hp-n_epochs", "1")
+    page.wait_for_function("document.querySelector('#hp-n_epochs-auto').textContent === 'set: 1'")
+    page.click("#create-submit")
+    page.wait_for_url(re.compile(r".*#/jobs/ftjob-[^/?]+$"))
+    client = live_server.client()
+    job = client.fine_tuning.jobs.retrieve(page.url.rsplit("/", 1)[-1])
+    assert job.method.type == "dpo" and job.method.dpo.hyperparameters.beta == 0.2
+    client.fine_tuning.jobs.cancel(job.id)
