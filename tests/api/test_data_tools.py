@@ -224,3 +224,21 @@ def test_time_estimate_from_this_machines_pace(http, api):
     # Known from now on without asking again.
     again = http.post(f"/openft/data/files/{f.id}/report", json={"model": "openft-tiny"}).json()["estimate"]
     assert again["tokens_per_second"] == est["tokens_per_second"]
+
+
+def test_report_without_measure_never_starts_a_probe(tmp_path, monkeypatch):
+    """pace_for_job(probe=False), what a plain report asks: known paces only, never a training run."""
+    from types import SimpleNamespace
+
+    import openft.train.probe as probe_mod
+    from openft.config import Settings
+    from openft.store.db import make_engine, migrate
+    from openft.store.pace import pace_for_job
+
+    monkeypatch.setattr(probe_mod, "run_probe", lambda *a, **k: pytest.fail("a probe was started"))
+    settings = Settings(data_dir=tmp_path, model_cache_dir=tmp_path / "models")
+    engine = make_engine(settings.resolved_database_url())
+    migrate(engine)
+    job = SimpleNamespace(method=None, base_model="openft-tiny", training_file="file-x")
+    assert pace_for_job(settings, engine, job, 12, probe=False) is None
+    engine.dispose()
