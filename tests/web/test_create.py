@@ -165,6 +165,15 @@ def test_server_error_names_the_field_and_narrow_window(new_job, live_server):
     assert "field: method.supervised.hyperparameters.batch_size" in err.inner_text()
     assert page.get_attribute("#hp-batch_size", "aria-invalid") == "true"
     assert not page.is_visible("#create-submit")
+    # An error only the create call finds is shown with its field, and the field is marked.
+    page.fill("#hp-batch_size", "")
+    page.wait_for_selector("#report[data-ok=true]")
+    page.fill("#create-suffix", "not a suffix!")
+    page.click("#create-submit")
+    err = page.wait_for_selector("#create-error .state.error")
+    assert "field: suffix" in err.inner_text()
+    assert page.get_attribute("#create-suffix", "aria-invalid") == "true"
+    assert page.url.endswith(NEW)
 
 
 def test_preference_file_offers_dpo(new_job, live_server):

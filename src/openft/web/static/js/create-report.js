@@ -78,7 +78,7 @@ export function renderReport(rep, { onMeasure } = {}) {
   const dists = [distRow("tokens / example", s.tokens_per_example), distRow("trained tokens / example", s.trained_tokens_per_example),
                  distRow("messages / example", s.messages_per_example)].filter(Boolean);
   const statsBlock = h("div", { class: "report-stats" }, h("h3", {}, "Statistics"), facts,
-    dists.length ? h("table", { class: "grid dist", id: "report-dist" },
+    dists.length ? h("table", { class: "dist", id: "report-dist" },
       h("thead", {}, h("tr", {}, h("th", {}, ""), ["min", "median", "mean", "p95", "max"].map((k) => h("th", { class: "num", scope: "col" }, k)))),
       h("tbody", {}, dists)) : null);
   const hp = rep.hyperparameters;

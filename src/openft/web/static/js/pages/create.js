@@ -249,6 +249,7 @@ export async function render(root, _params, ctx) {
       allowDpo(rep.format === "preference");
       mount(reportBox, renderReport(rep, { onMeasure: () => refresh(0, true) }));
       showAuto(rep);
+      [...Object.values(hpInputs), modelSelect].forEach((el) => el.removeAttribute("aria-invalid"));  // the report took them
       if (rep.context_length) showModelFacts(rep.context_length);
       showValid();
     } catch (err) {
