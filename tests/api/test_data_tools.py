@@ -127,10 +127,18 @@ def test_xlsx_inspect_and_convert(http, tmp_path):
     assert r.json()["n_written"] == 11
 
 
-def test_upload_limit_applies(http):
+def test_upload_limit_applies(http, api_server):
     big = b"a,b\n" + b"x,y\n" * 60_000  # 240 KB, over this server's 200,000-byte limit
     r = _table(http, "inspect", "big.csv", big)
     assert r.status_code == 413 and _error(r)["param"] == "file"
+    assert _scratch_left(api_server) == []
+    # A table under the limit whose JSONL is over it: refused, saying which limit.
+    rows = "".join(f"q{i},a{i}\n" for i in range(9000))
+    table = ("question,answer\n" + rows).encode()
+    assert len(table) < 200_000
+    r = _table(http, "convert", "grows.csv", table, mapping="question=user,answer=assistant")
+    assert r.status_code == 413 and _error(r)["message"].startswith("grows.jsonl (the JSONL made")
+    assert _scratch_left(api_server) == []
 
 
 def test_report_matches_the_data_toolkit(http, api, api_server, tiny_model_dir):
@@ -176,7 +184,8 @@ def test_report_errors_have_line_and_field(http, api):
 
 def test_report_refuses_what_the_job_would(http, api):
     f = upload(api, chat_jsonl(12))
-    rep = http.post(f"/openft/data/files/{f.id}/report", json={"model": "openft-tiny", "method": {"type": "dpo"}}).json()
+    rep = http.post(f"/openft/data/files/{f.id}/report",
+                    json={"model": "openft-tiny", "method": {"type": "dpo"}}).json()
     assert rep["ok"] is False and rep["errors"][-1]["code"] == "invalid_file_format"
     bad = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}}
     r = http.post(f"/openft/data/files/{f.id}/report", json={"model": "openft-tiny", "method": bad})

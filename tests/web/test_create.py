@@ -146,7 +146,8 @@ def test_csv_mapping_converts_and_validates(new_job, live_server):
 def test_broken_csv_row_is_named(new_job):
     page = new_job
     csv = "question,answer\n" + "".join(f"q{i},a{i}\n" for i in range(11)) + "q11,\n"
-    page.set_input_files("#create-drop-input", files=[{"name": "qa.csv", "mimeType": "text/csv", "buffer": csv.encode()}])
+    page.set_input_files("#create-drop-input",
+                         files=[{"name": "qa.csv", "mimeType": "text/csv", "buffer": csv.encode()}])
     page.click("#create-convert")
     err = page.wait_for_selector("#create-convert-status .state.error")
     assert "qa.csv:13 [answer]: empty assistant cell" in err.inner_text()

@@ -37,7 +37,7 @@ from openft.api.deps import AppState, get_project, get_state
 from openft.api.routes.files import get_file_row
 from openft.api.schemas import JobCreate, Method, Strict, check_job_options, file_object
 from openft.api.uploads import receive_upload, too_large
-from openft.errors import DataError, InvalidRequest, NotFound, OpenFTError
+from openft.errors import DataError, InvalidRequest, NotFound, OpenFTError, PayloadTooLarge
 from openft.ids import file_id
 from openft.store.blobs import BlobStore
 from openft.store.db import files, next_seq
@@ -194,8 +194,13 @@ def _mapping(raw: str | None) -> dict[str, str]:
 
 def _store_file(state: AppState, project: str, path: Path, filename: str) -> dict:
     """Put a local JSONL file into the blob store and the files table (purpose fine-tune)."""
+    limit = state.settings.max_upload_bytes
     with open(path, "rb") as f:
-        sha, size = state.blobs.put_stream(f, state.settings.max_upload_bytes)
+        try:
+            sha, size = state.blobs.put_stream(f, limit)
+        except PayloadTooLarge:
+            raise PayloadTooLarge(f"{filename} (the JSONL made from the upload) is larger than the upload limit of "
+                                  f"{limit} bytes (OPENFT_MAX_UPLOAD_BYTES).", param="file") from None
     fid, now = file_id(), int(time.time())
     with state.db.begin() as conn:
         conn.execute(files.insert().values(
@@ -299,7 +304,8 @@ def _report(state: AppState, project: str, fid: str, body: ReportRequest) -> dic
     est = rep.stats.get("estimate")
     if est and body.role == "training":  # this machine's pace: earlier jobs, a cached probe, or (asked) a new probe
         probe_job = SimpleNamespace(method=method, base_model=base, training_file=fid)
-        pace = pace_for_job(state.settings, state.db, probe_job, est["n_examples"], probe=body.measure_pace and out["ok"])
+        pace = pace_for_job(state.settings, state.db, probe_job, est["n_examples"],
+                            probe=body.measure_pace and out["ok"])
         est = out["stats"]["estimate"] = with_pace(est, pace)
     n = rep.stats.get("n_valid_examples", 0)
     resolved = None
