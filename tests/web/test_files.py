@@ -58,6 +58,12 @@ def test_file_report_matches_the_api(page, live_server, stored):
     page.wait_for_selector("#report[data-ok=true]")
     page.set_viewport_size({"width": 480, "height": 900})
     assert page.evaluate("document.documentElement.scrollWidth") <= 480
+    # "Use for a new job" opens the create page with this file and model, validated there.
+    page.click("#file-use")
+    page.wait_for_selector(f"#create-training-file[data-file='{fid}']")
+    page.wait_for_selector("#report[data-ok=true]")
+    assert page.input_value("#create-model") == "openft-tiny"
+    assert page.is_visible("#create-submit")
 
 
 def test_download_and_delete(page, live_server):

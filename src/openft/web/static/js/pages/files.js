@@ -117,6 +117,8 @@ async function renderFile(root, fid, ctx) {
   let seq = 0;
   async function load() {
     const mine = ++seq;
+    const use = root.querySelector("#file-use");  // carries the model chosen here to the create page
+    if (use) use.href = `#/jobs/new?training_file=${encodeURIComponent(f.id)}${pick.value ? `&model=${encodeURIComponent(pick.value)}` : ""}`;
     mount(out, loading("Validating…"));
     try {
       const rep = await fetchReport(f.id, { model: pick.value, role: role.value });
