@@ -218,6 +218,9 @@ export async function render(root, _params, ctx) {
 
   function setTraining(f, message) {
     st.train = f;
+    if (![...existing.options].some((o) => o.value === f.id)) {  // new files join the "uploaded file" list
+      existing.append(h("option", { value: f.id }, `${f.filename} · ${fmtBytes(f.bytes)} · ${f.id}`));
+    }
     mount(uploadStatus, h("p", { class: "ok-line", id: "create-training-file", dataset: { file: f.id } }, message));
     refresh();
   }
