@@ -38,9 +38,10 @@ def create_app(settings: Settings, *, db=None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
 
-    from openft.api.routes import chat, completions, evals, exports, files, fine_tuning, job_metrics, models, webhooks
+    from openft.api.routes import (chat, completions, data_tools, evals, exports, files, fine_tuning, job_metrics,
+                                   models, webhooks)
 
-    for mod in (files, fine_tuning, job_metrics, models, chat, completions, evals, exports, webhooks):
+    for mod in (files, fine_tuning, job_metrics, models, chat, completions, evals, exports, webhooks, data_tools):
         app.include_router(mod.router, prefix="/v1")
 
     @app.get("/health", include_in_schema=False)

@@ -48,8 +48,9 @@ def _probe_file(settings: Settings, base_model: str, method: str) -> Path:
     return settings.resolved_model_cache_dir() / "pace" / f"probe-{safe}-{method}.json"
 
 
-def pace_for_job(settings: Settings, engine: sa.Engine, job, n_examples: int) -> Pace | None:
-    """The pace to estimate `job` (a jobs row) with: earlier jobs, else a (cached) probe; None if neither."""
+def pace_for_job(settings: Settings, engine: sa.Engine, job, n_examples: int, *, probe: bool = True) -> Pace | None:
+    """The pace to estimate `job` (a jobs row) with: earlier jobs, else a (cached) probe; None if neither.
+    probe=False: only what is known already (no new probe run)."""
     hp = rules.hyperparameters(job.method)
     method = hp.get("method") if isinstance(hp.get("method"), str) else "lora"
     pace = history_pace(engine, job.base_model, method)
@@ -62,6 +63,8 @@ def pace_for_job(settings: Settings, engine: sa.Engine, job, n_examples: int) ->
             return Pace(rec["tokens_per_second"], rec["setup_seconds"], rec["source"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
+    if not probe:
+        return None
     with engine.connect() as conn:
         sha = conn.execute(sa.select(files.c.sha256).where(files.c.id == job.training_file)).scalar()
     if sha is None:

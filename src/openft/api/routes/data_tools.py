@@ -1,0 +1,363 @@
+"""`/v1/openft/data/...`: the data toolkit over HTTP, for the dashboard's create-job flow (openft
+extensions; OpenAI has no such endpoints).
+
+- `POST /openft/data/inspect` (multipart `file`, optional `sheet`): a CSV/TSV/XLSX/Parquet table's
+  columns, first rows, row count and the mapping `guess_mapping` proposes. Nothing is stored.
+- `POST /openft/data/convert` (multipart `file`, `mapping`, optional `system`, `sheet`): the table
+  converted to chat JSONL (`convert_file`) and stored as a `fine-tune` file object.
+- `POST /openft/data/files/{id}/report` (JSON `model`, `method`, `role`): `validate_file` on a stored
+  file with the base model's tokenizer, plus what "auto" resolves to and the time estimate: the same
+  checks, rules and pace the job validator and the trainer use.
+- `POST /openft/data/files/{id}/split` (JSON `valid`, `seed`, `stratify`): `split_file`, the two
+  parts stored as new `fine-tune` files.
+
+Uploaded tables go to a scratch folder inside the data folder (`<data_dir>/tmp/data-tools/<random>`,
+content-addressed names, never the client's file name), removed when the request ends; the size
+limit is OPENFT_MAX_UPLOAD_BYTES as for /v1/files. Every file id is looked up in the caller's
+project (another project's file is a 404). Knows the files table and the data toolkit; knows
+nothing about pages.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Request
+from pydantic import Field
+from starlette.concurrency import run_in_threadpool
+
+from openft.api.deps import AppState, get_project, get_state
+from openft.api.routes.files import get_file_row
+from openft.api.schemas import JobCreate, Method, Strict, check_job_options, file_object
+from openft.api.uploads import receive_upload, too_large
+from openft.errors import DataError, InvalidRequest, NotFound, OpenFTError, PayloadTooLarge
+from openft.ids import file_id
+from openft.store.blobs import BlobStore
+from openft.store.db import files, next_seq
+from openft.train import rules
+
+router = APIRouter(prefix="/openft/data")
+
+SAMPLE_ROWS = 5                 # rows shown by inspect
+SCRATCH_TTL = 24 * 3600         # scratch folders older than this were left by a killed server
+_TABLE_FIELDS = {"file", "mapping", "system", "sheet"}
+_MULTIPART_OVERHEAD = 64 * 1024
+
+
+# ---------------------------------------------------------------- scratch space and uploads
+
+def _scratch(settings) -> Path:
+    """A fresh private folder under `<data_dir>/tmp/data-tools`; stale ones are swept on the way."""
+    root = Path(settings.data_dir) / "tmp" / "data-tools"
+    root.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in root.iterdir():
+        try:
+            if now - old.stat().st_mtime > SCRATCH_TTL:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
+    folder = root / secrets.token_hex(8)
+    folder.mkdir(mode=0o700)
+    return folder
+
+
+def _table_kind(filename: str | None) -> str:
+    from openft.data.reader import TABLE_EXTS
+
+    suffix = Path(filename or "").suffix.lower()
+    if suffix not in TABLE_EXTS:
+        raise InvalidRequest(f"'{filename}' is not a table: upload a .csv, .tsv, .xlsx or .parquet file here "
+                             "(JSONL goes to POST /v1/files as it is).", param="file", code="invalid_file_format")
+    return TABLE_EXTS[suffix]
+
+
+def _check_table_upload(fields: dict[str, str], filename: str | None) -> None:
+    unknown = sorted(set(fields) - _TABLE_FIELDS)
+    if unknown:
+        raise InvalidRequest(f"Unrecognized request argument supplied: {unknown[0]}", param=unknown[0],
+                             code="unknown_parameter")
+    _table_kind(filename)
+
+
+async def _receive_table(request: Request, state: AppState, folder: Path):
+    """(upload, path of the stored table, its kind) with the upload kept in `folder`."""
+    limit = state.settings.max_upload_bytes
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit + _MULTIPART_OVERHEAD:
+        raise too_large(limit)
+    scratch = BlobStore(folder / "in")
+    up = await receive_upload(request, scratch, limit, check=_check_table_upload)
+    if up.sha256 is None or up.file_field != "file":
+        raise InvalidRequest("Missing required parameter: 'file'.", param="file", code="missing_required_parameter")
+    _check_table_upload(up.fields, up.filename)
+    kind = _table_kind(up.filename)
+    path = folder / f"table.{kind}"  # readers (openpyxl) go by the extension; ours, not the client's name
+    scratch.path(up.sha256).replace(path)
+    return up, path, kind
+
+
+def _renamed(e: DataError, path: Path, name: str, param: str = "file") -> InvalidRequest:
+    """The same located error, naming the file as the user knows it (never a server path)."""
+    return InvalidRequest(e.message.replace(str(path), name), param=e.param or param, code=e.code)
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    return str(v)
+
+
+# ---------------------------------------------------------------- inspect and convert
+
+def _inspect(path: Path, kind: str, name: str, sheet: str | None) -> dict:
+    from openft.data.convert import TARGETS, guess_mapping
+    from openft.data.reader import iter_table
+
+    columns: list[str] = []
+    rows: list[dict[str, str]] = []
+    n_rows, problem = 0, None
+    try:
+        for _line, row in iter_table(path, kind, sheet=sheet):
+            if not columns:
+                columns = list(row)
+            n_rows += 1
+            if len(rows) < SAMPLE_ROWS:
+                rows.append({k: _cell(v) for k, v in row.items()})
+    except DataError as e:
+        if not columns and e.code != "invalid_row":
+            raise _renamed(e, path, name) from None
+        problem = {"line": e.line, "field": e.field, "code": e.code,
+                   "message": _renamed(e, path, name).message}
+    guessed, guess_error = None, None
+    if columns:
+        try:
+            guessed = guess_mapping(columns)
+        except InvalidRequest as e:
+            guess_error = e.message.replace("--map COLUMN=user --map COLUMN=assistant", "a mapping")
+    sheets = None
+    if kind == "xlsx":
+        import openpyxl
+
+        wb = openpyxl.load_workbook(path, read_only=True)
+        sheets = list(wb.sheetnames)
+        wb.close()
+    return {"object": "openft.data.table", "filename": name, "format": kind, "columns": columns, "rows": rows,
+            "n_rows": n_rows, "guessed_mapping": guessed, "guess_error": guess_error, "error": problem,
+            "sheets": sheets, "roles": list(TARGETS)}
+
+
+@router.post("/inspect")
+async def inspect_table(request: Request, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+    folder = _scratch(state.settings)
+    try:
+        up, path, kind = await _receive_table(request, state, folder)
+        return await run_in_threadpool(_inspect, path, kind, up.filename, up.fields.get("sheet") or None)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _mapping(raw: str | None) -> dict[str, str]:
+    """`{"review": "user", ...}` (JSON) or `review=user,sentiment=assistant` (parse_mapping's form)."""
+    from openft.data.convert import TARGETS, parse_mapping
+
+    if not raw or not raw.strip():
+        raise InvalidRequest("Missing required parameter: 'mapping' (which column is the user message, which the "
+                             "assistant's answer).", param="mapping", code="missing_required_parameter")
+    if raw.lstrip().startswith("{"):
+        try:
+            obj = json.loads(raw)
+        except ValueError as e:
+            raise InvalidRequest(f"mapping is not valid JSON: {e}", param="mapping") from None
+        if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in obj.items()):
+            raise InvalidRequest("mapping must be a JSON object of column name -> role", param="mapping")
+        out = {k: v.strip().lower() for k, v in obj.items() if v.strip()}
+        bad = next((c for c, r in out.items() if r not in TARGETS), None)
+        if bad is not None:
+            raise InvalidRequest(f"mapping[{bad!r}]: {out[bad]!r} is not one of {', '.join(TARGETS)}",
+                                 param=f"mapping.{bad}", code="invalid_value")
+        return out
+    try:
+        return parse_mapping([raw]) or {}
+    except InvalidRequest as e:
+        raise InvalidRequest(e.message.replace("--map ", "mapping "), param="mapping", code="invalid_value") from None
+
+
+def _store_file(state: AppState, project: str, path: Path, filename: str) -> dict:
+    """Put a local JSONL file into the blob store and the files table (purpose fine-tune)."""
+    limit = state.settings.max_upload_bytes
+    with open(path, "rb") as f:
+        try:
+            sha, size = state.blobs.put_stream(f, limit)
+        except PayloadTooLarge:
+            raise PayloadTooLarge(f"{filename} (the JSONL made from the upload) is larger than the upload limit of "
+                                  f"{limit} bytes (OPENFT_MAX_UPLOAD_BYTES).", param="file") from None
+    fid, now = file_id(), int(time.time())
+    with state.db.begin() as conn:
+        conn.execute(files.insert().values(
+            id=fid, project_id=project, filename=filename, purpose="fine-tune", bytes=size, sha256=sha,
+            created_at=now, expires_at=None, status="processed", seq=next_seq(conn, files)))
+        return file_object(conn.execute(sa.select(files).where(files.c.id == fid)).first())
+
+
+def _jsonl_name(filename: str, tail: str = "") -> str:
+    stem = Path(filename or "data").stem or "data"
+    return f"{stem[:100]}{tail}.jsonl"
+
+
+def _convert(state: AppState, project: str, up, path: Path, kind: str, folder: Path) -> dict:
+    from openft.data.convert import convert_file
+
+    mapping = _mapping(up.fields.get("mapping"))
+    system = (up.fields.get("system") or "").strip() or None
+    out = folder / "out.jsonl"
+    try:
+        r = convert_file(path, out, from_=kind, mapping=mapping, system=system, sheet=up.fields.get("sheet") or None)
+    except DataError as e:
+        raise _renamed(e, path, up.filename, "mapping" if e.code == "missing_column" else "file") from None
+    except InvalidRequest as e:
+        raise InvalidRequest(e.message.replace("--map", "mapping"), param="mapping", code=e.code) from None
+    if r.n_written == 0:
+        raise InvalidRequest(f"{up.filename} has no rows to convert.", param="file", code="invalid_n_examples")
+    stored = _store_file(state, project, out, _jsonl_name(up.filename))
+    return {"object": "openft.data.conversion", "file": stored, "input_format": r.input_format,
+            "n_read": r.n_read, "n_written": r.n_written, "mapping": r.mapping, "system": system,
+            "ignored_columns": r.ignored_columns, "labels": dict(r.labels.most_common())}
+
+
+@router.post("/convert")
+async def convert_table(request: Request, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+    folder = _scratch(state.settings)
+    try:
+        up, path, kind = await _receive_table(request, state, folder)
+        return await run_in_threadpool(_convert, state, project, up, path, kind, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- report and split
+
+class ReportRequest(Strict):
+    model: str | None = Field(None, max_length=512)
+    method: Method | None = None
+    role: Literal["training", "validation"] = "training"
+    measure_pace: bool = False
+
+
+def _stored_path(state: AppState, project: str, fid: str):
+    with state.db.connect() as conn:
+        row = get_file_row(conn, project, fid)
+    path = state.blobs.path(row.sha256)
+    if not path.exists():
+        raise NotFound(f"The content of file {fid} is missing from the blob store.", param="id")
+    return row, path
+
+
+def _resolve_method(body: ReportRequest, fid: str) -> tuple[JobCreate, dict]:
+    """The job this report is for, its `method` resolved exactly as POST /fine_tuning/jobs does."""
+    job = JobCreate(model=body.model or "-", training_file=fid, method=body.method)
+    return job, job.resolved_method()
+
+
+def _report(state: AppState, project: str, fid: str, body: ReportRequest) -> dict:
+    from openft.data.estimate import with_pace
+    from openft.data.validate import validate_file
+    from openft.jobs.validate import METHOD_FORMATS, MIN_TRAINING_EXAMPLES, _tokenizer, effective_max_seq_len
+    from openft.store.pace import pace_for_job
+    from openft.store.resolve import resolve_model
+    from openft.train.auto import resolve_hyperparameters
+
+    row, path = _stored_path(state, project, fid)
+    job, method = _resolve_method(body, fid)
+    kind, hp = rules.method_type(method), rules.hyperparameters(method)
+    base = tokenizer = model_dir = None
+    if body.model:
+        with state.db.connect() as conn:
+            try:
+                base = resolve_model(state.settings, conn, project, body.model).base_model
+            except NotFound as e:
+                raise InvalidRequest(f"Model {body.model} is not available for fine-tuning or does not exist "
+                                     f"({e.message}).", param="model", code="model_not_available") from None
+        check_job_options(state.settings, job, method, base)
+        tokenizer, model_dir = _tokenizer(state.settings, base)
+    max_seq_len = effective_max_seq_len(model_dir, method) if tokenizer is not None else None
+    train_method = hp.get("method") if isinstance(hp.get("method"), str) else "lora"
+    rep = validate_file(path, tokenizer=tokenizer, max_seq_len=max_seq_len, display_name=row.filename, model=base,
+                        n_epochs=rules.positive_int(hp.get("n_epochs")), method=kind,
+                        min_examples=MIN_TRAINING_EXAMPLES if body.role == "training" else 1)
+    out = rep.to_dict()
+    accepted = METHOD_FORMATS.get(kind)
+    if rep.ok and accepted and rep.format and rep.format not in accepted:  # what the job validator refuses
+        out["ok"] = False
+        out["errors"].append({"code": "invalid_file_format", "line": None, "field": None,
+                              "message": f"{rep.format} examples; fine-tuning method '{kind}' expects "
+                                         f"{' or '.join(accepted)} examples"})
+    est = rep.stats.get("estimate")
+    if est and body.role == "training":  # this machine's pace: earlier jobs, a cached probe, or (asked) a new probe
+        probe_job = SimpleNamespace(method=method, base_model=base, training_file=fid)
+        pace = pace_for_job(state.settings, state.db, probe_job, est["n_examples"],
+                            probe=body.measure_pace and out["ok"])
+        est = out["stats"]["estimate"] = with_pace(est, pace)
+    n = rep.stats.get("n_valid_examples", 0)
+    resolved = None
+    if n:
+        resolved = resolve_hyperparameters(n, hp.get("n_epochs", "auto"), hp.get("batch_size", "auto"),
+                                           hp.get("learning_rate_multiplier", "auto"))
+        resolved["method"] = train_method
+    out.update(object="openft.data.report", id=fid, filename=row.filename, bytes=row.bytes, role=body.role,
+               model=body.model, base_model=base, method=kind, tokenizer=tokenizer is not None,
+               context_length=rules.model_context_length(model_dir) if model_dir else None, max_seq_len=max_seq_len,
+               hyperparameters=resolved, auto=[k for k in ("n_epochs", "batch_size", "learning_rate_multiplier")
+                                               if hp.get(k, "auto") == "auto"],
+               estimate=est)
+    return out
+
+
+@router.post("/files/{fid}/report")
+def file_report(fid: str, body: ReportRequest, state: AppState = Depends(get_state),
+                project: str = Depends(get_project)):
+    return _report(state, project, fid, body)
+
+
+class SplitRequest(Strict):
+    valid: float = Field(0.1, gt=0, description="validation share (0 < valid < 1) or a whole count (>= 1)")
+    seed: int = Field(42, ge=0, le=2**31 - 1)
+    stratify: bool | None = None
+
+
+def _split(state: AppState, project: str, fid: str, body: SplitRequest) -> dict:
+    from openft.data.split import split_file
+
+    row, path = _stored_path(state, project, fid)
+    folder = _scratch(state.settings)
+    try:
+        try:
+            r = split_file(path, valid=body.valid, seed=body.seed, stratify=body.stratify,
+                           train_out=folder / "train.jsonl", valid_out=folder / "valid.jsonl")
+        except DataError as e:
+            raise _renamed(e, path, row.filename) from None
+        except OpenFTError as e:
+            raise InvalidRequest(e.message.replace("--", ""), param=e.param, code=e.code) from None
+        train = _store_file(state, project, folder / "train.jsonl", _jsonl_name(row.filename, ".train"))
+        valid = _store_file(state, project, folder / "valid.jsonl", _jsonl_name(row.filename, ".valid"))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {"object": "openft.data.split", "source_file": fid, "training_file": train, "validation_file": valid,
+            "n_read": r.n_read, "n_train": r.n_train, "n_valid": r.n_valid, "n_duplicates": r.n_duplicates,
+            "stratified_by": {k: {"train": t, "valid": v} for k, (t, v) in (r.stratified_by or {}).items()} or None,
+            "leaks": r.leaks}
+
+
+@router.post("/files/{fid}/split")
+def split_stored_file(fid: str, body: SplitRequest, state: AppState = Depends(get_state),
+                      project: str = Depends(get_project)):
+    return _split(state, project, fid, body)
