@@ -123,7 +123,7 @@ def test_csv_mapping_converts_and_validates(new_job, live_server):
     # The file button is a real button: Enter on it opens the file chooser.
     page.focus("#create-drop-pick")
     page.wait_for_function("document.activeElement && document.activeElement.id === 'create-drop-pick'")
-    with page.expect_file_chooser() as fc:
+    with page.expect_file_chooser(timeout=60_000) as fc:  # slow under a loaded machine, not lost
         page.keyboard.press("Enter")
     fc.value.set_files(files=[{"name": "items.csv", "mimeType": "text/csv", "buffer": csv.encode()}])
     page.wait_for_selector("#create-mapping:not([hidden]) #create-sample")
