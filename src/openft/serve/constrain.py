@@ -1,0 +1,166 @@
+"""Constrained decoding: grammars that the output must match, enforced token by token.
+
+Built on llguidance (the Rust engine behind Guidance, also used by vLLM and SGLang): a JSON
+schema or a Lark grammar (JSON schemas embedded as `%json{...}`) is compiled once per request
+against the model's tokenizer, and each sequence gets its own `LLMatcher`. At every decode step
+`Guide.start_masks` computes the allowed-token bitmask of all constrained rows of the batch at
+once, in llguidance's own threads and while the model's forward runs (the matchers only need the
+tokens already consumed); `MaskJob.apply` then sets the logits of forbidden tokens to -inf in
+place, before sampling, greedy or not. End-of-sequence tokens are allowed only where the grammar
+accepts. Unsupported JSON-schema features are found at compile time and refused with a 400 that
+names them.
+
+JSON is generated with Python's `json.dumps` separators (", " and ": ") and no other whitespace:
+a model cannot pad the answer with endless blank lines, and tool calls look as templates render
+them. Knows nothing about HTTP, batching or tool formats (openft.serve.tools builds those rules).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from openft.errors import InvalidRequest, ServerError
+
+JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
+
+def json_rule(schema: dict) -> str:
+    """A Lark expression matching JSON values of `schema` (compact json.dumps layout)."""
+    return "%json " + json.dumps({**schema, "x-guidance": JSON_OPTIONS})
+
+
+def lark_grammar(*, json_schema: dict | None = None, calls: str | None = None) -> str | None:
+    """The whole grammar of an answer: a tool-call section (Lark rules whose start rule is `calls`,
+    from openft.serve.tools), JSON of a schema, either of them (the model chooses), or None."""
+    if json_schema is None and calls is None:
+        return None
+    alts, rules = [], []
+    if calls is not None:
+        alts.append("calls")
+        rules.append(calls)
+    if json_schema is not None:
+        alts.append("answer")
+        rules.append("answer: " + json_rule(json_schema))
+    return "\n".join([f"start: {' | '.join(alts)}", *rules]) + "\n"
+
+
+def check_schema(schema, param: str) -> None:
+    """400 unless `schema` is a JSON schema llguidance implements (names the unsupported keywords)."""
+    from llguidance import LLMatcher
+
+    if not isinstance(schema, dict):
+        raise InvalidRequest(f"{param}: a JSON schema must be an object.", param=param)
+    is_error, messages = LLMatcher.validate_grammar_with_warnings(lark_grammar(json_schema=schema))
+    if is_error:
+        raise InvalidRequest(f"{param}: this JSON schema is not supported for constrained decoding: "
+                             f"{_why(messages)}.", param=param)
+
+
+def _why(messages: list[str]) -> str:
+    """llguidance's reason without the grammar listing it appends (e.g. `Unimplemented keys: ["not"]`)."""
+    text = "; ".join(messages)
+    m = re.search(r"failed to compile JSON schema: ([^\n]*)", text)
+    return m.group(1).strip() if m else text.split("\n")[0].strip()
+
+
+class Guide:
+    """One model's side of constrained decoding: its tokenizer as llguidance sees it (built once,
+    about a second), a thread pool for the masks, and the grammar compiler."""
+
+    def __init__(self, hf_tokenizer, vocab_size: int, eos_ids: set[int]):
+        import llguidance
+        import llguidance.hf
+
+        self.vocab_size = vocab_size
+        self.tokenizer = llguidance.hf.from_tokenizer(hf_tokenizer, n_vocab=vocab_size, eos_token=sorted(eos_ids))
+        threads = max(1, min(4, (os.cpu_count() or 2) // 2))
+        self.executor = llguidance.LLExecutor(threads)
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="openft-masks")
+        self.words = (vocab_size + 31) // 32   # int32 words of one row's bitmask
+        self._grammars: dict[str, str] = {}    # lark text -> compiled grammar (recent requests)
+        self._lock = threading.Lock()
+
+    def compile(self, lark: str, param: str) -> str:
+        """Check `lark` against this tokenizer; 400 naming `param` when llguidance refuses it."""
+        from llguidance import LLMatcher
+
+        with self._lock:
+            hit = self._grammars.get(lark)
+        if hit is not None:
+            return hit
+        grammar = LLMatcher.grammar_from_lark(lark)
+        is_error, messages = LLMatcher.validate_grammar_with_warnings(grammar, self.tokenizer)
+        if is_error:
+            raise InvalidRequest(f"{param}: cannot be enforced by constrained decoding: {_why(messages)}.",
+                                 param=param)
+        with self._lock:
+            if len(self._grammars) > 64:
+                self._grammars.clear()
+            self._grammars[lark] = grammar
+        return grammar
+
+    def matcher(self, grammar: str) -> "Matcher":
+        from llguidance import LLMatcher
+
+        m = LLMatcher(self.tokenizer, grammar, log_level=0)
+        if m.is_error():
+            raise InvalidRequest(f"The output constraint cannot be enforced: {m.get_error()}", param="response_format")
+        return Matcher(m)
+
+    def start_masks(self, rows: list[tuple["Matcher", int]]) -> "MaskJob":
+        """Begin computing the masks of `rows` ((matcher, batch row)) in the background."""
+        bits = torch.empty(len(rows), self.words, dtype=torch.int32)
+        job = MaskJob(bits, [r for _, r in rows], self.vocab_size)
+        pairs = [(m.m, k) for k, (m, _) in enumerate(rows)]
+        job.future = self.pool.submit(self._fill, pairs, bits)
+        return job
+
+    def _fill(self, pairs: list, bits: torch.Tensor) -> None:
+        # LLExecutor drops the GIL and writes one row of int32 words per matcher.
+        self.executor.unsafe_compute_mask_ptr(pairs, bits.data_ptr(), self.words * 4, bits.shape[0])
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class MaskJob:
+    """The bitmasks of one step's constrained rows, being computed; `apply` waits and masks."""
+
+    def __init__(self, bits: torch.Tensor, rows: list[int], vocab: int):
+        self.bits, self.rows, self.vocab = bits, rows, vocab
+        self.future: Future | None = None
+
+    def wait(self) -> None:
+        self.future.result()
+
+    @torch.inference_mode()  # the runner's logits are inference tensors
+    def apply(self, logits: torch.Tensor) -> None:
+        """logits: [batch, vocab] float32 on CPU; forbidden tokens of each constrained row -> -inf."""
+        self.wait()
+        # bit j of word w allows token 32 w + j (little-endian bit order within each int32)
+        allowed = np.unpackbits(self.bits.numpy().view(np.uint8), axis=1, bitorder="little")
+        allowed = torch.from_numpy(allowed.view(np.bool_))
+        forbidden = ~allowed[:, : logits.shape[1]]  # the mask covers the whole logits row (n_vocab)
+        for k, row in enumerate(self.rows):
+            logits[row].masked_fill_(forbidden[k], float("-inf"))
+
+
+class Matcher:
+    """One sequence's position in its grammar."""
+
+    def __init__(self, m):
+        self.m = m
+
+    def consume(self, token: int) -> None:
+        if not self.m.consume_token(token):
+            raise ServerError(f"Constrained decoding lost its place in the grammar: {self.m.get_error()}")
+
+    def accepting(self) -> bool:
+        return self.m.is_accepting()
