@@ -12,7 +12,8 @@ names them.
 
 JSON is generated with Python's `json.dumps` separators (", " and ": ") and no other whitespace:
 a model cannot pad the answer with endless blank lines, and tool calls look as templates render
-them. Knows nothing about HTTP, batching or tool formats (openft.serve.tools builds those rules).
+them. numpy and torch are imported when a model needs them (the API imports this module).
+Knows nothing about HTTP, batching or tool formats (openft.serve.tools builds those rules).
 """
 
 from __future__ import annotations
@@ -22,9 +23,6 @@ import os
 import re
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-
-import numpy as np
-import torch
 
 from openft.errors import InvalidRequest, ServerError
 
@@ -116,6 +114,8 @@ class Guide:
 
     def start_masks(self, rows: list[tuple["Matcher", int]]) -> "MaskJob":
         """Begin computing the masks of `rows` ((matcher, batch row)) in the background."""
+        import torch
+
         bits = torch.empty(len(rows), self.words, dtype=torch.int32)
         job = MaskJob(bits, [r for _, r in rows], self.vocab_size)
         pairs = [(m.m, k) for k, (m, _) in enumerate(rows)]
@@ -140,16 +140,19 @@ class MaskJob:
     def wait(self) -> None:
         self.future.result()
 
-    @torch.inference_mode()  # the runner's logits are inference tensors
-    def apply(self, logits: torch.Tensor) -> None:
+    def apply(self, logits: "torch.Tensor") -> None:
         """logits: [batch, vocab] float32 on CPU; forbidden tokens of each constrained row -> -inf."""
+        import numpy as np
+        import torch
+
         self.wait()
         # bit j of word w allows token 32 w + j (little-endian bit order within each int32)
         allowed = np.unpackbits(self.bits.numpy().view(np.uint8), axis=1, bitorder="little")
         allowed = torch.from_numpy(allowed.view(np.bool_))
         forbidden = ~allowed[:, : logits.shape[1]]  # the mask covers the whole logits row (n_vocab)
-        for k, row in enumerate(self.rows):
-            logits[row].masked_fill_(forbidden[k], float("-inf"))
+        with torch.inference_mode():  # the runner's logits are inference tensors
+            for k, row in enumerate(self.rows):
+                logits[row].masked_fill_(forbidden[k], float("-inf"))
 
 
 class Matcher:
