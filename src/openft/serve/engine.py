@@ -261,8 +261,9 @@ class Engine:
         choice, or None). 400 for tools the model's template cannot express, bad schemas."""
         choice = req.tool_choice or ToolChoice()
         fmt = calls = None
-        if req.tools and choice.mode != "none":
+        if req.tools or choice.mode in ("required", "function"):
             tool_formats.check_tools(req.tools, choice)
+        if req.tools and choice.mode != "none":
             fmt = tool_formats.detect(runner.tokenizer.chat_template)
             if fmt is None:
                 raise InvalidRequest(f"Model {req.base_model}'s chat template has no tool-call format (openft reads "

@@ -36,6 +36,7 @@ class Message(Strict):
     refusal: str | None = None
     function_call: dict | None = None
     audio: dict | None = None
+    annotations: list | None = None    # a returned assistant message sent back as it is
 
 
 class ChatRequest(Strict):
