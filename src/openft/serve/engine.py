@@ -207,8 +207,6 @@ class Engine:
                 r.done = True
                 r.push([err])
         self._waiting.clear()
-        for guide in self._guides.values():
-            guide.close()
 
     def stats(self) -> dict:
         with self._cv:
@@ -375,13 +373,9 @@ class Engine:
 
     def _step(self, runner: ModelRunner) -> None:
         seqs = list(runner.seqs)
-        guided = [(s.guide, i) for i, s in enumerate(seqs) if s.guide is not None]
-        masks = self._guides[runner.name].start_masks(guided) if guided else None  # runs during the forward
         try:
             logits, prompt_logits = runner.forward()
         except Exception as e:  # noqa: BLE001 - a failed step fails its requests, not the engine
-            if masks is not None:
-                masks.wait()
             err = e if isinstance(e, OpenFTError) else ServerError(f"Generation failed: {type(e).__name__}: {e}")
             for s in seqs:
                 self._drop(runner, s)
@@ -391,9 +385,10 @@ class Engine:
             return
         logits = logits.cpu()
         raw: dict[int, torch.Tensor] = {}  # reported logprobs are the model's, before the grammar's mask
-        if masks is not None:
+        guided = [(s.guide, i) for i, s in enumerate(seqs) if s.guide is not None]
+        if guided:
             raw = {i: logits[i].clone() for _, i in guided if seqs[i].req.params.logprobs}
-            masks.apply(logits)
+            self._guides[runner.name].mask(logits, guided)
         out: dict[int, tuple[_Req, list]] = {}
         for i, s in enumerate(seqs):
             r = s.req
