@@ -25,7 +25,7 @@ import torch
 from openft.config import Settings
 from openft.errors import ContextLengthExceeded, InvalidRequest, OpenFTError, RateLimited, ServerError
 from openft.serve import tools as tool_formats
-from openft.serve.constrain import Guide, Matcher, check_schema, lark_grammar
+from openft.serve.constrain import Guide, Matcher
 from openft.serve.lora import AdapterCache, LoraAdapter, load_adapter
 from openft.serve.runner import ModelRunner, Slot
 from openft.serve.sampling import make_generator, sample_row, token_logprob
@@ -258,7 +258,7 @@ class Engine:
         """(the tool format whose calls to parse out of the output, or None; one grammar matcher per
         choice, or None). 400 for tools the model's template cannot express, bad schemas."""
         choice = req.tool_choice or ToolChoice()
-        fmt = calls = None
+        fmt = None
         if req.tools or choice.mode in ("required", "function"):
             tool_formats.check_tools(req.tools, choice)
         if req.tools and choice.mode != "none":
@@ -267,19 +267,12 @@ class Engine:
                 raise InvalidRequest(f"Model {req.base_model}'s chat template has no tool-call format (openft reads "
                                      "Hermes/Qwen <tool_call>, Llama 3 and Mistral [TOOL_CALLS] templates), so it "
                                      "cannot call tools.", param="tools")
-        schema = req.params.json_schema
-        if schema is not None:
-            check_schema(schema, "response_format")
-        if fmt is not None and (choice.mode in ("required", "function") or schema is not None):
-            for i, t in enumerate(req.tools):
-                if choice.mode != "function" or t["function"]["name"] == choice.name:
-                    check_schema(t["function"].get("parameters") or {"type": "object"}, f"tools[{i}].function.parameters")
-            calls = tool_formats.calls_grammar(fmt, req.tools, choice, lambda text: _special_id(runner.tokenizer, text))
-        lark = lark_grammar(json_schema=None if choice.mode in ("required", "function") else schema, calls=calls)
+        lark, param = tool_formats.answer_grammar(fmt, req.tools, choice, req.params.json_schema,
+                                                  lambda text: _special_id(runner.tokenizer, text))
         if lark is None:
             return fmt, None
         guide = self._guide_for(runner)
-        grammar = guide.compile(lark, "tools" if calls is not None else "response_format")
+        grammar = guide.compile(lark, param)
         return fmt, [guide.matcher(grammar) for _ in range(req.params.n)]
 
     def _guide_for(self, runner: ModelRunner) -> Guide:

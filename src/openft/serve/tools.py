@@ -23,7 +23,7 @@ import string
 from dataclasses import dataclass
 
 from openft.errors import InvalidRequest
-from openft.serve.constrain import json_rule
+from openft.serve.constrain import check_schema, json_rule, lark_grammar
 from openft.serve.types import Delta, Finish, ToolCallDelta, ToolChoice
 
 _ALNUM = string.ascii_letters + string.digits
@@ -102,10 +102,35 @@ def template_messages(messages: list[dict]) -> list[dict]:
     return out
 
 
-def calls_grammar(fmt: ToolFormat, tools: list, choice: ToolChoice, special_token_id) -> str:
-    """Lark rules (start rule `calls`) for a tool-call answer in `fmt`: only the named function
-    when tool_choice names one, one call unless parallel calls are allowed.
-    `special_token_id(text)` is the id of `text` when it is one special token, else None."""
+def answer_grammar(fmt: ToolFormat | None, tools: list | None, choice: ToolChoice, schema: dict | None,
+                   special_token_id) -> tuple[str | None, str]:
+    """(the Lark grammar of a whole answer, or None when nothing constrains it; the request field
+    its errors name). tool_choice required or a named function: only calls. A response_format
+    schema: JSON of it (or calls, under tool_choice auto). Auto alone: free text in which any call
+    the model opens is a valid one, when llguidance supports every tool's parameter schema
+    (otherwise the answer is left free, as before tools were constrained)."""
+    if schema is not None:
+        check_schema(schema, "response_format")
+    if fmt is None:
+        return lark_grammar(json_schema=schema), "response_format"
+    forced = choice.mode in ("required", "function")
+    used = [(i, t["function"].get("parameters") or {"type": "object"}) for i, t in enumerate(tools)
+            if choice.mode != "function" or t["function"]["name"] == choice.name]
+    if forced or schema is not None:
+        for i, params in used:
+            check_schema(params, f"tools[{i}].function.parameters")
+        calls = calls_grammar(fmt, tools, choice, special_token_id)
+        return lark_grammar(json_schema=None if forced else schema, calls=calls), "tools"
+    try:
+        for i, params in used:
+            check_schema(params, f"tools[{i}].function.parameters")
+    except InvalidRequest:
+        return None, "tools"
+    return auto_grammar(fmt, tools, choice, special_token_id), "tools"
+
+
+def _call_rules(fmt: ToolFormat, tools: list, choice: ToolChoice) -> list[str]:
+    """Lark rules: `call` is one call of an allowed function, `{"name": "f", "<args key>": <args>}`."""
     funcs = [t["function"] for t in tools if choice.mode != "function" or t["function"]["name"] == choice.name]
     rules, alts = [], []
     for k, f in enumerate(funcs):
@@ -113,18 +138,50 @@ def calls_grammar(fmt: ToolFormat, tools: list, choice: ToolChoice, special_toke
         head = json.dumps({"name": f["name"]})[:-1] + f', "{fmt.args_key}": '  # {"name": "f", "arguments":
         rules.append(f"fn{k}: {json.dumps(head)} {json_rule(schema)} \"}}\"")
         alts.append(f"fn{k}")
-    rules.append("call: " + " | ".join(alts))
+    return ["call: " + " | ".join(alts), *rules]
+
+
+def calls_grammar(fmt: ToolFormat, tools: list, choice: ToolChoice, special_token_id) -> str:
+    """Lark rules (start rule `calls`) for an answer that is only tool calls in `fmt` (tool_choice
+    required or a named function): only the named function when one is named, one call unless
+    parallel calls are allowed. `special_token_id(text)` is the id of `text` when it is one
+    special token, else None."""
     many = choice.parallel
+    rules = _call_rules(fmt, tools, choice)
     if fmt is HERMES:
         rules.append('block: "<tool_call>\\n" call "\\n</tool_call>"')
         body = 'block ("\\n" block)*' if many else "block"
     elif fmt is MISTRAL:
-        tid = special_token_id(fmt.open)
-        opener = f"<[{tid}]>" if tid is not None else json.dumps(fmt.open)
-        body = opener + (' "[" call (", " call)* "]"' if many else ' "[" call "]"')
+        body = _opener(fmt, special_token_id) + (' "[" call (", " call)* "]"' if many else ' "[" call "]"')
     else:
         body = 'call ("; " call)*' if many else "call"
     return "\n".join([f"calls: {body}", *rules])
+
+
+def auto_grammar(fmt: ToolFormat, tools: list, choice: ToolChoice, special_token_id) -> str | None:
+    """The whole grammar for tool_choice auto: free text, or text followed by calls, as templates
+    render an assistant message (content, then its calls). Once the model writes its format's
+    opener, the call must be a valid call of one of the tools (llguidance's lazy trigger, as in its
+    StructTag), and after the calls the answer ends. None for llama3, whose calls open with a bare `{`."""
+    if fmt is LLAMA3:
+        return None
+    rules = _call_rules(fmt, tools, choice)
+    head = '"<tool_call>"' if fmt is HERMES else _opener(fmt, special_token_id)
+    if head.startswith("<["):  # a special token cannot occur inside text: no lazy lexeme needed
+        rules.insert(0, f"opener: TEXT {head}")
+    else:
+        rules.insert(0, f"opener[lazy]: TEXT {head}")
+    if fmt is HERMES:
+        rules.append('block: "<tool_call>\\n" call "\\n</tool_call>"')
+        calls = 'opener "\\n" call "\\n</tool_call>"' + (' ("\\n" block)*' if choice.parallel else "")
+    else:
+        calls = 'opener "[" call' + (' (", " call)*' if choice.parallel else "") + ' "]"'
+    return "\n".join(["%llguidance {}", f"start: TEXT | {calls}", "TEXT: /(.|\\n)*/", *rules]) + "\n"
+
+
+def _opener(fmt: ToolFormat, special_token_id) -> str:
+    tid = special_token_id(fmt.open)
+    return f"<[{tid}]>" if tid is not None else json.dumps(fmt.open)
 
 
 # ---- parsing the output ------------------------------------------------------------------------
