@@ -165,3 +165,22 @@ def test_constrained_rows_do_not_change_the_others(engine_factory):
     assert mixed[0][0] == alone
     for texts, finishes, _, _ in (c1, c2):
         assert finishes[0] == "stop" and 0 <= json.loads(texts[0])["n"] <= 9
+
+
+def test_a_matcher_in_error_allows_only_end_of_sequence(tiny_tokenizer):
+    """Never a row of -inf (NaN probabilities would fail the whole batch): llguidance lets a matcher
+    in an error state end its answer, and `Guide.mask` passes that on."""
+    import torch
+
+    from openft.serve.constrain import Guide, lark_grammar
+
+    guide = Guide(tiny_tokenizer, len(tiny_tokenizer), {tiny_tokenizer.eos_token_id})
+    ok = guide.matcher(guide.compile(lark_grammar(json_schema={"type": "object"}), "response_format"))
+    broken = guide.matcher(guide.compile(lark_grammar(json_schema={"type": "object"}), "response_format"))
+    assert not broken.m.consume_token(tiny_tokenizer("hello", add_special_tokens=False)["input_ids"][0])
+    logits = torch.zeros(3, len(tiny_tokenizer))
+    guide.mask(logits, [(ok, 0), (broken, 2)])
+    assert torch.isfinite(logits[1]).all()                       # an unconstrained row is untouched
+    assert torch.isfinite(logits[2]).nonzero().flatten().tolist() == [tiny_tokenizer.eos_token_id]
+    first = torch.isfinite(logits[0]).nonzero().flatten().tolist()
+    assert first and all(tiny_tokenizer.decode([t]).lstrip().startswith("{") for t in first)

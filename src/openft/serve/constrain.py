@@ -71,8 +71,10 @@ class Guide:
     def __init__(self, hf_tokenizer, vocab_size: int, eos_ids: set[int]):
         import llguidance.hf
 
+        vocab_size = max(vocab_size, len(hf_tokenizer))  # ids past the logits' width are cut off in `mask`
         self.vocab_size = vocab_size
-        self.tokenizer = llguidance.hf.from_tokenizer(hf_tokenizer, n_vocab=vocab_size, eos_token=sorted(eos_ids))
+        self.eos = sorted(eos_ids)
+        self.tokenizer = llguidance.hf.from_tokenizer(hf_tokenizer, n_vocab=vocab_size, eos_token=self.eos)
         self.words = (vocab_size + 31) // 32   # int32 words of one row's bitmask
         self._grammars: dict[str, str] = {}    # lark text -> compiled grammar (recent requests)
         self._lock = threading.Lock()
