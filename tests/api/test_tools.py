@@ -7,7 +7,6 @@ template (`tiny-tools`, registered as a local model); it writes noise unless con
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import openai
@@ -26,9 +25,17 @@ ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
 def make_tool_model(tiny_model_dir: str, out: Path) -> Path:
-    """The tiny model's weights and tokenizer with a Hermes/Qwen-style tool template."""
-    shutil.copytree(tiny_model_dir, out)
-    (out / "chat_template.jinja").write_text(TEMPLATE.read_text())
+    """The tiny model with a Hermes/Qwen-style tool template and, as in Qwen's vocabulary,
+    `<tool_call>` and `</tool_call>` as added (not special) tokens, the embeddings grown to match."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.add_tokens(["<tool_call>", "</tool_call>"])
+    tok.chat_template = TEMPLATE.read_text()
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.resize_token_embeddings(len(tok))
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
     return out
 
 
@@ -40,9 +47,13 @@ def register(data_dir: Path, name: str, folder: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def tool_model(api_server, tiny_model_dir, tmp_path_factory) -> str:
-    folder = make_tool_model(tiny_model_dir, tmp_path_factory.mktemp("toolmodel") / "tiny-tools")
-    register(api_server.data_dir, "tiny-tools", folder)
+def tool_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    return make_tool_model(tiny_model_dir, tmp_path_factory.mktemp("toolmodel") / "tiny-tools")
+
+
+@pytest.fixture(scope="module")
+def tool_model(api_server, tool_model_dir) -> str:
+    register(api_server.data_dir, "tiny-tools", tool_model_dir)
     return "tiny-tools"
 
 
@@ -102,7 +113,7 @@ def test_streamed_tool_call_deltas_reassemble_to_the_same_call(api, tool_model):
     assert calls[0]["id"].startswith("call_")
 
 
-def test_round_trip_with_a_tool_message(api, tool_model, tiny_model_dir):
+def test_round_trip_with_a_tool_message(api, tool_model, tool_model_dir):
     """The call goes back as an assistant message with tool_calls, the result as a `tool` message;
     the next answer renders through the template (its prompt holds both) and is plain text."""
     first = api.chat.completions.create(model=tool_model, messages=ASK, tools=[WEATHER], tool_choice="required",
@@ -118,15 +129,15 @@ def test_round_trip_with_a_tool_message(api, tool_model, tiny_model_dir):
     # The rendered prompt holds the call (arguments as the template writes them) and the result:
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    tok.chat_template = TEMPLATE.read_text()
+    tok = AutoTokenizer.from_pretrained(tool_model_dir)
     rendered = tok.apply_chat_template(
         [*ASK, {"role": "assistant", "content": "", "tool_calls": [
             {"id": call.id, "type": "function",
              "function": {"name": call.function.name, "arguments": json.loads(call.function.arguments)}}]},
          {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 degrees"}],
         tokenize=False, add_generation_prompt=True)
-    assert f'"name": "get_weather", "arguments": {json.dumps(json.loads(call.function.arguments))}' in rendered
+    args = json.dumps(json.loads(call.function.arguments), ensure_ascii=False)  # as the template's tojson writes
+    assert f'"name": "get_weather", "arguments": {args}' in rendered
     assert "<tool_response>\nsunny, 21 degrees\n</tool_response>" in rendered
     assert second.usage.prompt_tokens == len(tok(rendered, add_special_tokens=False)["input_ids"])
     assert third.usage.prompt_tokens > second.usage.prompt_tokens

@@ -184,3 +184,20 @@ def test_a_matcher_in_error_allows_only_end_of_sequence(tiny_tokenizer):
     assert torch.isfinite(logits[2]).nonzero().flatten().tolist() == [tiny_tokenizer.eos_token_id]
     first = torch.isfinite(logits[0]).nonzero().flatten().tolist()
     assert first and all(tiny_tokenizer.decode([t]).lstrip().startswith("{") for t in first)
+
+
+def test_added_tokens_that_are_not_special_are_text_to_the_grammar(tiny_model_dir):
+    """Qwen's `<tool_call>` is an added, not special, token: the grammar's `<tool_call>` text must
+    take it as one token (llguidance alone allows it in the mask, then fails to consume it)."""
+    from llguidance import LLMatcher
+    from transformers import AutoTokenizer
+
+    from openft.serve.constrain import grammar_tokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.add_tokens(["<tool_call>", " spaced word"])
+    call, spaced = tok.convert_tokens_to_ids(["<tool_call>", " spaced word"])
+    ll = grammar_tokenizer(tok, len(tok), [tok.eos_token_id])
+    m = LLMatcher(ll, LLMatcher.grammar_from_lark('start: "<tool_call>\\n" " spaced word"'))
+    assert m.consume_tokens([call, *tok("\n", add_special_tokens=False)["input_ids"], spaced]), m.get_error()
+    assert m.is_accepting()

@@ -64,17 +64,43 @@ def _why(messages: list[str]) -> str:
     return m.group(1).strip() if m else text.split("\n")[0].strip()
 
 
+def grammar_tokenizer(hf_tokenizer, n_vocab: int, eos: list[int]):
+    """llguidance's view of a fast Hugging Face tokenizer (its `llguidance.hf.from_tokenizer`, plus
+    one fix). llguidance takes every added token for a special one, so grammar text can never use
+    an added token that is not special, such as Qwen's `<tool_call>`: the mask allows it and
+    consuming it then fails. Those tokens become ordinary vocabulary entries here."""
+    import copy
+
+    import llguidance
+
+    from openft.serve.text import _bytes_to_unicode
+
+    backend = copy.copy(hf_tokenizer.backend_tokenizer)
+    backend.no_padding()
+    backend.no_truncation()
+    spec = json.loads(backend.to_str())
+    plain = [a for a in spec.get("added_tokens") or [] if not a.get("special")]
+    vocab = (spec.get("model") or {}).get("vocab")
+    if plain and isinstance(vocab, dict):
+        if "ByteLevel" in json.dumps(spec.get("decoder")):  # GPT-2 style: bytes as printable characters
+            to_piece = _bytes_to_unicode()
+            piece = lambda text: "".join(to_piece[b] for b in text.encode())  # noqa: E731
+        else:  # SentencePiece style
+            piece = lambda text: text.replace(" ", "\u2581")  # noqa: E731
+        spec["added_tokens"] = [a for a in spec["added_tokens"] if a.get("special")]
+        for a in plain:
+            vocab[piece(a["content"])] = a["id"]
+    return llguidance.LLTokenizer(json.dumps(spec), n_vocab=n_vocab, eos_token=eos)
+
+
 class Guide:
     """One model's side of constrained decoding: its tokenizer as llguidance sees it (built once,
     about a second) and the grammar compiler."""
 
     def __init__(self, hf_tokenizer, vocab_size: int, eos_ids: set[int]):
-        import llguidance.hf
-
         vocab_size = max(vocab_size, len(hf_tokenizer))  # ids past the logits' width are cut off in `mask`
         self.vocab_size = vocab_size
-        self.eos = sorted(eos_ids)
-        self.tokenizer = llguidance.hf.from_tokenizer(hf_tokenizer, n_vocab=vocab_size, eos_token=self.eos)
+        self.tokenizer = grammar_tokenizer(hf_tokenizer, vocab_size, sorted(eos_ids))
         self.words = (vocab_size + 31) // 32   # int32 words of one row's bitmask
         self._grammars: dict[str, str] = {}    # lark text -> compiled grammar (recent requests)
         self._lock = threading.Lock()
