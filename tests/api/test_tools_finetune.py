@@ -38,7 +38,7 @@ def test_fine_tuned_tiny_model_returns_parsed_tool_calls(live_server, client, ti
     job = client.fine_tuning.jobs.create(
         model="tiny-tools", training_file=f.id, suffix="tools",
         method={"type": "supervised", "supervised": {"hyperparameters": {
-            "n_epochs": 10, "batch_size": 4, "learning_rate_multiplier": 10, "method": "full"}}})
+            "n_epochs": 25, "batch_size": 1, "learning_rate_multiplier": 10, "method": "full"}}})
     job = wait_status(client, job.id, {"succeeded", "failed", "cancelled"}, timeout=900)
     assert job.status == "succeeded", (job.error, live_server.log.read_text()[-3000:])
 
