@@ -1,12 +1,14 @@
-"""Constrained decoding cost: the engine's tokens/s with and without a JSON-schema constraint.
+"""Constrained decoding cost: the engine's tokens/s with and without a constraint.
 
-Sends the same N chat requests (C at a time, in-process through `Engine.generate`) three ways:
+Sends the same N chat requests (C at a time, in-process through `Engine.generate`) four ways:
 unconstrained, `response_format` json_object and json_schema (llguidance masks, see
-openft.serve.constrain), in alternating rounds so that a change of machine load hits all alike,
-and prints aggregate tokens/s, per-token latency (p50) and time to first token (p50) side by
-side, with the CPU model, its vector flags and torch's thread count. The last line is
-`slowdown_json_object=<x> slowdown_json_schema=<y>` (unconstrained tokens/s over constrained);
-the target is <= 1.3.
+openft.serve.constrain), and with a tool under tool_choice auto (free text in which an opened
+call must be valid; the model is the base with the tests' Hermes tool template, its weights
+symlinked), in alternating rounds so that a change of machine load hits all alike, and prints
+aggregate tokens/s, per-token latency (p50) and time to first token (p50) side by side, with the
+CPU model, its vector flags and torch's thread count. The last line is `slowdown_json_object=<x>
+slowdown_json_schema=<y> slowdown_tools_auto=<z>` (unconstrained tokens/s over constrained); the
+target is <= 1.3.
 
 The schema asks for one long string and a list of short records, so constrained answers run to
 max_tokens like free ones do and both sides decode about the same number of tokens.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import statistics
@@ -35,6 +38,9 @@ SCHEMA = {"type": "object", "properties": {
         "name": {"type": "string"}, "age": {"type": "integer"}, "role": {"enum": ["hero", "villain", "friend"]}},
         "required": ["name", "age", "role"], "additionalProperties": False}}},
     "required": ["story", "characters"], "additionalProperties": False}
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+TEMPLATE = Path(__file__).resolve().parents[1] / "tests" / "api" / "hermes_template.jinja"
 TOPICS = ["a lighthouse keeper", "a robot learning to paint", "volcanoes", "a city at night", "an old map",
           "honeybees", "a long train journey", "the moon landing", "a chess tournament", "rain in the forest"]
 
@@ -54,7 +60,25 @@ def cpu_line() -> str:
     return f"{model}; flags {' '.join(f for f in wanted if f in flags) or '-'}; {os.cpu_count()} cpus"
 
 
-async def run(engine, base: str, n: int, max_tokens: int, conc: int, schema) -> dict:
+def tool_model(settings, base: str, folder: Path) -> str:
+    """`base` with a Hermes tool template, registered as a local model (weights symlinked)."""
+    from openft.models import materialize, register_local
+
+    src = Path(materialize(settings, base))
+    folder.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.name != "chat_template.jinja":
+            (folder / f.name).symlink_to(f)
+    (folder / "chat_template.jinja").write_text(TEMPLATE.read_text())
+    config = json.loads((src / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (folder / "tokenizer_config.json").unlink()
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    register_local(settings, base + "-tools", folder)
+    return base + "-tools"
+
+
+async def run(engine, base: str, n: int, max_tokens: int, conc: int, schema, tools=None) -> dict:
     from openft.serve.types import Delta, GenerationRequest, SamplingParams, Usage
 
     sem = asyncio.Semaphore(conc)
@@ -63,7 +87,7 @@ async def run(engine, base: str, n: int, max_tokens: int, conc: int, schema) -> 
         msgs = [{"role": "user", "content": f"Write a long story about {TOPICS[i % len(TOPICS)]} as JSON with the "
                                             f"story and its characters."}]
         async with sem:
-            req = GenerationRequest(base_model=base, messages=msgs,
+            req = GenerationRequest(base_model=base, messages=msgs, tools=tools,
                                     params=SamplingParams(max_tokens=max_tokens, temperature=0.7, seed=i,
                                                           json_schema=schema))
             t0, first, tokens = time.perf_counter(), None, 0
@@ -106,15 +130,17 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="openft-bench-"))
     settings = Settings(data_dir=work / "data", model_cache_dir=args.model_cache)
     engine = Engine(settings, dtype=args.dtype)
-    modes = {"unconstrained": None, "json_object": {"type": "object"}, "json_schema": SCHEMA}
+    with_tools = tool_model(settings, args.base, work / "tool-model")
+    modes = {"unconstrained": (args.base, None, None), "json_object": (args.base, {"type": "object"}, None),
+             "json_schema": (args.base, SCHEMA, None), "tools_auto": (with_tools, None, TOOLS)}
     results: dict[str, list[dict]] = {m: [] for m in modes}
     try:
-        for schema in modes.values():  # warm-up: loads the model, builds the grammar tokenizer
-            asyncio.run(run(engine, args.base, 2, 4, 2, schema))
+        for model, schema, tools in modes.values():  # warm-up: loads the model, builds the grammar tokenizer
+            asyncio.run(run(engine, model, 2, 4, 2, schema, tools))
         for _ in range(args.rounds):
-            for mode, schema in modes.items():
-                results[mode].append(asyncio.run(run(engine, args.base, args.requests, args.max_tokens,
-                                                     args.concurrency, schema)))
+            for mode, (model, schema, tools) in modes.items():
+                results[mode].append(asyncio.run(run(engine, model, args.requests, args.max_tokens,
+                                                     args.concurrency, schema, tools)))
     finally:
         engine.close()
 
@@ -131,7 +157,7 @@ def main() -> None:
               f"{statistics.median(r['ttft'] for r in rs):7.2f}s | "
               f"{statistics.median(r['tpot'] for r in rs) * 1e3:11.1f}ms |")
     free = best["unconstrained"]
-    print(f"slowdown_json_object={free / best['json_object']:.2f} slowdown_json_schema={free / best['json_schema']:.2f}")
+    print(" ".join(f"slowdown_{m}={free / best[m]:.2f}" for m in modes if m != "unconstrained"))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ names them.
 
 JSON is generated with Python's `json.dumps` separators (", " and ": ") and no other whitespace:
 a model cannot pad the answer with endless blank lines, and tool calls look as templates render
-them. numpy and torch are imported when a model needs them (the API imports this module).
+them. numpy is imported when a model needs it (the API imports this module).
 Knows nothing about HTTP, batching or tool formats (openft.serve.tools builds those rules).
 """
 
@@ -141,17 +141,17 @@ class Guide:
         handing work to another thread waits on the scheduler); the bits are then unpacked and
         applied with one vectorised fill per row, never a Python loop over the vocabulary."""
         import numpy as np
-        import torch
 
         bits = np.empty((len(rows), self.words), dtype=np.int32)
         for k, (m, _) in enumerate(rows):
             m.m.unsafe_compute_mask_ptr(bits[k].ctypes.data, self.words * 4)
         # bit j of word w allows token 32 w + j (little-endian bit order within each int32)
         allowed = np.unpackbits(bits.view(np.uint8), axis=1, bitorder="little")[:, : logits.shape[1]]
-        forbidden = torch.from_numpy(allowed.view(np.bool_)).logical_not_()
-        with torch.inference_mode():  # the runner's logits are inference tensors
-            for k, (_, row) in enumerate(rows):
-                logits[row].masked_fill_(forbidden[k], float("-inf"))
+        # numpy, single-threaded, writing through a view of the logits: torch's masked_fill_ splits
+        # each row over its intra-op threads and was measured 30x slower on the loaded 2-core box.
+        view = logits.numpy()
+        for k, (_, row) in enumerate(rows):
+            np.putmask(view[row], allowed[k] == 0, -np.inf)
 
 
 class Matcher:
