@@ -258,17 +258,9 @@ class Engine:
         """(the tool format whose calls to parse out of the output, or None; one grammar matcher per
         choice, or None). 400 for tools the model's template cannot express, bad schemas."""
         choice = req.tool_choice or ToolChoice()
-        fmt = None
-        if req.tools or choice.mode in ("required", "function"):
-            tool_formats.check_tools(req.tools, choice)
-        if req.tools and choice.mode != "none":
-            fmt = tool_formats.detect(runner.tokenizer.chat_template)
-            if fmt is None:
-                raise InvalidRequest(f"Model {req.base_model}'s chat template has no tool-call format (openft reads "
-                                     "Hermes/Qwen <tool_call>, Llama 3 and Mistral [TOOL_CALLS] templates), so it "
-                                     "cannot call tools.", param="tools")
+        fmt = tool_formats.tool_format(runner.tokenizer.chat_template, req.tools, choice, req.base_model)
         lark, param = tool_formats.answer_grammar(fmt, req.tools, choice, req.params.json_schema,
-                                                  lambda text: _special_id(runner.tokenizer, text))
+                                                  lambda text: tool_formats.special_token_id(runner.tokenizer, text))
         if lark is None:
             return fmt, None
         guide = self._guide_for(runner)
@@ -461,12 +453,6 @@ class Engine:
                 else:
                     lps.append(token_logprob(pl[j - 1], t, top, runner.token_bytes))
         return Delta(s.index, text, list(ids), lps)
-
-
-def _special_id(tokenizer, text: str) -> int | None:
-    """The id of `text` when the tokenizer has it as one added (special) token."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return int(ids[0]) if len(ids) == 1 else None
 
 
 def _check_params(p: SamplingParams) -> None:

@@ -81,6 +81,27 @@ def check_tools(tools: list | None, choice: ToolChoice) -> None:
                              param="tool_choice")
 
 
+def tool_format(chat_template, tools: list | None, choice: ToolChoice, model: str) -> ToolFormat | None:
+    """The format to parse calls out of (None: the answer is plain text). 400 for bad tools and
+    for tools that the model's chat template cannot express."""
+    if tools or choice.mode in ("required", "function"):
+        check_tools(tools, choice)
+    if not tools or choice.mode == "none":
+        return None
+    fmt = detect(chat_template)
+    if fmt is None:
+        raise InvalidRequest(f"Model {model}'s chat template has no tool-call format (openft reads Hermes/Qwen "
+                             "<tool_call>, Llama 3 and Mistral [TOOL_CALLS] templates), so it cannot call tools.",
+                             param="tools")
+    return fmt
+
+
+def special_token_id(tokenizer, text: str) -> int | None:
+    """The id of `text` when the tokenizer has it as one added (special) token."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return int(ids[0]) if len(ids) == 1 else None
+
+
 def template_messages(messages: list[dict]) -> list[dict]:
     """Messages as chat templates expect them: an assistant's tool-call arguments as an object
     (OpenAI sends a JSON string; Llama, Mistral and Qwen2.5 templates apply `tojson` to it)."""
