@@ -169,3 +169,28 @@ def test_render_mask(tiny_tokenizer):
     assert "2 trained" in plain
     colored = render_mask(tiny_tokenizer, enc, color=True)
     assert "\x1b[42;30myo<|im_end|>\x1b[0m" in colored
+
+
+def test_tool_call_arguments_are_rendered_as_served(tiny_tokenizer):
+    """OpenAI's training lines carry tool-call `arguments` as a JSON string; templates such as
+    Qwen2.5's and Llama 3.1's apply `tojson` to them. The trainer must render them as the serving
+    engine does (an object), or it trains on double-encoded JSON the server never shows."""
+    import copy
+
+    from openft.data.formats import template_messages
+    from openft.train.tokenize import chat_spans
+
+    tok = copy.deepcopy(tiny_tokenizer)
+    tok.chat_template = (
+        "{% for m in messages %}<|{{ m.role }}|>{{ m.content or '' }}"
+        "{% for c in m.tool_calls or [] %}<call>{\"name\": \"{{ c.function.name }}\", "
+        "\"arguments\": {{ c.function.arguments | tojson }}}</call>{% endfor %}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    messages = [{"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "call_1", "type": "function",
+                     "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]}]
+    full, spans = chat_spans(tok, messages)
+    served = tok.apply_chat_template(template_messages(messages), tokenize=False)
+    assert full == served
+    assert '"arguments": {"city": "Paris"}' in full[spans[0][0]:spans[0][1]]

@@ -21,6 +21,7 @@ Knows nothing about files, line numbers, tokenizers or the CLI.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 CHAT, PROMPT_COMPLETION, PREFERENCE, EVALS = "chat", "prompt_completion", "preference", "evals"
@@ -243,3 +244,26 @@ def chat_to_prompt_completion(example: dict) -> dict:
     last = max(i for i, m in enumerate(msgs) if m.get("role") == "assistant")
     prompt = "\n".join(f"{m['role']}: {content_text(m.get('content')) or ''}" for m in msgs[:last])
     return {"prompt": prompt + "\nassistant:", "completion": " " + (content_text(msgs[last].get("content")) or "")}
+
+
+def template_messages(messages: list[dict]) -> list[dict]:
+    """Messages as chat templates expect them: an assistant's tool-call arguments as an object
+    (OpenAI sends a JSON string; Llama, Mistral and Qwen2.5 templates apply `tojson` to it).
+    The trainer and the serving engine both render through this, so a model is served the
+    text it was trained on."""
+    out = []
+    for m in messages:
+        calls = m.get("tool_calls")
+        if calls:
+            fixed = []
+            for c in calls:
+                f = dict(c.get("function") or {})
+                if isinstance(f.get("arguments"), str):
+                    try:
+                        f["arguments"] = json.loads(f["arguments"])
+                    except ValueError:
+                        pass
+                fixed.append({**c, "function": f})
+            m = {**m, "tool_calls": fixed}
+        out.append(m)
+    return out

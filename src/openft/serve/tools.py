@@ -102,27 +102,6 @@ def special_token_id(tokenizer, text: str) -> int | None:
     return int(ids[0]) if len(ids) == 1 else None
 
 
-def template_messages(messages: list[dict]) -> list[dict]:
-    """Messages as chat templates expect them: an assistant's tool-call arguments as an object
-    (OpenAI sends a JSON string; Llama, Mistral and Qwen2.5 templates apply `tojson` to it)."""
-    out = []
-    for m in messages:
-        calls = m.get("tool_calls")
-        if calls:
-            fixed = []
-            for c in calls:
-                f = dict(c.get("function") or {})
-                if isinstance(f.get("arguments"), str):
-                    try:
-                        f["arguments"] = json.loads(f["arguments"])
-                    except ValueError:
-                        pass
-                fixed.append({**c, "function": f})
-            m = {**m, "tool_calls": fixed}
-        out.append(m)
-    return out
-
-
 def answer_grammar(fmt: ToolFormat | None, tools: list | None, choice: ToolChoice, schema: dict | None,
                    special_token_id) -> tuple[str | None, str]:
     """(the Lark grammar of a whole answer, or None when nothing constrains it; the request field

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from openft.data.formats import template_messages
 from openft.errors import DataError
 
 _GREEN = "\x1b[42;30m"
@@ -59,7 +60,7 @@ def _content_text(message: dict) -> str:
 
 def chat_spans(tokenizer, messages: list[dict], tools=None) -> tuple[str, list[tuple[int, int]]]:
     """(full rendered text, [(start_char, end_char)] of each trained assistant turn)."""
-    clean = [{k: v for k, v in m.items() if k != "weight"} for m in messages]
+    clean = template_messages([{k: v for k, v in m.items() if k != "weight"} for m in messages])
     full = _render(tokenizer, clean, tools, False)
     spans = []
     for i, m in enumerate(messages):

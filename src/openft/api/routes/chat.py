@@ -17,7 +17,7 @@ from openft.api.generation import (SSE_HEADERS, collect, generation_request, res
                                    system_fingerprint, usage_object)
 from openft.errors import InvalidRequest
 from openft.ids import completion_id
-from openft.serve.tools import template_messages
+from openft.data.formats import template_messages
 
 router = APIRouter()
 
