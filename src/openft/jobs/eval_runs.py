@@ -32,6 +32,7 @@ from openft.store.resolve import resolve_model
 
 log = logging.getLogger("openft.worker.evals")
 DEFAULT_MAX_TOKENS = 1024  # a completions run without max_completion_tokens stops here
+EVAL_MIN_BATCH = 64  # sequences the eval engine runs together at least: a run's decode steps serve more items
 
 
 class RunGone(Exception):
@@ -117,7 +118,8 @@ class EvalRunExecutor:
             if self._serve is None:
                 from openft.serve.engine import Engine
 
-                self._serve = Engine(self.settings)
+                batch = max(self.settings.serve_max_batch, EVAL_MIN_BATCH)
+                self._serve = Engine(self.settings.model_copy(update={"serve_max_batch": batch}))
             return self._serve
 
     # -- one run -----------------------------------------------------------------------------
@@ -132,9 +134,13 @@ class EvalRunExecutor:
         usage: dict = dict(run.usage or {})
         ctx = _RunContext(self, run, ev, spec, usage)
         pending = [i for i in range(len(run.items)) if i not in done]
+        engine = None
         if pending and (spec["kind"] == "completions" or "_model" in json.dumps(ev.testing_criteria)):
-            await asyncio.to_thread(self.serve_engine)  # once, before the items ask for it at the same time
-        capacity = max(1, self.settings.serve_max_batch + self.settings.serve_max_queue)
+            engine = await asyncio.to_thread(self.serve_engine)  # once, before the items ask for it at once
+        if engine is not None and spec["kind"] == "completions":
+            await ctx.merge_adapter()
+        capacity = max(1, getattr(engine, "max_batch", self.settings.serve_max_batch)
+                       + getattr(engine, "max_queue", self.settings.serve_max_queue))
         sem = asyncio.Semaphore(capacity)
 
         async def one(i: int) -> None:
@@ -206,6 +212,16 @@ class _RunContext:
                     return resolve_model(self.ex.settings, conn, self.run.project_id, model)
             self._models[model] = await asyncio.to_thread(run)
         return self._models[model]
+
+    async def merge_adapter(self) -> None:
+        """Every item of a completions run uses one model: a LoRA one is served merged into a copy
+        of the base for the run (no per-row LoRA work). A failure here is left to the items."""
+        try:
+            m = await self._resolve(self.spec["model"])
+            if m.adapter_path and not m.full_model_path and hasattr(self.ex._serve, "merge_adapter"):
+                await asyncio.to_thread(self.ex._serve.merge_adapter, m.base_model, m.adapter_path, m.id)
+        except Exception as e:  # noqa: BLE001 - the items then fail or succeed on their own
+            log.warning("eval run %s: serving %s unmerged: %s", self.run.id, self.spec["model"], e)
 
     async def generate(self, model: str, messages: list[dict], sampling: dict) -> tuple[str, str, dict]:
         """(text, finish_reason, usage) of one chat completion through the serving engine."""

@@ -75,6 +75,7 @@ class ModelRunner:
         self.peak_rows = 0              # most sequences in one forward (stats)
         self.peak_adapters = 0          # most distinct adapters in one forward (stats)
         self.shared_tokens = 0          # prompt tokens not fed because a leader's prefix was copied (stats)
+        self.merged_adapter: str | None = None  # key of the LoRA adapter merged into these weights, if any
 
     def _fuse_layer(self, i: int, layer) -> tuple:
         """q|k|v and gate|up as one matmul each. The base Linears' weights become views into the fused
