@@ -72,3 +72,11 @@ def test_eval_run_samples_equal_sequential_chat_answers(api, tmp_path):
         answers[model] = got
     assert answers["openft-tiny"] != answers[ft]           # the adapter was really applied
     assert len(set(answers["smollm2-135m-instruct"].values())) > 1, answers   # not one answer for every item
+
+
+def test_eval_engine_batches_more_unless_the_operator_set_the_batch():
+    from openft.config import Settings
+    from openft.jobs.eval_runs import EVAL_BATCH, eval_engine_settings
+
+    assert eval_engine_settings(Settings()).serve_max_batch == EVAL_BATCH > Settings().serve_max_batch
+    assert eval_engine_settings(Settings(serve_max_batch=4)).serve_max_batch == 4

@@ -32,7 +32,7 @@ from openft.store.resolve import resolve_model
 
 log = logging.getLogger("openft.worker.evals")
 DEFAULT_MAX_TOKENS = 1024  # a completions run without max_completion_tokens stops here
-EVAL_MIN_BATCH = 64  # sequences the eval engine runs together at least: a run's decode steps serve more items
+EVAL_BATCH = 64  # sequences the eval engine runs together unless serve_max_batch is set: more items per decode step
 
 
 class RunGone(Exception):
@@ -118,8 +118,7 @@ class EvalRunExecutor:
             if self._serve is None:
                 from openft.serve.engine import Engine
 
-                batch = max(self.settings.serve_max_batch, EVAL_MIN_BATCH)
-                self._serve = Engine(self.settings.model_copy(update={"serve_max_batch": batch}))
+                self._serve = Engine(eval_engine_settings(self.settings))
             return self._serve
 
     # -- one run -----------------------------------------------------------------------------
@@ -312,6 +311,15 @@ def sample_from_data(given) -> dict | None:
     choices = given.get("choices") or []
     text = ((choices[0] or {}).get("message") or {}).get("content") if choices else None
     return {**template_sample(text or "", given.get("model", "")), **given}
+
+
+def eval_engine_settings(settings: Settings) -> Settings:
+    """The eval engine's settings: EVAL_BATCH sequences at once (a 128-item sentiment run took 10-20%
+    less CPU than with the chat default of 16; the KV cache grows with it), unless the operator set
+    serve_max_batch, which then bounds the eval engine too."""
+    if "serve_max_batch" in settings.model_fields_set:
+        return settings
+    return settings.model_copy(update={"serve_max_batch": max(settings.serve_max_batch, EVAL_BATCH)})
 
 
 def start_thread(settings: Settings, db: sa.Engine, worker_id: str, stop_event: threading.Event) -> threading.Thread:
