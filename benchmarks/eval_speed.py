@@ -6,7 +6,9 @@ seeded shuffle that benchmarks/sentiment_quality.py uses for its test part (neve
 the adapter is fine-tuned (a real job through the API) on --train reviews from the rest. Each
 model then answers every held-out review twice, greedy, --max-tokens new tokens at most:
   eval run:    POST /v1/evals/{id}/runs (completions source, a string_check grader), timed from
-               the request to `completed` (the worker sends every item to the engine at once);
+               the request to `completed` (the worker sends every item to its engine at once; the
+               engine batches 64 of them, feeds their common prompt prefix once, and serves a LoRA
+               model merged into a copy of the base, made at the warm-up run);
   sequential:  one /v1/chat/completions request after another, the way a script without evals
                would do it.
 Both sides run in one server (openft.api.server.ServerThread: API + embedded worker), each
@@ -15,6 +17,8 @@ and the accuracy both ways (they should agree: the same greedy decoding). Target
 
     python benchmarks/eval_speed.py            # full: smollm2-135m-instruct, 200 items, adapter on 200 reviews
     python benchmarks/eval_speed.py --quick    # openft-tiny, 8 items, adapter on 16 reviews (proves it works)
+    python benchmarks/eval_speed.py --repeats 3            # the figures to report (idle machine)
+    python benchmarks/eval_speed.py --base-only --items 64  # a quick before/after comparison
 """
 
 from __future__ import annotations
