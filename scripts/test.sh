@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install.sh dev
+# llama-cpp-python (the `llama` extra) compiles llama.cpp on first install, ~30 min on 2 cores; pip
+# caches the wheel, so later runs take seconds. Set OPENFT_SKIP_LLAMA=1 to skip (its tests then skip).
+[ -n "${OPENFT_SKIP_LLAMA:-}" ] || python -m pip install -q -e '.[llama]'
 # PostgreSQL: the job-queue tests also run against a real server when one can be started here
 # (root, Debian's postgresql package); in CI that is required.
 if [ -z "${OPENFT_TEST_POSTGRES_URL:-}" ] && [ "$(id -u)" = 0 ]; then

@@ -33,6 +33,7 @@ from openft.webhooks import events as webhook_events
 
 log = logging.getLogger("openft.worker.evals")
 DEFAULT_MAX_TOKENS = 1024  # a completions run without max_completion_tokens stops here
+EVAL_BATCH = 64  # sequences the eval engine runs together unless serve_max_batch is set: more items per decode step
 
 
 class RunGone(Exception):
@@ -120,7 +121,7 @@ class EvalRunExecutor:
             if self._serve is None:
                 from openft.serve.engine import Engine
 
-                self._serve = Engine(self.settings)
+                self._serve = Engine(eval_engine_settings(self.settings))
             return self._serve
 
     # -- one run -----------------------------------------------------------------------------
@@ -135,9 +136,13 @@ class EvalRunExecutor:
         usage: dict = dict(run.usage or {})
         ctx = _RunContext(self, run, ev, spec, usage)
         pending = [i for i in range(len(run.items)) if i not in done]
+        engine = None
         if pending and (spec["kind"] == "completions" or "_model" in json.dumps(ev.testing_criteria)):
-            await asyncio.to_thread(self.serve_engine)  # once, before the items ask for it at the same time
-        capacity = max(1, self.settings.serve_max_batch + self.settings.serve_max_queue)
+            engine = await asyncio.to_thread(self.serve_engine)  # once, before the items ask for it at once
+        if engine is not None and spec["kind"] == "completions":
+            await ctx.merge_adapter()
+        capacity = max(1, getattr(engine, "max_batch", self.settings.serve_max_batch)
+                       + getattr(engine, "max_queue", self.settings.serve_max_queue))
         sem = asyncio.Semaphore(capacity)
 
         async def one(i: int) -> None:
@@ -209,6 +214,16 @@ class _RunContext:
                     return resolve_model(self.ex.settings, conn, self.run.project_id, model)
             self._models[model] = await asyncio.to_thread(run)
         return self._models[model]
+
+    async def merge_adapter(self) -> None:
+        """Every item of a completions run uses one model: a LoRA one is served merged into a copy
+        of the base for the run (no per-row LoRA work). A failure here is left to the items."""
+        try:
+            m = await self._resolve(self.spec["model"])
+            if m.adapter_path and not m.full_model_path and hasattr(self.ex._serve, "merge_adapter"):
+                await asyncio.to_thread(self.ex._serve.merge_adapter, m.base_model, m.adapter_path, m.id)
+        except Exception as e:  # noqa: BLE001 - the items then fail or succeed on their own
+            log.warning("eval run %s: serving %s unmerged: %s", self.run.id, self.spec["model"], e)
 
     async def generate(self, model: str, messages: list[dict], sampling: dict) -> tuple[str, str, dict]:
         """(text, finish_reason, usage) of one chat completion through the serving engine."""
@@ -299,6 +314,15 @@ def sample_from_data(given) -> dict | None:
     choices = given.get("choices") or []
     text = ((choices[0] or {}).get("message") or {}).get("content") if choices else None
     return {**template_sample(text or "", given.get("model", "")), **given}
+
+
+def eval_engine_settings(settings: Settings) -> Settings:
+    """The eval engine's settings: EVAL_BATCH sequences at once (a 128-item sentiment run took 10-20%
+    less CPU than with the chat default of 16; the KV cache grows with it), unless the operator set
+    serve_max_batch, which then bounds the eval engine too."""
+    if "serve_max_batch" in settings.model_fields_set:
+        return settings
+    return settings.model_copy(update={"serve_max_batch": max(settings.serve_max_batch, EVAL_BATCH)})
 
 
 def start_thread(settings: Settings, db: sa.Engine, worker_id: str, stop_event: threading.Event) -> threading.Thread:

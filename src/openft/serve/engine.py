@@ -26,7 +26,7 @@ from openft.config import Settings
 from openft.errors import ContextLengthExceeded, InvalidRequest, OpenFTError, RateLimited, ServerError
 from openft.serve import tools as tool_formats
 from openft.serve.constrain import Guide, Matcher
-from openft.serve.lora import AdapterCache, LoraAdapter, load_adapter
+from openft.serve.lora import AdapterCache, LoraAdapter, load_adapter, merge_into
 from openft.serve.runner import ModelRunner, Slot
 from openft.serve.sampling import make_generator, sample_row, token_logprob
 from openft.serve.text import Detokenizer, StopMatcher, TokenBytes
@@ -108,6 +108,7 @@ class Engine:
         self._runners: dict[str, ModelRunner] = {}
         self._guides: dict[str, Guide] = {}     # runner name -> its constrained-decoding side
         self._full_keys: dict[str, str] = {}
+        self._merged: dict[str, str] = {}   # adapter key -> name of the runner with it merged in (merge_adapter)
         self._load_lock = threading.Lock()
         self._cv = threading.Condition()
         self._waiting: deque[_Req] = deque()
@@ -140,7 +141,7 @@ class Engine:
         self._check_room(p.n)  # before any work; checked again, atomically, when queuing
         runner = await asyncio.to_thread(self._runner_for, req)
         adapter = None
-        if req.adapter_path and not req.full_model_path:
+        if req.adapter_path and not req.full_model_path and runner.merged_adapter is None:
             adapter = await asyncio.to_thread(self._adapter_for, runner, req)
         prompt_ids = self._encode(runner, req)
         max_new = self._check_length(runner, prompt_ids, p, "messages" if req.messages is not None else "prompt")
@@ -186,6 +187,10 @@ class Engine:
         if self._vllm is not None:
             return self._vllm.evict(adapter_key)
         self.adapters.evict_where(lambda k: k.split("|", 1)[1] == adapter_key)
+        merged = self._merged.pop(adapter_key, None)
+        if merged is not None:
+            with self._load_lock:
+                self._runners.pop(merged, None)   # running sequences keep their runner until they finish
         name = self._full_keys.pop(adapter_key, None)
         if name is not None:
             with self._load_lock:
@@ -215,9 +220,33 @@ class Engine:
                     "models": list(self._runners), "adapters": self.adapters.keys(), "adapter_loads": self.adapters.loads}
 
     # ---- loading and checks (caller's thread) ----------------------------------------------
+    def merge_adapter(self, base_model: str, adapter_path: str, adapter_key: str) -> None:
+        """From now on serve `adapter_key` from a copy of the base with the adapter merged into its
+        weights: no per-row LoRA work, so a batch of one adapter costs what a base batch costs (an
+        eval run, whose items all use one model, asks for it). One merged copy at a time (it costs
+        one more set of weights in memory); `evict(adapter_key)` or the next merge drops it."""
+        if self._vllm is not None or adapter_key in self._merged:
+            return
+        req = GenerationRequest(base_model=base_model, adapter_path=adapter_path, adapter_key=adapter_key,
+                                full_model_path=None, messages=None, prompt=None, params=SamplingParams())
+        base = self._runner_for(req)
+        adapter = self._adapter_for(base, req)
+        name = f"merged:{base.name}|{adapter_key}"
+        runner = ModelRunner(base.path, device=self.device, dtype=self.dtype, name=name)
+        merge_into(runner.model, adapter)
+        runner.token_bytes, runner.merged_adapter = TokenBytes(runner.tokenizer), adapter_key
+        with self._load_lock:
+            for old in self._merged.values():
+                self._runners.pop(old, None)
+            self._merged = {adapter_key: name}
+            self._runners[name] = runner
+
     def _runner_for(self, req: GenerationRequest) -> ModelRunner:
         name = f"full:{req.full_model_path}" if req.full_model_path else req.base_model
         with self._load_lock:
+            merged = self._merged.get(req.adapter_key) if req.adapter_path and not req.full_model_path else None
+            if merged in self._runners:
+                return self._runners[merged]
             runner = self._runners.get(name)
             if runner is None:
                 if req.full_model_path:

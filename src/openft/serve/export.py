@@ -54,8 +54,10 @@ def export_model(settings: Settings, base_model: str, adapter_path: str | None, 
         for i, q in enumerate(gguf_types):
             say(0.4 + 0.6 * i / len(gguf_types), f"writing {q} GGUF")
             files.append(write_gguf(tmp, out / f"model-{q}.gguf", q, name=base_model, pre_tokenizer=pre))
-        chat_template = _chat_template(Path(tmp))
-    (out / "Modelfile").write_text(_modelfile(files[-1].name, chat_template))
+        from transformers import AutoTokenizer
+
+        modelfile = ollama_modelfile(files[-1].name, AutoTokenizer.from_pretrained(tmp))
+    (out / "Modelfile").write_text(modelfile)
     say(1.0, "done")
     return out
 
@@ -80,21 +82,35 @@ def save_merged(settings: Settings, base_model: str, adapter_path: str | None, f
     AutoTokenizer.from_pretrained(src).save_pretrained(str(out))
 
 
-def _chat_template(folder: Path) -> str:
-    from transformers import AutoTokenizer
+def ollama_modelfile(gguf_name: str, tok) -> str:
+    """An Ollama Modelfile for `gguf_name`: for a ChatML chat template, a TEMPLATE in Ollama's Go
+    template language that renders a conversation as the tokenizer's template does, the template's
+    default system prompt as SYSTEM, and its turn markers as stop tokens.
 
-    return AutoTokenizer.from_pretrained(folder).chat_template or ""
-
-
-def _modelfile(gguf_name: str, chat_template: str) -> str:
+    Ollama hands the template every message, system ones included, in `.Messages` (`.System`
+    repeats them), and puts SYSTEM in front of a conversation whose first message is not a system
+    one; so the template ranges over `.Messages` only, and SYSTEM carries what the chat template
+    writes when no system message is given (SmolLM2's "You are a helpful AI assistant named SmolLM,
+    trained by Hugging Face"). Other template families get FROM only (the GGUF file carries the
+    chat template itself). tests/serve/test_gguf_modelfile.py renders both and compares."""
     lines = [f"FROM ./{gguf_name}"]
-    if "<|im_start|>" in chat_template:  # ChatML, spelled in Ollama's template language
-        lines += ['TEMPLATE """{{- if .System }}<|im_start|>system',
-                  '{{ .System }}<|im_end|>',
-                  '{{ end }}{{- range .Messages }}<|im_start|>{{ .Role }}',
+    if "<|im_start|>" in (tok.chat_template or ""):
+        lines += ['TEMPLATE """{{- range .Messages }}<|im_start|>{{ .Role }}',
                   '{{ .Content }}<|im_end|>',
                   '{{ end }}<|im_start|>assistant',
-                  '"""',
-                  'PARAMETER stop "<|im_end|>"',
-                  'PARAMETER stop "<|im_start|>"']
+                  '"""']
+        default = _default_system(tok)
+        if default:
+            lines.append(f'SYSTEM """{default}"""')
+        lines += ['PARAMETER stop "<|im_end|>"', 'PARAMETER stop "<|im_start|>"']
     return "\n".join(lines) + "\n"
+
+
+def _default_system(tok) -> str | None:
+    """The system prompt a ChatML template writes for a conversation that has none, if any."""
+    text = tok.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False)
+    head = "<|im_start|>system\n"
+    if not text.startswith(head) or "<|im_end|>" not in text:
+        return None
+    default = text[len(head):text.index("<|im_end|>")]
+    return default if '"""' not in default else None

@@ -250,3 +250,15 @@ def wrap_linears(model: nn.Module, batch: LoraBatch, skip: tuple[str, ...] = ("l
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, MultiLoraLinear(getattr(parent, child), name, batch))
     return set(names)
+
+
+@torch.inference_mode()
+def merge_into(model: nn.Module, adapter: LoraAdapter) -> None:
+    """Add `adapter`'s deltas to the base weights of `model` (whose Linears `wrap_linears` wrapped):
+    W += (A^T B^T scale)^T, summed in float32 and rounded once to the weights' dtype. The model then
+    answers as base + adapter with no per-row LoRA work (the fused q|k|v and gate|up weights change
+    too: the base Linears' weights are views into them)."""
+    for name, (a_t, b_t) in adapter.weights.items():
+        w = model.get_submodule(name).base_layer.weight
+        w.copy_((w.float() + (a_t.float() @ b_t.float()).T).to(w.dtype))
+

@@ -5,7 +5,8 @@ The runner keeps a KV cache per sequence in "slots" of one tensor
 ones first (the runner keeps that order itself when a sequence leaves, see `remove`). A step feeds a flat
 list of tokens: one per decoding sequence, then whole prompts of sequences that just joined.
 Linear layers (and each row's own LoRA delta, see lora.py) run once over all tokens;
-attention is batched for the decode rows and per sequence for prompts. The model's own modules
+attention is batched for the decode rows and per sequence for prompts, except that prompts which
+begin like another prompt of the same step feed only their own rest (prefill.py). The model's own modules
 (embeddings, norms, rotary, MLP) are called as they are; only attention is written here.
 
 Supports the Llama family layout (llama, mistral, qwen2). Knows nothing about sampling,
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 
 from openft.errors import InvalidRequest
 from openft.serve.lora import LoraAdapter, LoraBatch, wrap_linears
+from openft.serve.prefill import plan_prompts, prompt_attention, share_prefixes
 
 SUPPORTED = ("llama", "mistral", "qwen2")
 
@@ -72,6 +74,8 @@ class ModelRunner:
         self.steps = 0                  # forwards run (stats)
         self.peak_rows = 0              # most sequences in one forward (stats)
         self.peak_adapters = 0          # most distinct adapters in one forward (stats)
+        self.shared_tokens = 0          # prompt tokens not fed because a leader's prefix was copied (stats)
+        self.merged_adapter: str | None = None  # key of the LoRA adapter merged into these weights, if any
 
     def _fuse_layer(self, i: int, layer) -> tuple:
         """q|k|v and gate|up as one matmul each. The base Linears' weights become views into the fused
@@ -167,12 +171,16 @@ class ModelRunner:
             n_dec += 1
         if any(s.pos > 0 for s in seqs[n_dec:]) or any(len(s.feed) != 1 for s in seqs[:n_dec]):
             raise RuntimeError("runner: decoding sequences must come first and feed one token each")
+        # joining prompts that begin like another one feed only the rest (see prefill.py)
+        shared = share_prefixes(seqs[n_dec:], n_dec) if len(seqs) - n_dec > 1 else {}
         tokens, positions, ranges = [], [], []
-        for s in seqs:
+        for i, s in enumerate(seqs):
+            skip = shared[i][1] if i in shared else 0
             start = len(tokens)
-            tokens += s.feed
-            positions += range(s.pos, s.pos + len(s.feed))
+            tokens += s.feed[skip:]
+            positions += range(s.pos + skip, s.pos + len(s.feed))
             ranges.append((start, len(tokens), s.adapter))
+        self.shared_tokens += sum(n for _, n in shared.values())
         self._ensure_cache(len(seqs), max(s.pos + len(s.feed) for s in seqs))
         n_pad = self._bucket(len(tokens)) - len(tokens)   # rows that belong to no sequence
         tokens += [0] * n_pad
@@ -182,6 +190,7 @@ class ModelRunner:
         self.steps += 1
         self.peak_rows = max(self.peak_rows, len(seqs))
         dev = self.device
+        plan = plan_prompts(ranges, positions, shared, dev) if shared else None
         ids = torch.tensor(tokens, device=dev)
         pos_t = torch.tensor(positions, device=dev)
         inner = self.model.model
@@ -210,6 +219,8 @@ class ModelRunner:
                                                    attn_mask=dec_mask, enable_gqa=True)
                 out[:n_dec] = o[:, :, 0, :]
             for si in range(n_dec, len(seqs)):
+                if si in shared:
+                    continue                                            # a member: prompt_attention below
                 s, e, _ = ranges[si]
                 kj, vj = k[s:e].transpose(0, 1), v[s:e].transpose(0, 1)  # [KV, t, D]
                 kc[si, :, : e - s] = kj
@@ -217,6 +228,8 @@ class ModelRunner:
                 o = F.scaled_dot_product_attention(q[s:e].transpose(0, 1)[None], kj[None], vj[None],
                                                    is_causal=True, enable_gqa=True)
                 out[s:e] = o[0].transpose(0, 1)
+            if plan is not None:                                        # after the leaders' keys are in
+                prompt_attention(self.cache[li], q, k, v, out, plan)
             x = x + attn.o_proj(out.view(T, H * D))
             mlp, norm = layer.mlp, layer.post_attention_layernorm
             gate, up = self._proj(F.rms_norm(x, (x.shape[-1],), norm.weight, norm.variance_epsilon), f_gu).chunk(2, dim=-1)
