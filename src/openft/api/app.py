@@ -38,9 +38,9 @@ def create_app(settings: Settings, *, db=None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
 
-    from openft.api.routes import chat, completions, evals, files, fine_tuning, models
+    from openft.api.routes import chat, completions, evals, files, fine_tuning, models, responses
 
-    for mod in (files, fine_tuning, models, chat, completions, evals):
+    for mod in (files, fine_tuning, models, chat, completions, evals, responses):
         app.include_router(mod.router, prefix="/v1")
 
     @app.get("/health", include_in_schema=False)
