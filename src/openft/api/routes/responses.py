@@ -243,7 +243,8 @@ async def stream_events(rid: str, body: shapes.ResponsesRequest, created: int, c
         err = e if isinstance(e, OpenFTError) else ServerError(f"Generation failed: {e}")
         log.warning("response %s failed mid-stream: %s", rid, err.message)
         yield ev("error", code=err.code, message=err.message, param=err.param)
-        failed = snapshot("failed", error={"code": "server_error", "message": err.message})
+        code = "rate_limit_exceeded" if err.status == 429 else "server_error"  # ResponseError's codes
+        failed = snapshot("failed", error={"code": code, "message": err.message})
         await save(failed)
         yield ev("response.failed", response=failed)
 
