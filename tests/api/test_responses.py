@@ -7,6 +7,8 @@ chat completion of the same conversation at temperature 0."""
 
 from __future__ import annotations
 
+import json
+
 import openai
 import pytest
 
@@ -203,3 +205,71 @@ def test_other_project_gets_404(api, other_api):
         with pytest.raises(openai.NotFoundError):
             call()
     assert api.responses.retrieve(r.id).id == r.id  # still there for its owner
+
+
+# -- tools and structured outputs: whatever the chat route does, the Responses API does too ------
+# The chat route's tool calls and constrained decoding are built separately; until a model and its
+# template support them, the chat route refuses with a 400, and so must /v1/responses (naming its
+# own parameter). Either way these run: they compare with chat completions of the same request.
+
+WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+           "additionalProperties": False}
+ASK = [{"role": "user", "content": "What is the weather in Oslo?"}]
+
+
+def _chat_or_refusal(api, **kw):
+    try:
+        return api.chat.completions.create(messages=ASK, **GREEDY, **kw), None
+    except openai.BadRequestError as e:
+        return None, e
+
+
+def _same_refusal(call, chat_error, param_prefix):
+    with pytest.raises(openai.BadRequestError) as e:
+        call()
+    assert e.value.body["message"] == chat_error.body["message"]
+    assert (e.value.body["param"] or "").startswith(param_prefix), e.value.body
+
+
+@pytest.mark.parametrize("choice", ["auto", "required", {"type": "function", "name": "get_weather"}])
+def test_function_tools_as_chat_completions_answer(api, choice):
+    chat_choice = choice if isinstance(choice, str) else {"type": "function", "function": {"name": "get_weather"}}
+    ref, err = _chat_or_refusal(api, max_tokens=24, tool_choice=chat_choice, tools=[
+        {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER, "strict": True}}])
+    kw = dict(input=ASK, max_output_tokens=24, tool_choice=choice, **GREEDY,
+              tools=[{"type": "function", "name": "get_weather", "parameters": WEATHER, "strict": True}])
+    if err is not None:
+        _same_refusal(lambda: api.responses.create(**kw), err, "tool")
+        return
+    msg = ref.choices[0].message
+    expected = [(t.function.name, t.function.arguments) for t in msg.tool_calls or []]
+    r = api.responses.create(**kw)
+    assert [(o.name, o.arguments) for o in r.output if o.type == "function_call"] == expected
+    assert r.output_text == (msg.content or "") and r.usage.input_tokens == ref.usage.prompt_tokens
+    if expected:
+        assert all(o.call_id and o.id.startswith("fc_") for o in r.output if o.type == "function_call")
+    events = list(api.responses.create(stream=True, **kw))
+    done = [(e.item.name, e.item.arguments) for e in events
+            if e.type == "response.output_item.done" and e.item.type == "function_call"]
+    assert done == expected
+    assert [e.arguments for e in events if e.type == "response.function_call_arguments.done"] == [a for _, a in expected]
+
+
+@pytest.mark.parametrize("fmt", [
+    {"type": "json_object"},
+    {"type": "json_schema", "name": "weather", "strict": True, "schema": WEATHER}])
+def test_text_format_as_chat_completions_answer(api, fmt):
+    chat_fmt = fmt if fmt["type"] == "json_object" else {
+        "type": "json_schema", "json_schema": {k: v for k, v in fmt.items() if k != "type"}}
+    ref, err = _chat_or_refusal(api, max_tokens=40, response_format=chat_fmt)
+    kw = dict(input=ASK, max_output_tokens=40, text={"format": fmt}, **GREEDY)
+    if err is not None:
+        _same_refusal(lambda: api.responses.create(**kw), err, "text.format")
+        return
+    r = api.responses.create(**kw)
+    assert r.output_text == ref.choices[0].message.content and r.text.format.type == fmt["type"]
+    if ref.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(r.output_text), dict)
+    streamed = "".join(e.delta for e in api.responses.create(stream=True, **kw)
+                       if e.type == "response.output_text.delta")
+    assert streamed == r.output_text
