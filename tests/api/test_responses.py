@@ -159,6 +159,10 @@ def test_stream_chaining_and_logprobs(api):
     lps = second.output[0].content[0].logprobs
     assert len(lps) == 3 and all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in lps)
     assert "".join(t.token for t in lps) == second.output_text
+    deltas = [e for e in _events(api, input="And yours?", previous_response_id=first.id, max_output_tokens=3,
+                                 include=["message.output_text.logprobs"], top_logprobs=2, **GREEDY)
+              if e.type == "response.output_text.delta"]
+    assert [t.token for d in deltas for t in d.logprobs] == [t.token for t in lps]
 
 
 @pytest.mark.parametrize("kwargs,param", [
@@ -178,7 +182,7 @@ def test_stream_chaining_and_logprobs(api):
     (dict(input=[{"role": "user", "content": [{"type": "input_image", "image_url": "https://x/y.png"}]}]),
      "input[0].content[0].type"),
     (dict(input=[{"type": "reasoning", "summary": []}]), "input[0].type"),
-    (dict(input=[{"type": "item_reference", "id": "msg_nope"}]), "input[0].id"),
+    (dict(input=[{"type": "item_reference", "id": "msg_1"}]), "input[0].type"),
     (dict(extra_body={"frequency_penalty": 1}), "frequency_penalty"),
 ])
 def test_refused_with_a_400_naming_the_param(api, kwargs, param):

@@ -141,7 +141,7 @@ def test_tools_tool_choice_and_text_format_reach_the_chat_request():
         model="m", input="hi", instructions="sys", tools=TOOLS, tool_choice={"type": "function", "name": "get_weather"},
         parallel_tool_calls=False, max_output_tokens=9,
         text={"format": {"type": "json_schema", "name": "w", "strict": True, "schema": {"type": "object"}}})
-    c = shapes.chat_request(body, shapes.input_items(body.input, {}))
+    c = shapes.chat_request(body, shapes.input_items(body.input))
     assert c.tools == [{"type": "function", "function": {k: v for k, v in TOOLS[0].items() if k != "type"}}]
     assert c.tool_choice == {"type": "function", "function": {"name": "get_weather"}}
     assert c.parallel_tool_calls is False and c.max_completion_tokens == 9
@@ -149,7 +149,7 @@ def test_tools_tool_choice_and_text_format_reach_the_chat_request():
                                  "json_schema": {"name": "w", "strict": True, "schema": {"type": "object"}}}
     assert [m.role for m in c.messages] == ["system", "user"]
     obj = shapes.ResponsesRequest(model="m", input="hi", text={"format": {"type": "json_object"}})
-    obj = shapes.chat_request(obj, shapes.input_items(obj.input, {}))
+    obj = shapes.chat_request(obj, shapes.input_items(obj.input))
     assert obj.response_format == {"type": "json_object"}
 
 
@@ -159,7 +159,7 @@ def test_parallel_function_calls_in_input_are_one_assistant_message():
         {"type": "function_call", "call_id": "a", "name": "w", "arguments": "{}"},
         {"type": "function_call", "call_id": "b", "name": "w", "arguments": "{}"},
         {"type": "function_call_output", "call_id": "a", "output": "1"},
-        {"type": "function_call_output", "call_id": "b", "output": [{"type": "input_text", "text": "2"}]}], {})
+        {"type": "function_call_output", "call_id": "b", "output": [{"type": "input_text", "text": "2"}]}])
     msgs = shapes.chat_messages(items, None)
     assert [m["role"] for m in msgs] == ["user", "assistant", "tool", "tool"]
     assert [t["id"] for t in msgs[1]["tool_calls"]] == ["a", "b"] and msgs[3]["content"] == "2"

@@ -193,9 +193,8 @@ def _required_str(item: dict, key: str, param: str) -> str:
     return item[key]
 
 
-def input_items(value: str | list[dict], known: dict[str, dict]) -> list[dict]:
-    """`input` as Responses items with fresh ids. `known`: the items of the previous response's
-    conversation by id, which `item_reference` items may name."""
+def input_items(value: str | list[dict]) -> list[dict]:
+    """`input` as Responses items with fresh ids."""
     if isinstance(value, str):
         return [message_item("user", [value])]
     out = []
@@ -216,14 +215,11 @@ def input_items(value: str | list[dict], known: dict[str, dict]) -> list[dict]:
             out.append({"id": new_id("fco_"), "type": "function_call_output", "status": "completed",
                         "call_id": call_id, "output": output})
         elif kind == "item_reference":
-            ref = item.get("id")
-            if ref not in known:
-                raise InvalidRequest(f"Item with id {ref!r} not found in the previous response's conversation.",
-                                     param=f"{param}.id")
-            out.append(known[ref])
+            raise InvalidRequest("item_reference inputs are not supported by openft: send the item itself, or "
+                                 "continue a stored conversation with previous_response_id.", param=f"{param}.type")
         else:
             raise InvalidRequest(f"Input items of type {kind!r} are not supported by openft; only message, "
-                                 "function_call, function_call_output and item_reference.", param=f"{param}.type")
+                                 "function_call and function_call_output.", param=f"{param}.type")
     return out
 
 

@@ -73,7 +73,7 @@ async def create_response(body: shapes.ResponsesRequest, request: Request, state
     if body.previous_response_id:
         prev = await run_in_threadpool(_load, state, project, body.previous_response_id, previous=True)
         context = list(prev.input_items) + list(prev.body["output"])
-    items = context + shapes.input_items(body.input, {it["id"]: it for it in context})
+    items = context + shapes.input_items(body.input)
     chat_body = shapes.chat_request(body, items)
     rid, created = new_id("resp_"), int(time.time())
 
