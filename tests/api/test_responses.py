@@ -37,9 +37,11 @@ def test_create_with_text_input_matches_chat(api):
 
 
 def test_message_input_with_instructions_and_content_parts(api):
-    user = {"role": "user", "content": [{"type": "input_text", "text": "Hello "}, {"type": "input_text", "text": "there."}]}
+    parts = [{"type": "input_text", "text": "Hello "}, {"type": "input_text", "text": "there."}]
+    user = {"role": "user", "content": parts}
     r = api.responses.create(input=[user], instructions="Be brief.", max_output_tokens=4, **GREEDY)
-    choice, usage = chat(api, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there."}], 4)
+    choice, usage = chat(api, [{"role": "system", "content": "Be brief."},
+                               {"role": "user", "content": "Hello there."}], 4)
     assert r.output_text == choice.message.content and r.usage.input_tokens == usage.prompt_tokens
     assert r.instructions == "Be brief."
     # a developer message is a system message to the chat template, as in chat completions
@@ -89,7 +91,8 @@ def test_previous_response_id_continues_the_conversation(api):
     assert second.usage.input_tokens == usage.prompt_tokens > first.usage.input_tokens
     assert second.output_text == choice.message.content
     items = api.responses.input_items.list(second.id, order="asc")
-    assert [(i.type, i.role) for i in items.data] == [("message", "user"), ("message", "assistant"), ("message", "user")]
+    assert [(i.type, i.role) for i in items.data] == [("message", "user"), ("message", "assistant"),
+                                                      ("message", "user")]
     assert items.data[1].id == first.output[0].id and items.data[1].content[0].text == first.output_text
     newest = api.responses.input_items.list(second.id, limit=1)  # desc by default
     assert [i.content[0].text for i in newest.data] == ["What is my name?"] and newest.has_more
@@ -256,7 +259,8 @@ def test_function_tools_as_chat_completions_answer(api, choice):
     done = [(e.item.name, e.item.arguments) for e in events
             if e.type == "response.output_item.done" and e.item.type == "function_call"]
     assert done == expected
-    assert [e.arguments for e in events if e.type == "response.function_call_arguments.done"] == [a for _, a in expected]
+    args_done = [e.arguments for e in events if e.type == "response.function_call_arguments.done"]
+    assert args_done == [a for _, a in expected]
 
 
 @pytest.mark.parametrize("fmt", [

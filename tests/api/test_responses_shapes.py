@@ -166,7 +166,8 @@ def test_parallel_function_calls_in_input_are_one_assistant_message():
 
 
 @pytest.mark.parametrize("param,expected", [
-    ("response_format.json_schema.schema", "text.format.schema"), ("tools[0].function.parameters", "tools[0].parameters"),
+    ("response_format.json_schema.schema", "text.format.schema"),
+    ("tools[0].function.parameters", "tools[0].parameters"),
     ("messages[3].content", "input"), ("max_tokens", "max_output_tokens"), ("tool_choice", "tool_choice"),
     ("model", "model"), (None, None)])
 def test_chat_params_are_named_as_responses_params(param, expected):
