@@ -62,6 +62,11 @@ def test_retrieve_delete_and_input_items(api):
     assert got.model_dump() == r.model_dump() and got.metadata == {"k": "v"}
     items = api.responses.input_items.list(r.id)
     assert [(i.type, i.role, i.content[0].text) for i in items.data] == [("message", "user", "Say something.")]
+    with pytest.raises(openai.BadRequestError) as e:  # retrieving as a stream is not implemented
+        api.responses.retrieve(r.id, stream=True)
+    assert e.value.body["param"] == "stream"
+    with pytest.raises(openai.BadRequestError):  # only background responses can be cancelled
+        api.responses.cancel(r.id)
     assert api.responses.delete(r.id) is None
     with pytest.raises(openai.NotFoundError):
         api.responses.retrieve(r.id)
