@@ -59,12 +59,13 @@ async def resolve(state: AppState, project: str, model: str) -> ResolvedModel:
     return await run_in_threadpool(run)
 
 
-def generation_request(m: ResolvedModel, params, *, messages=None, prompt=None, tools=None):
-    from openft.serve.types import GenerationRequest
+def generation_request(m: ResolvedModel, params, *, messages=None, prompt=None, tools=None, tool_choice=None):
+    from openft.serve.types import GenerationRequest, ToolChoice
 
     return GenerationRequest(base_model=m.base_model, adapter_path=m.adapter_path,
                              adapter_key=m.id if m.kind != "base" else None, full_model_path=m.full_model_path,
-                             messages=messages, prompt=prompt, params=params, tools=tools)
+                             messages=messages, prompt=prompt, params=params, tools=tools,
+                             tool_choice=tool_choice or ToolChoice())
 
 
 def usage_object(prompt_tokens: int, completion_tokens: int) -> dict:
@@ -151,12 +152,13 @@ class Choice:
     text: list[str] = field(default_factory=list)
     logprobs: list[dict] = field(default_factory=list)
     finish_reason: str | None = None
+    tool_calls: list[dict] = field(default_factory=list)  # OpenAI's shape, arguments as one JSON string
 
 
 async def collect(request: Request, streams: Streams, n_per_request: int) -> tuple[dict[int, Choice], int, int]:
     """Run to the end: ({choice index: Choice}, prompt_tokens, completion_tokens). A client that
     disconnects meanwhile cancels the generation."""
-    from openft.serve.types import Delta, Finish, Usage
+    from openft.serve.types import Delta, Finish, ToolCallDelta, Usage
 
     choices: dict[int, Choice] = {}
     usage = [0, 0]
@@ -168,6 +170,13 @@ async def collect(request: Request, streams: Streams, n_per_request: int) -> tup
                 c.text.append(item.text)
                 if item.logprobs:
                     c.logprobs.extend(item.logprobs)
+            elif isinstance(item, ToolCallDelta):
+                c = choices.setdefault(k * n_per_request + item.index, Choice())
+                if item.id is not None:
+                    c.tool_calls.append({"id": item.id, "type": "function",
+                                         "function": {"name": item.name, "arguments": item.arguments}})
+                else:
+                    c.tool_calls[item.call_index]["function"]["arguments"] += item.arguments
             elif isinstance(item, Finish):
                 choices.setdefault(k * n_per_request + item.index, Choice()).finish_reason = item.finish_reason
             elif isinstance(item, Usage):

@@ -24,11 +24,13 @@ import torch
 
 from openft.config import Settings
 from openft.errors import ContextLengthExceeded, InvalidRequest, OpenFTError, RateLimited, ServerError
+from openft.serve import tools as tool_formats
+from openft.serve.constrain import Guide, Matcher
 from openft.serve.lora import AdapterCache, LoraAdapter, load_adapter
 from openft.serve.runner import ModelRunner, Slot
 from openft.serve.sampling import make_generator, sample_row, token_logprob
 from openft.serve.text import Detokenizer, StopMatcher, TokenBytes
-from openft.serve.types import Delta, Finish, GenerationRequest, SamplingParams, Usage
+from openft.serve.types import Delta, Finish, GenerationRequest, SamplingParams, ToolChoice, Usage
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
@@ -45,6 +47,7 @@ class _Seq(Slot):
     pend_ids: list[int] = field(default_factory=list)
     pend_lps: list[dict] = field(default_factory=list)
     started: bool = False
+    guide: Matcher | None = None        # constrained decoding: this sequence's place in its grammar
 
 
 @dataclass(eq=False)
@@ -103,6 +106,7 @@ class Engine:
         self.max_queue = max(0, settings.serve_max_queue)
         self.adapters = AdapterCache(settings.serve_max_adapters, settings.serve_max_adapter_bytes)
         self._runners: dict[str, ModelRunner] = {}
+        self._guides: dict[str, Guide] = {}     # runner name -> its constrained-decoding side
         self._full_keys: dict[str, str] = {}
         self._load_lock = threading.Lock()
         self._cv = threading.Condition()
@@ -120,6 +124,9 @@ class Engine:
     # ---- public --------------------------------------------------------------------------
     async def generate(self, req: GenerationRequest):
         if self._vllm is not None:
+            if req.params.json_schema is not None or (req.tools and req.tool_choice.mode != "none"):
+                raise InvalidRequest("tools and response_format need the built-in engine (serve_backend builtin).",
+                                     param="tools" if req.tools else "response_format")
             async for item in self._vllm.generate(req):
                 yield item
             return
@@ -137,12 +144,15 @@ class Engine:
             adapter = await asyncio.to_thread(self._adapter_for, runner, req)
         prompt_ids = self._encode(runner, req)
         max_new = self._check_length(runner, prompt_ids, p, "messages" if req.messages is not None else "prompt")
+        fmt, guides = await asyncio.to_thread(self._constraints, runner, req)
+        calls = tool_formats.ToolStream(fmt, req.tool_choice.parallel) if fmt is not None else None
         loop = asyncio.get_running_loop()
         r = _Req(loop, asyncio.Queue(), p, runner, adapter, prompt_ids, max_new)
         for i in range(p.n):
             r.seqs.append(_Seq(adapter=adapter, feed=list(prompt_ids), want_prompt_logits=p.echo and p.logprobs,
-                               req=r, index=i, gen=make_generator(p.seed, i), detok=Detokenizer(runner.tokenizer, prompt_ids),
-                               stop=StopMatcher(list(p.stop or []))))
+                               req=r, index=i, gen=make_generator(p.seed, i),
+                               detok=Detokenizer(runner.tokenizer, prompt_ids, skip_special=not (fmt and fmt.special)),
+                               stop=StopMatcher(list(p.stop or [])), guide=guides[i] if guides else None))
         r.open = p.n
         with self._cv:
             self._check_room(p.n)
@@ -156,7 +166,8 @@ class Engine:
                 for it in items:
                     if isinstance(it, BaseException):
                         raise it
-                    yield it
+                    for out in (calls.convert(it) if calls is not None else (it,)):
+                        yield out
                     if isinstance(it, Usage):
                         return
         finally:
@@ -242,6 +253,27 @@ class Engine:
         if not ids:
             raise InvalidRequest("The prompt is empty.", param="prompt")
         return list(ids)
+
+    def _constraints(self, runner: ModelRunner, req: GenerationRequest) -> tuple:
+        """(the tool format whose calls to parse out of the output, or None; one grammar matcher per
+        choice, or None). 400 for tools the model's template cannot express, bad schemas."""
+        choice = req.tool_choice or ToolChoice()
+        fmt = tool_formats.tool_format(runner.tokenizer.chat_template, req.tools, choice, req.base_model)
+        lark, param = tool_formats.answer_grammar(fmt, req.tools, choice, req.params.json_schema,
+                                                  lambda text: tool_formats.special_token_id(runner.tokenizer, text))
+        if lark is None:
+            return fmt, None
+        guide = self._guide_for(runner)
+        grammar = guide.compile(lark, param)
+        return fmt, [guide.matcher(grammar) for _ in range(req.params.n)]
+
+    def _guide_for(self, runner: ModelRunner) -> Guide:
+        with self._load_lock:
+            guide = self._guides.get(runner.name)
+            if guide is None:
+                guide = Guide(runner.tokenizer, int(runner.cfg.vocab_size), runner.eos_ids)
+                self._guides[runner.name] = guide
+            return guide
 
     def _check_length(self, runner: ModelRunner, ids: list[int], p: SamplingParams, where: str) -> int:
         limit, n = runner.context_len, len(ids)
@@ -337,6 +369,11 @@ class Engine:
                     s.req.push([err])
             return
         logits = logits.cpu()
+        raw: dict[int, torch.Tensor] = {}  # reported logprobs are the model's, before the grammar's mask
+        guided = [(s.guide, i) for i, s in enumerate(seqs) if s.guide is not None]
+        if guided:
+            raw = {i: logits[i].clone() for _, i in guided if seqs[i].req.params.logprobs}
+            self._guides[runner.name].mask(logits, guided)
         out: dict[int, tuple[_Req, list]] = {}
         for i, s in enumerate(seqs):
             r = s.req
@@ -355,9 +392,17 @@ class Engine:
             if tok in runner.eos_ids:
                 self._finish(runner, s, "stop", items)
                 continue
+            if s.guide is not None:
+                try:
+                    s.guide.consume(tok)
+                except OpenFTError as e:
+                    self._drop(runner, s)
+                    r.done = r.cancelled = True  # its other choices are dropped at the next step
+                    r.push([e])
+                    continue
             s.pend_ids.append(tok)
             if p.logprobs:
-                s.pend_lps.append(token_logprob(row, tok, p.top_logprobs, runner.token_bytes))
+                s.pend_lps.append(token_logprob(raw.get(i, row), tok, p.top_logprobs, runner.token_bytes))
             text, stopped = s.stop.push(s.detok.push(tok))
             if stopped:
                 self._emit(s, text, items)

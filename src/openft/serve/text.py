@@ -16,16 +16,17 @@ from functools import lru_cache
 class Detokenizer:
     """vLLM-style offsets: decode a short window and emit what grew, never a partial character."""
 
-    def __init__(self, tokenizer, prompt_ids: list[int]):
+    def __init__(self, tokenizer, prompt_ids: list[int], skip_special: bool = True):
         self.tok = tokenizer
+        self.skip = skip_special  # False: special tokens come out as text (a tool-call marker)
         self.ids: list[int] = list(prompt_ids[-6:])   # a little context so leading spaces decode right
         self.prefix = 0
         self.read = len(self.ids)
 
     def push(self, token_id: int) -> str:
         self.ids.append(token_id)
-        prefix_text = self.tok.decode(self.ids[self.prefix:self.read], skip_special_tokens=True)
-        full = self.tok.decode(self.ids[self.prefix:], skip_special_tokens=True)
+        prefix_text = self.tok.decode(self.ids[self.prefix:self.read], skip_special_tokens=self.skip)
+        full = self.tok.decode(self.ids[self.prefix:], skip_special_tokens=self.skip)
         if len(full) > len(prefix_text) and not full.endswith("\ufffd"):
             self.prefix, self.read = self.read, len(self.ids)
             return full[len(prefix_text):]
@@ -33,8 +34,8 @@ class Detokenizer:
 
     def flush(self) -> str:
         """What is left at the end (an incomplete character comes out as U+FFFD)."""
-        prefix_text = self.tok.decode(self.ids[self.prefix:self.read], skip_special_tokens=True)
-        full = self.tok.decode(self.ids[self.prefix:], skip_special_tokens=True)
+        prefix_text = self.tok.decode(self.ids[self.prefix:self.read], skip_special_tokens=self.skip)
+        full = self.tok.decode(self.ids[self.prefix:], skip_special_tokens=self.skip)
         self.prefix = self.read = len(self.ids)
         return full[len(prefix_text):] if full.startswith(prefix_text) else ""
 

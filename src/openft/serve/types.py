@@ -20,6 +20,17 @@ class SamplingParams:
     logprobs: bool = False
     top_logprobs: int = 0               # alternatives per token (0..20)
     echo: bool = False                  # legacy completions: prompt text (and logprobs) first
+    json_schema: dict | None = None     # the output must be JSON matching this schema (constrained decoding;
+                                        # response_format json_object is {"type": "object"})
+
+
+@dataclass(frozen=True)
+class ToolChoice:
+    """OpenAI's tool_choice and parallel_tool_calls, as the engine applies them to `tools`."""
+
+    mode: str = "auto"                  # none (tools left out of the prompt) | auto | required | function
+    name: str | None = None             # mode "function": the one function the answer calls
+    parallel: bool = True               # an answer may hold more than one call
 
 
 @dataclass
@@ -31,7 +42,8 @@ class GenerationRequest:
     messages: list[dict] | None = None  # chat: rendered with the model's chat template
     prompt: str | None = None           # legacy completions: raw text
     params: SamplingParams = field(default_factory=SamplingParams)
-    tools: list | None = None
+    tools: list | None = None           # OpenAI function tools, rendered by the chat template's tool format
+    tool_choice: ToolChoice = field(default_factory=ToolChoice)
 
 
 @dataclass
@@ -43,9 +55,21 @@ class Delta:
 
 
 @dataclass
+class ToolCallDelta:
+    """A piece of one tool call of choice `index`, as OpenAI streams it: the first piece of call
+    `call_index` has its id and function name and empty arguments, the next ones only argument text."""
+
+    index: int
+    call_index: int
+    arguments: str
+    id: str | None = None
+    name: str | None = None
+
+
+@dataclass
 class Finish:
     index: int
-    finish_reason: str                  # "stop" | "length"
+    finish_reason: str                  # "stop" | "length" | "tool_calls"
 
 
 @dataclass

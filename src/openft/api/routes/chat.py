@@ -17,6 +17,7 @@ from openft.api.generation import (SSE_HEADERS, collect, generation_request, res
                                    system_fingerprint, usage_object)
 from openft.errors import InvalidRequest
 from openft.ids import completion_id
+from openft.serve.tools import template_messages
 
 router = APIRouter()
 
@@ -35,6 +36,7 @@ class Message(Strict):
     refusal: str | None = None
     function_call: dict | None = None
     audio: dict | None = None
+    annotations: list | None = None    # a returned assistant message sent back as it is
 
 
 class ChatRequest(Strict):
@@ -69,13 +71,45 @@ class ChatRequest(Strict):
 def _unsupported(req: ChatRequest) -> None:
     """Refuse what openft cannot honour instead of silently ignoring it."""
     refuse_unsupported_sampling(req)
-    if req.response_format and req.response_format.get("type") != "text":
-        raise InvalidRequest(f"response_format type {req.response_format.get('type')!r} is not supported by openft; "
-                             "only 'text'.", param="response_format")
-    if req.tool_choice not in (None, "none", "auto"):
-        raise InvalidRequest("tool_choice other than 'none' or 'auto' is not supported by openft.", param="tool_choice")
     if req.top_logprobs and not req.logprobs:
         raise InvalidRequest("top_logprobs requires logprobs to be true.", param="top_logprobs")
+
+
+def response_schema(fmt: dict | None) -> dict | None:
+    """The JSON schema a `response_format` asks for (json_object: any object), None for text."""
+    kind = (fmt or {}).get("type", "text")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "object"}
+    if kind == "json_schema":
+        spec = fmt.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise InvalidRequest("response_format json_schema needs `json_schema: {name, schema, strict?}`.",
+                                 param="response_format.json_schema")
+        schema = spec.get("schema", {})
+        if not isinstance(schema, dict):
+            raise InvalidRequest("response_format.json_schema.schema must be a JSON schema object.",
+                                 param="response_format.json_schema.schema")
+        return schema
+    raise InvalidRequest(f"response_format type {kind!r} is not supported; use text, json_object or json_schema.",
+                         param="response_format")
+
+
+def tool_choice(req: ChatRequest):
+    """OpenAI's tool_choice and parallel_tool_calls as the engine's ToolChoice."""
+    from openft.serve.types import ToolChoice
+
+    parallel = req.parallel_tool_calls is not False
+    c = req.tool_choice
+    if c is None:
+        return ToolChoice("auto" if req.tools else "none", parallel=parallel)
+    if c in ("none", "auto", "required"):
+        return ToolChoice(c, parallel=parallel)
+    if isinstance(c, dict) and c.get("type") == "function" and isinstance((c.get("function") or {}).get("name"), str):
+        return ToolChoice("function", c["function"]["name"], parallel=parallel)
+    raise InvalidRequest("tool_choice must be 'none', 'auto', 'required' or {\"type\": \"function\", \"function\": "
+                         "{\"name\": ...}}.", param="tool_choice")
 
 
 def _engine_messages(messages: list[Message]) -> list[dict]:
@@ -96,7 +130,7 @@ def _engine_messages(messages: list[Message]) -> list[dict]:
             if getattr(m, key) is not None:
                 msg[key] = getattr(m, key)
         out.append(msg)
-    return out
+    return template_messages(out)
 
 
 def _sampling(req: ChatRequest):
@@ -106,7 +140,8 @@ def _sampling(req: ChatRequest):
     return SamplingParams(
         max_tokens=req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens,
         temperature=1.0 if req.temperature is None else req.temperature, top_p=1.0 if req.top_p is None else req.top_p,
-        stop=stop, seed=req.seed, n=req.n or 1, logprobs=bool(req.logprobs), top_logprobs=req.top_logprobs or 0)
+        stop=stop, seed=req.seed, n=req.n or 1, logprobs=bool(req.logprobs), top_logprobs=req.top_logprobs or 0,
+        json_schema=response_schema(req.response_format))
 
 
 async def start(body: ChatRequest, state: AppState, project: str):
@@ -115,8 +150,11 @@ async def start(body: ChatRequest, state: AppState, project: str):
     _unsupported(body)
     messages = _engine_messages(body.messages)
     params = _sampling(body)
+    choice = tool_choice(body)
     model = await resolve(state, project, body.model)
-    streams = await start_streams(state, [generation_request(model, params, messages=messages, tools=body.tools)])
+    tools = body.tools if choice.mode != "none" else None  # "none": the prompt does not offer them
+    streams = await start_streams(state, [generation_request(model, params, messages=messages, tools=tools,
+                                                             tool_choice=choice)])
     head = {"id": completion_id(chat=True), "created": int(time.time()), "model": body.model,
             "service_tier": "default", "system_fingerprint": system_fingerprint(model)}
     return streams, head, params.n
@@ -127,10 +165,19 @@ async def completion(body: ChatRequest, request: Request, state: AppState, proje
     streams, head, n = await start(body, state, project)
     choices, prompt_tokens, completion_tokens = await collect(request, streams, n)
     return {**head, "object": "chat.completion", "choices": [
-        {"index": i, "message": {"role": "assistant", "content": "".join(c.text), "refusal": None, "annotations": []},
-         "logprobs": {"content": c.logprobs, "refusal": None} if body.logprobs else None,
+        {"index": i, "message": _message(c), "logprobs": {"content": c.logprobs, "refusal": None} if body.logprobs else None,
          "finish_reason": c.finish_reason or "stop"}
         for i, c in sorted(choices.items())], "usage": usage_object(prompt_tokens, completion_tokens)}
+
+
+def _message(c) -> dict:
+    """The assistant message of one choice; with tool calls, content is null unless the model also wrote text."""
+    text = "".join(c.text)
+    msg = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
+    if c.tool_calls:
+        msg["content"] = text if text.strip() else None
+        msg["tool_calls"] = c.tool_calls
+    return msg
 
 
 @router.post("/chat/completions")
@@ -148,7 +195,7 @@ async def chat_completions(body: ChatRequest, request: Request, state: AppState 
 
 async def chunk_objects(items, head: dict, n: int, include_usage: bool, logprobs: bool):
     """The `chat.completion.chunk` objects (dicts) of a stream, in OpenAI's order."""
-    from openft.serve.types import Delta, Finish, Usage
+    from openft.serve.types import Delta, Finish, ToolCallDelta, Usage
 
     def chunk(choices: list[dict], **extra) -> dict:
         obj = {**head, "object": "chat.completion.chunk", "choices": choices, **extra}
@@ -165,6 +212,14 @@ async def chunk_objects(items, head: dict, n: int, include_usage: bool, logprobs
                 continue
             lp = {"content": item.logprobs or [], "refusal": None} if logprobs else None
             yield chunk([{"index": item.index, "delta": {"content": item.text}, "logprobs": lp,
+                          "finish_reason": None}])
+        elif isinstance(item, ToolCallDelta):
+            call: dict = {"index": item.call_index}
+            if item.id is not None:  # a call opens: id, type and name, empty arguments
+                call.update(id=item.id, type="function", function={"name": item.name, "arguments": item.arguments})
+            else:
+                call["function"] = {"arguments": item.arguments}
+            yield chunk([{"index": item.index, "delta": {"tool_calls": [call]}, "logprobs": None,
                           "finish_reason": None}])
         elif isinstance(item, Finish):
             yield chunk([{"index": item.index, "delta": {}, "logprobs": None,
