@@ -220,9 +220,10 @@ def test_other_project_gets_404(api, other_api):
 
 
 # -- tools and structured outputs: whatever the chat route does, the Responses API does too ------
-# The chat route's tool calls and constrained decoding are built separately; until a model and its
-# template support them, the chat route refuses with a 400, and so must /v1/responses (naming its
-# own parameter). Either way these run: they compare with chat completions of the same request.
+# The tiny model's template has no tool-call format, so the chat route refuses tools with a 400 and
+# /v1/responses must refuse the same way, naming its own parameter; structured outputs work on it.
+# These compare with chat completions of the same request, whichever way it goes (a model with a
+# tool format: test_responses_tools.py).
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
            "additionalProperties": False}
