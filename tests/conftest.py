@@ -43,6 +43,7 @@ def settings(tmp_path, model_cache):
 # Columns that later migrations add; a database made by migration 1 of the first release lacks them.
 LATER_COLUMNS = {"jobs": ("workers_lost", "runner_retries"), "api_keys": ("key_hash_kind",)}
 LATER_TABLES = ("evals", "eval_runs", "eval_output_items",  # migration 4
+                "responses",  # migration 5
                 "webhook_endpoints", "webhook_deliveries", "webhook_attempts")  # migration 6
 
 

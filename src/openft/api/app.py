@@ -39,9 +39,10 @@ def create_app(settings: Settings, *, db=None) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
 
     from openft.api.routes import (chat, completions, data_tools, evals, exports, files, fine_tuning, job_metrics,
-                                   models, webhooks)
+                                   models, responses, webhooks)
 
-    for mod in (files, fine_tuning, job_metrics, models, chat, completions, evals, exports, webhooks, data_tools):
+    for mod in (files, fine_tuning, job_metrics, models, chat, completions, responses, evals, exports, webhooks,
+                data_tools):
         app.include_router(mod.router, prefix="/v1")
 
     @app.get("/health", include_in_schema=False)

@@ -177,6 +177,23 @@ eval_output_items = sa.Table(
     sa.UniqueConstraint("run_id", "datasource_item_id", name="uq_eval_output_item"),
 )
 
+# Stored responses (migration 5): the Responses API's `response` objects as returned (`body`) and
+# the conversation that went into each (`input_items`: the previous response's input items and
+# output, then this request's input, as Responses items with ids), so that `previous_response_id`
+# continues from one row without walking the chain.
+responses = sa.Table(
+    "responses", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("project_id", sa.String(64), nullable=False, index=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Integer, nullable=False),
+    sa.Column("model", sa.String(512), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),          # completed | incomplete | failed
+    sa.Column("previous_response_id", sa.String(64), nullable=True),
+    sa.Column("input_items", sa.JSON, nullable=False),
+    sa.Column("body", sa.JSON, nullable=False),
+)
+
 # Webhooks (migration 6): endpoints a project registered, one delivery per (event, endpoint), and
 # every attempt to deliver it. `payload` is the exact JSON body that is signed and sent.
 webhook_endpoints = sa.Table(
@@ -264,6 +281,11 @@ def _m4_evals(conn: sa.Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _m5_responses(conn: sa.Connection) -> None:
+    """The Responses API's stored responses (a database made by migration 1 of this code already has it)."""
+    responses.create(conn, checkfirst=True)
+
+
 def _m6_webhooks(conn: sa.Connection) -> None:
     """The webhook tables (a database made by migration 1 of this code already has them)."""
     for table in (webhook_endpoints, webhook_deliveries, webhook_attempts):
@@ -276,6 +298,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (2, "job fault counters", _m2_job_fault_counters),
     (3, "api key hash kind (HMAC with the server's secret)", _m3_key_hash_kind),
     (4, "evals, eval runs and their output items", _m4_evals),
+    (5, "stored responses (Responses API)", _m5_responses),
     (6, "webhook endpoints, deliveries and attempts", _m6_webhooks),
 ]
 
