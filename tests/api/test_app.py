@@ -28,6 +28,8 @@ def test_unexpected_error_is_500_in_openai_shape_with_request_id(app, settings):
     def boom():
         raise RuntimeError("kaboom")
 
+    app.router.routes.insert(0, app.router.routes.pop())  # ahead of the dashboard's catch-all mount at /
+
     with TestClient(app, raise_server_exceptions=False) as client:
         r = client.get("/v1/boom")
     assert r.status_code == 500
