@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs openft with its test dependencies into .venv (CPU torch first, pinned), then runs the
-# whole test suite offline except GPU tests (about 11 minutes on 2 cores). Extra arguments go to
+# whole test suite offline except GPU tests (about 16 minutes on 2 cores). Extra arguments go to
 # pytest instead, e.g. `scripts/test.sh -m "not slow"` (the fast loop) or `-k files`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
