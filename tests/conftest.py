@@ -150,6 +150,18 @@ class LiveServer:
 
         return make_engine(Settings(data_dir=self.data_dir).resolved_database_url())
 
+    def new_key(self, project: str) -> tuple[str, str]:
+        """(project id, API key) of a key of `project`, made the way `openft keys create` makes one
+        (HMAC with this server's secret)."""
+        from openft.config import Settings
+        from openft.store.auth import create_key, key_secret
+
+        db = self.db()
+        try:
+            return create_key(db, project, secret=key_secret(Settings(data_dir=self.data_dir)))
+        finally:
+            db.dispose()
+
 
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory, model_cache):

@@ -31,12 +31,4 @@ def api(api_server):
 @pytest.fixture(scope="module")
 def other_api(api_server):
     """A client holding a key of another project."""
-    from openft.config import Settings
-    from openft.store.auth import create_key, key_secret
-
-    db = api_server.db()
-    try:
-        _, key = create_key(db, "other-project", secret=key_secret(Settings(data_dir=api_server.data_dir)))
-    finally:
-        db.dispose()
-    return api_server.client(api_key=key)
+    return api_server.client(api_key=api_server.new_key("other-project")[1])

@@ -35,14 +35,7 @@ def http(server):
 
 @pytest.fixture(scope="module")
 def other_http(server):
-    from openft.config import Settings
-    from openft.store.auth import create_key, key_secret
-
-    db = server.db()
-    try:
-        _, key = create_key(db, "other-project", secret=key_secret(Settings(data_dir=server.data_dir)))
-    finally:
-        db.dispose()
+    _, key = server.new_key("other-project")
     with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
         yield c
 

@@ -25,14 +25,7 @@ def start_server(tmp_path_factory, model_cache, name: str = "sec", **env) -> Sec
 
 def new_key(server: LiveServer, project: str) -> str:
     """A key of `project` made the way `openft keys create` makes one (the server's secret)."""
-    from openft.config import Settings
-    from openft.store.auth import create_key, key_secret
-
-    db = server.db()
-    try:
-        return create_key(db, project, secret=key_secret(Settings(data_dir=server.data_dir)))[1]
-    finally:
-        db.dispose()
+    return server.new_key(project)[1]
 
 
 @pytest.fixture(scope="package")

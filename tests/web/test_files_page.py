@@ -95,14 +95,7 @@ def test_download_and_delete(page, live_server):
 
 
 def test_other_project_sees_empty_list_and_404(page, live_server, stored):
-    from openft.config import Settings
-    from openft.store.auth import create_key, key_secret
-
-    db = live_server.db()
-    try:
-        _, key = create_key(db, "files-web-other", secret=key_secret(Settings(data_dir=live_server.data_dir)))
-    finally:
-        db.dispose()
+    _, key = live_server.new_key("files-web-other")
     signed_in(page, live_server, "/files", key=key)
     empty = page.wait_for_selector("#files-list .state.empty")
     assert "No files yet" in empty.inner_text()

@@ -226,12 +226,9 @@ def test_list_with_status_filter(page, live_server):
 
 
 def test_paging_a_thousand_jobs_project_and_narrow_window(page, live_server):
-    from openft.config import Settings
-    from openft.store.auth import create_key, key_secret
-
+    project, key = live_server.new_key("many-jobs")
     db = live_server.db()
     try:
-        project, key = create_key(db, "many-jobs", secret=key_secret(Settings(data_dir=live_server.data_dir)))
         ids = seed_jobs(db, 30, project=project)
         theirs = seed_jobs(db, 1)[0]  # in the admin key's project
     finally:

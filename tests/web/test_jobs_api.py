@@ -96,14 +96,7 @@ def test_repeated_steps_keep_the_latest_values(server, sdk):
 
 
 def test_metrics_are_per_project_and_errors_have_openai_shape(server, queued_job):
-    from openft.config import Settings
-    from openft.store.auth import create_key, key_secret
-
-    db = server.db()
-    try:
-        _, other = create_key(db, "other-project", secret=key_secret(Settings(data_dir=server.data_dir)))
-    finally:
-        db.dispose()
+    _, other = server.new_key("other-project")
     r = http(server, other).get(f"/fine_tuning/jobs/{queued_job.id}/metrics")
     assert r.status_code == 404 and r.json()["error"]["param"] == "fine_tuning_job_id"
     r = http(server).get("/fine_tuning/jobs/ftjob-nope/metrics")

@@ -67,12 +67,4 @@ DELIVERING_ENV = {"OPENFT_WEBHOOKS_ALLOW_PRIVATE": "1", "OPENFT_WEBHOOKS_RETRY_S
 
 def other_client(server: LiveServer, name: str = "other-project"):
     """A client holding a key of a second project of `server`."""
-    from openft.config import Settings
-    from openft.store.auth import create_key, key_secret
-
-    db = server.db()
-    try:
-        _, key = create_key(db, name, secret=key_secret(Settings(data_dir=server.data_dir)))
-    finally:
-        db.dispose()
-    return server.client(api_key=key)
+    return server.client(api_key=server.new_key(name)[1])
