@@ -25,11 +25,12 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from machine import cpu_line  # benchmarks/machine.py (scripts run from benchmarks/ on sys.path)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -45,21 +46,6 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": 
 TEMPLATE = Path(__file__).resolve().parents[1] / "tests" / "api" / "hermes_template.jinja"
 TOPICS = ["a lighthouse keeper", "a robot learning to paint", "volcanoes", "a city at night", "an old map",
           "honeybees", "a long train journey", "the moon landing", "a chess tournament", "rain in the forest"]
-
-
-def cpu_line() -> str:
-    model, flags = platform.processor() or "?", set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name") and model in ("?", "", platform.processor()):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    return f"{model}; flags {' '.join(f for f in wanted if f in flags) or '-'}; {os.cpu_count()} cpus"
 
 
 def tool_model(settings, base: str, folder: Path) -> str:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import random
 import shutil
 import socket
@@ -37,6 +36,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import cpu_line  # benchmarks/machine.py (scripts run from benchmarks/ on sys.path)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 KEY = "sk-openft-bench-dashboard"
@@ -132,16 +133,6 @@ def start_server(data_dir: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("server did not start")
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def open_page(browser, url: str):
     ctx = browser.new_context(viewport={"width": 1280, "height": 800})
     ctx.add_init_script(f"sessionStorage.setItem('openft.key', {KEY!r})")
@@ -233,7 +224,7 @@ def main() -> None:
         proc.wait(30)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"\ndashboard speed: headless Chromium {version}; CPU {cpu_model()} ({os.cpu_count()} cores); "
+    print(f"\ndashboard speed: headless Chromium {version}; CPU {cpu_line()}; "
           f"{args.runs} run(s){' (--quick)' if args.quick else ''}")
     labels = {"job page": f"job page, {args.steps:,}-step charts drawn",
               "jobs list": f"jobs list, {args.jobs:,} jobs, first page shown",

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import BATCH, LORA_ALPHA, LORA_R, LR, peak_rss_mib, read_reviews, settings, to_chat  # noqa: E402
+
+from machine import cpu_line  # benchmarks/machine.py (scripts run from benchmarks/ on sys.path)
 
 BETA = 0.1
 MODEL = "smollm2-135m-instruct"
@@ -145,20 +146,6 @@ def child(name: str, data: Path, held_out: Path, seed: int, out: Path, threads: 
     out.write_text(json.dumps(res))
 
 
-def cpu_description() -> str:
-    from openft.train.model import cpu_has_fast_bf16
-
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} CPUs, fast bf16 (amx_bf16/avx512_bf16): {cpu_has_fast_bf16()}"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=400, help="first N reviews as training pairs (default 400)")
@@ -202,7 +189,7 @@ def main() -> None:
     def mean(runs, key):
         return statistics.fmean(r[key] for r in runs)
 
-    print(f"\nCPU: {cpu_description()}")
+    print(f"\nCPU: {cpu_line()}")
     print(f"{limit} pairs ({n_held} held out), batch {BATCH} pairs, lr {LR}, beta {BETA}, LoRA r={LORA_R} "
           f"alpha={LORA_ALPHA} all-linear, 1 epoch, seeds {','.join(map(str, seeds))}, torch threads: "
           f"{a.threads or 'default'}")
