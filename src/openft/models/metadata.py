@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 from functools import lru_cache
 from pathlib import Path
 
 from openft.config import Settings
-from openft.models.registry import BaseModel
+from openft.models.registry import BaseModel, safetensors_header
 
 EMPTY = {"context_length": None, "parameters": None, "size_bytes": None}
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
@@ -57,12 +56,10 @@ def _folder_metadata(folder: str, stamp: tuple) -> tuple:
     params, size = 0, 0
     for name, _mtime, nbytes in stamp[1:]:
         size += nbytes
-        with open(name, "rb") as fh:  # safetensors: 8-byte little-endian header length, then JSON
-            n = struct.unpack("<Q", fh.read(8))[0]
-            if n > 100 * 1024 * 1024:
-                return tuple({**EMPTY, "context_length": context, "size_bytes": size}.items())
-            header = json.loads(fh.read(n))
-        params += sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+        header = safetensors_header(name)
+        if header is None:
+            return tuple({**EMPTY, "context_length": context, "size_bytes": size}.items())
+        params += sum(math.prod(t["shape"]) for t in header.values())
     return tuple({"context_length": context, "parameters": params or None, "size_bytes": size or None}.items())
 
 

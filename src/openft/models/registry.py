@@ -185,12 +185,20 @@ def _tensor_names(folder: Path) -> list[str]:
         return list(json.loads(index.read_text()).get("weight_map", {}))
     out: list[str] = []
     for f in sorted(folder.glob("*.safetensors")):
-        with open(f, "rb") as fh:  # safetensors: 8-byte little-endian header length, then JSON
-            n = struct.unpack("<Q", fh.read(8))[0]
-            if n > 100 * 1024 * 1024:
-                continue
-            out += [k for k in json.loads(fh.read(n)) if k != "__metadata__"]
+        out += list(safetensors_header(f) or {})
     return out
+
+
+def safetensors_header(path: str | Path) -> dict | None:
+    """A safetensors file's tensor table {name: {dtype, shape, data_offsets}} from its header alone
+    (8-byte little-endian length, then JSON; no tensor is read). None for a header over 100 MiB."""
+    with open(path, "rb") as fh:
+        n = struct.unpack("<Q", fh.read(8))[0]
+        if n > 100 * 1024 * 1024:
+            return None
+        header = json.loads(fh.read(n))
+    header.pop("__metadata__", None)
+    return header
 
 
 @contextlib.contextmanager
