@@ -51,7 +51,7 @@ class Recovery:
     revalidated: dict[str, str] = field(default_factory=dict)  # job id -> new status
 
 
-def _tokenizer(settings: Settings, base_model: str):
+def tokenizer_for(settings: Settings, base_model: str):
     """(tokenizer, model folder) for token counts and length checks; (None, None) when not loadable.
 
     The light tokenizer (Rust `tokenizers` + the chat template, no torch) is used when the
@@ -83,8 +83,6 @@ def _check_one(settings: Settings, conn: sa.Connection, job: sa.Row, file_id: st
                tokenizer, method_type: str, max_seq_len: int | None = None
                ) -> tuple[Failure | None, list[str], dict | None]:
     """Validate one file; returns (failure or None, warning messages, the data toolkit's estimate)."""
-    from openft.data.validate import validate_file
-
     row = conn.execute(sa.select(files).where(files.c.id == file_id, files.c.project_id == job.project_id)).first()
     kind = "training" if param == "training_file" else "validation"
     if row is None:
@@ -92,10 +90,8 @@ def _check_one(settings: Settings, conn: sa.Connection, job: sa.Row, file_id: st
     path = BlobStore(Path(settings.data_dir) / "blobs").path(row.sha256)
     if not path.exists():
         return Failure("file_not_found", f"The content of the {kind} file {file_id} is missing.", param), [], None
-    report = validate_file(path, tokenizer=tokenizer, display_name=row.filename, max_seq_len=max_seq_len,
-                           model=job.base_model, n_epochs=rules.positive_int(rules.hyperparameters(job.method).get("n_epochs")),
-                           method=method_type,
-                           min_examples=MIN_TRAINING_EXAMPLES if param == "training_file" else 1)
+    report = validate_for_job(path, row.filename, job.method, job.base_model, tokenizer, max_seq_len,
+                              training=param == "training_file")
     warnings = [f"{kind.capitalize()} file {file_id}: {w}" for w in report.warnings]
     if not report.ok:
         first = report.errors[0]
@@ -105,13 +101,30 @@ def _check_one(settings: Settings, conn: sa.Connection, job: sa.Row, file_id: st
             message += f" (and {more} more problem{'s' if more > 1 else ''}, e.g. " \
                        f"{'; '.join(str(e) for e in report.errors[1:3])})"
         return Failure(first.code or "invalid_file", message, param), warnings, None
-    accepted = METHOD_FORMATS.get(method_type)
-    if accepted and report.format and report.format not in accepted:
+    accepted = wrong_format(report, method_type)
+    if accepted:
         return Failure("invalid_file_format",
                        f"The {kind} file {file_id} ({row.filename}) is in {report.format} format (from line 1); "
                        f"fine-tuning method '{method_type}' expects {' or '.join(accepted)} examples: "
                        f"{' or '.join(FORMAT_SHAPES[f] for f in accepted)}.", param), warnings, None
     return None, warnings, report.stats.get("estimate")
+
+
+def validate_for_job(path: Path, display_name: str, method: dict | None, base_model: str | None, tokenizer,
+                     max_seq_len: int | None, *, training: bool):
+    """The data toolkit's report of one stored file as a job of `method` on `base_model` checks it
+    (the job validator, and the dashboard's report before a job exists)."""
+    from openft.data.validate import validate_file
+
+    return validate_file(path, tokenizer=tokenizer, display_name=display_name, max_seq_len=max_seq_len,
+                         model=base_model, n_epochs=rules.positive_int(rules.hyperparameters(method).get("n_epochs")),
+                         method=rules.method_type(method), min_examples=MIN_TRAINING_EXAMPLES if training else 1)
+
+
+def wrong_format(report, method_type: str) -> tuple[str, ...] | None:
+    """The formats `method_type` accepts when the file is in another one, else None."""
+    accepted = METHOD_FORMATS.get(method_type)
+    return accepted if accepted and report.format and report.format not in accepted else None
 
 
 def estimate_message(est: dict | None) -> str | None:
@@ -141,7 +154,7 @@ def validate_job(settings: Settings, engine: sa.Engine, job_id: str) -> str | No
             msg += f" and validation file: {job.validation_file}"
         add_event(conn, job_id, msg)
     method_type = rules.method_type(job.method)
-    tokenizer, model_dir = _tokenizer(settings, job.base_model)
+    tokenizer, model_dir = tokenizer_for(settings, job.base_model)
     max_seq_len = effective_max_seq_len(model_dir, job.method) if tokenizer is not None else None
     failure, warnings, estimate = None, [], None
     with engine.connect() as conn:

@@ -270,8 +270,7 @@ def _resolve_method(body: ReportRequest, fid: str) -> tuple[JobCreate, dict]:
 
 def _report(state: AppState, project: str, fid: str, body: ReportRequest) -> dict:
     from openft.data.estimate import with_pace
-    from openft.data.validate import validate_file
-    from openft.jobs.validate import METHOD_FORMATS, MIN_TRAINING_EXAMPLES, _tokenizer, effective_max_seq_len
+    from openft.jobs.validate import effective_max_seq_len, tokenizer_for, validate_for_job, wrong_format
     from openft.store.pace import pace_for_job
     from openft.store.resolve import resolve_model
     from openft.train.auto import resolve_hyperparameters
@@ -288,15 +287,13 @@ def _report(state: AppState, project: str, fid: str, body: ReportRequest) -> dic
                 raise InvalidRequest(f"Model {body.model} is not available for fine-tuning or does not exist "
                                      f"({e.message}).", param="model", code="model_not_available") from None
         check_job_options(state.settings, job, method, base)
-        tokenizer, model_dir = _tokenizer(state.settings, base)
+        tokenizer, model_dir = tokenizer_for(state.settings, base)
     max_seq_len = effective_max_seq_len(model_dir, method) if tokenizer is not None else None
     train_method = hp.get("method") if isinstance(hp.get("method"), str) else "lora"
-    rep = validate_file(path, tokenizer=tokenizer, max_seq_len=max_seq_len, display_name=row.filename, model=base,
-                        n_epochs=rules.positive_int(hp.get("n_epochs")), method=kind,
-                        min_examples=MIN_TRAINING_EXAMPLES if body.role == "training" else 1)
+    rep = validate_for_job(path, row.filename, method, base, tokenizer, max_seq_len, training=body.role == "training")
     out = rep.to_dict()
-    accepted = METHOD_FORMATS.get(kind)
-    if rep.ok and accepted and rep.format and rep.format not in accepted:  # what the job validator refuses
+    accepted = wrong_format(rep, kind)
+    if rep.ok and accepted:  # what the job validator refuses
         out["ok"] = False
         out["errors"].append({"code": "invalid_file_format", "line": None, "field": None,
                               "message": f"{rep.format} examples; fine-tuning method '{kind}' expects "
