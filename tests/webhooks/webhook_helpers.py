@@ -11,9 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class Receiver:
     """POSTs to `url` are recorded as (headers, body); the answers are `codes` in order, then 200.
-    `tls`: serve HTTPS with that server-side SSLContext."""
+    `tls`: serve HTTPS with that server-side SSLContext. `hold`: seconds the first answer waits
+    (so that the next attempt is signed in a later second than the first)."""
 
-    def __init__(self, codes=(), tls=None):
+    def __init__(self, codes=(), tls=None, hold: float = 0.0):
         self.codes = list(codes)
         self.requests: list[tuple[dict, bytes]] = []
         self.cond = threading.Condition()
@@ -25,7 +26,10 @@ class Receiver:
                 with receiver.cond:
                     receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
                     code = receiver.codes.pop(0) if receiver.codes else 200
+                    first = len(receiver.requests) == 1
                     receiver.cond.notify_all()
+                if first and hold:
+                    time.sleep(hold)
                 self.send_response(code)
                 self.send_header("content-length", "2")
                 self.end_headers()
