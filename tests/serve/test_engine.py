@@ -221,15 +221,19 @@ def test_bad_adapter_folder_is_a_clear_error(engine_factory, tmp_path):
 def test_vllm_backend_without_vllm_is_a_clear_error(settings):
     import importlib.util
 
+    from openft.serve.backend import ServingBackend, open_engine
     from openft.serve.engine import Engine
 
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vllm is installed here")
     with pytest.raises(InvalidRequest, match="vllm") as err:
-        Engine(settings, backend="vllm")
+        open_engine(settings, backend="vllm")
     assert err.value.param == "serve_backend"
     with pytest.raises(InvalidRequest, match="builtin"):
-        Engine(settings, backend="tgi")
+        open_engine(settings, backend="tgi")
+    engine = open_engine(settings, backend="builtin")
+    assert isinstance(engine, Engine) and isinstance(engine, ServingBackend)
+    engine.close()
 
 
 def test_bfloat16_engine_matches_float32(settings, adapters):

@@ -41,9 +41,9 @@ class AppState:
         """The one serving engine of this app, created on first use (loading torch takes seconds)."""
         with self._engine_lock:
             if self._engine is None:
-                from openft.serve.engine import Engine
+                from openft.serve.backend import open_engine
 
-                self._engine = Engine(self.settings)
+                self._engine = open_engine(self.settings)
             return self._engine
 
     def engine_if_started(self):

@@ -119,9 +119,9 @@ class EvalRunExecutor:
     def serve_engine(self):
         with self._serve_lock:
             if self._serve is None:
-                from openft.serve.engine import Engine
+                from openft.serve.backend import open_engine
 
-                self._serve = Engine(eval_engine_settings(self.settings))
+                self._serve = open_engine(eval_engine_settings(self.settings))
             return self._serve
 
     # -- one run -----------------------------------------------------------------------------
@@ -220,7 +220,7 @@ class _RunContext:
         of the base for the run (no per-row LoRA work). A failure here is left to the items."""
         try:
             m = await self._resolve(self.spec["model"])
-            if m.adapter_path and not m.full_model_path and hasattr(self.ex._serve, "merge_adapter"):
+            if m.adapter_path and not m.full_model_path:
                 await asyncio.to_thread(self.ex._serve.merge_adapter, m.base_model, m.adapter_path, m.id)
         except Exception as e:  # noqa: BLE001 - the items then fail or succeed on their own
             log.warning("eval run %s: serving %s unmerged: %s", self.run.id, self.spec["model"], e)

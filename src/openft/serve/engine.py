@@ -1,4 +1,7 @@
-"""The generation engine: continuous batching over many adapters of one base, for the API.
+"""The built-in generation engine: continuous batching over many adapters of one base.
+
+One implementation of `openft.serve.backend.ServingBackend` (the vLLM backend is the other;
+`open_engine(settings)` picks).
 
 `Engine(settings)` owns one decode thread. `generate()` (async) loads what the request needs
 (base weights once per base model, the LoRA adapter into an LRU cache), renders and checks the
@@ -82,18 +85,8 @@ def _flatten(messages: list[dict]) -> list[dict]:
 
 
 class Engine:
-    def __init__(self, settings: Settings, *, dtype: str | None = None, device: str | None = None,
-                 backend: str | None = None):
+    def __init__(self, settings: Settings, *, dtype: str | None = None, device: str | None = None):
         self.settings = settings
-        backend = backend or settings.serve_backend
-        self._vllm = None
-        if backend == "vllm":
-            from openft.serve.vllm_backend import VllmBackend
-
-            self._vllm = VllmBackend(settings)
-            return
-        if backend != "builtin":
-            raise InvalidRequest(f"serve_backend must be 'builtin' or 'vllm', not {backend!r}.", param="serve_backend")
         dev = device or settings.device
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if dev == "auto" else dev
         name = dtype or settings.serve_dtype
@@ -124,13 +117,6 @@ class Engine:
 
     # ---- public --------------------------------------------------------------------------
     async def generate(self, req: GenerationRequest):
-        if self._vllm is not None:
-            if req.params.json_schema is not None or (req.tools and req.tool_choice.mode != "none"):
-                raise InvalidRequest("tools and response_format need the built-in engine (serve_backend builtin).",
-                                     param="tools" if req.tools else "response_format")
-            async for item in self._vllm.generate(req):
-                yield item
-            return
         if self._closed:
             raise ServerError("The generation engine is shut down.")
         p = req.params
@@ -184,8 +170,6 @@ class Engine:
 
     def evict(self, adapter_key: str) -> None:
         """A model was deleted: drop its adapter (or full model) from memory; running requests finish."""
-        if self._vllm is not None:
-            return self._vllm.evict(adapter_key)
         self.adapters.evict_where(lambda k: k.split("|", 1)[1] == adapter_key)
         merged = self._merged.pop(adapter_key, None)
         if merged is not None:
@@ -199,8 +183,6 @@ class Engine:
                     del self._runners[name]
 
     def close(self) -> None:
-        if self._vllm is not None:
-            return self._vllm.close()
         with self._cv:
             self._closed = True
             self._cv.notify_all()
@@ -212,6 +194,25 @@ class Engine:
                 r.done = True
                 r.push([err])
         self._waiting.clear()
+
+    def release_memory(self) -> dict:
+        """A training job is starting on this device: drop the merged copy and the KV caches of
+        runners with no running sequence (they are rebuilt on the next request)."""
+        freed = 0
+        with self._load_lock:
+            for key, name in list(self._merged.items()):
+                runner = self._runners.get(name)
+                if runner is not None and not runner.seqs:
+                    freed += sum(p.numel() * p.element_size() for p in runner.model.parameters())
+                    del self._runners[name]
+                    del self._merged[key]
+            for runner in self._runners.values():
+                if not runner.seqs and runner.cache is not None:
+                    freed += runner.cache.numel() * runner.cache.element_size()
+                    runner.cache = None
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
+        return {"bytes": freed}
 
     def stats(self) -> dict:
         with self._cv:
@@ -225,7 +226,7 @@ class Engine:
         weights: no per-row LoRA work, so a batch of one adapter costs what a base batch costs (an
         eval run, whose items all use one model, asks for it). One merged copy at a time (it costs
         one more set of weights in memory); `evict(adapter_key)` or the next merge drops it."""
-        if self._vllm is not None or adapter_key in self._merged:
+        if adapter_key in self._merged:
             return
         req = GenerationRequest(base_model=base_model, adapter_path=adapter_path, adapter_key=adapter_key,
                                 full_model_path=None, messages=None, prompt=None, params=SamplingParams())

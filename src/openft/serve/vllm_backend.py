@@ -1,6 +1,6 @@
-"""The same engine interface served by vLLM (GPU machines where `vllm` is installed).
+"""The serving interface (`openft.serve.backend.ServingBackend`) implemented with vLLM.
 
-Selected by `serve_backend = "vllm"` (settings) or `Engine(settings, backend="vllm")`. One vLLM
+Selected by `serve_backend = "vllm"` (settings; `open_engine` builds it). One vLLM
 `AsyncLLMEngine` per base model with `enable_lora=True`; each adapter becomes a `LoRARequest`
 (stable integer id per adapter key), so vLLM batches many adapters of one base as the built-in
 engine does. vLLM's cumulative outputs are turned into Delta/Finish/Usage items. The prompt is
@@ -69,6 +69,9 @@ class VllmBackend:
 
         from vllm import SamplingParams as VllmParams
 
+        if req.params.json_schema is not None or (req.tools and req.tool_choice.mode != "none"):
+            raise InvalidRequest("tools and response_format need the built-in engine (serve_backend builtin).",
+                                 param="tools" if req.tools else "response_format")
         engine, tok = await asyncio.to_thread(self._engine_for, req)
         if req.messages is not None:
             text = tok.apply_chat_template(req.messages, tools=req.tools, add_generation_prompt=True, tokenize=False)
@@ -118,6 +121,17 @@ class VllmBackend:
             self._outstanding -= p.n
             if not finished:
                 await engine.abort(request_id)
+
+    def merge_adapter(self, base_model: str, adapter_path: str, adapter_key: str) -> None:
+        """vLLM batches LoRA rows itself; nothing to prepare."""
+
+    def release_memory(self) -> dict:
+        """vLLM keeps its preallocated KV cache; nothing is given back."""
+        return {"bytes": 0}
+
+    def stats(self) -> dict:
+        return {"backend": "vllm", "outstanding": self._outstanding, "models": list(self._engines),
+                "adapters": list(self._lora_ids)}
 
     def evict(self, adapter_key: str) -> None:
         lora_id = self._lora_ids.pop(adapter_key, None)
