@@ -189,3 +189,31 @@ def test_per_row_lora_beside_the_base_equals_peft_merged(engine_factory, arch, a
                                                  max_tokens=10, temperature=0)))
     assert token_ids(items) == wants[2]
     assert type(engine._runners[f"merged:{model}|{a1}"]).__name__ == "GeneralRunner"
+
+
+def test_fast_runner_serves_qwen2_with_biases_as_generate_does(engine_factory, settings, model_cache, tmp_path):
+    """qwen2 is in runner.SUPPORTED: its q/k/v biases (fused into one qkv bias there) and a LoRA
+    row beside base rows give transformers' and PEFT's answers."""
+    from openft.models import register_local
+    from openft.models.registry import tiny_model
+
+    folder = tiny_model(settings, "qwen2")
+    register_local(settings, "tiny-qwen2", folder)
+    adapter = make_adapter(folder, tmp_path / "q2", seed=300)
+    engine = engine_factory()
+    choices = [None, adapter, None]
+    questions = [QUESTIONS[1], QUESTIONS[1], QUESTIONS[2]]
+
+    async def main():
+        return await asyncio.gather(*[collect(engine, request("tiny-qwen2", [{"role": "user", "content": q}],
+                                                              adapter=a, max_tokens=10, temperature=0))
+                                      for q, a in zip(questions, choices)])
+
+    results = run(main())
+    runner = engine._runners["tiny-qwen2"]
+    assert type(runner).__name__ == "ModelRunner" and runner.peak_adapters == 1 and runner.peak_rows == 3
+    q = runner.model.model.layers[0].self_attn.q_proj.base_layer
+    assert q.bias is not None and float(q.bias.detach().abs().sum()) > 0
+    refs = {a: load(folder, a) for a in set(choices)}
+    for q, a, (_, _, _, items) in zip(questions, choices, results):
+        assert token_ids(items) == hf_greedy(refs[a], chat_ids(runner.tokenizer, q), 10, runner.eos_ids)

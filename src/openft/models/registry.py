@@ -294,6 +294,10 @@ def build_tiny(out: str | Path, model_type: str = "llama") -> str:
     )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():   # biases start at zero, which would hide a runner that drops them (qwen2)
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear) and m.bias is not None:
+                m.bias.normal_(0, config.initializer_range)
     model.save_pretrained(str(out), safe_serialization=True)
     tok.save_pretrained(str(out))
     return str(out)
