@@ -122,6 +122,20 @@ def test_greedy_equals_generate_with_concurrent_requests(engine_factory, arch, a
         assert runner.steps < sum(lengths) + len(lengths)
 
 
+
+def test_rows_of_equal_length_share_forwards_past_the_sliding_window(engine_factory, arch):
+    """Gemma2's cache has sliding-window layers (window 8, shorter than the prompt): rows of equal
+    length (n=3 of one prompt) decode in one forward each step and still equal generate."""
+    engine = engine_factory()
+    msg = [{"role": "user", "content": QUESTIONS[2]}]
+    _, finishes, _, items = run(collect(engine, request("tiny-gemma2", msg, max_tokens=12, temperature=0, n=3)))
+    runner = engine._runners["tiny-gemma2"]
+    ids = chat_ids(runner.tokenizer, msg[0]["content"])
+    assert len(ids) > 8
+    want = hf_greedy(load(arch["gemma2"]), ids, 12, runner.eos_ids)
+    assert [token_ids(items, i) for i in range(3)] == [want] * 3 and len(want) == 12
+    assert runner.steps == 3 + 11   # three prompt forwards, then one forward per step for all three
+
 def test_n_stop_logprobs_and_echo(engine_factory, arch):
     engine = engine_factory()
     model, msg = "tiny-qwen3", [{"role": "user", "content": QUESTIONS[1]}]
