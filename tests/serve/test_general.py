@@ -189,7 +189,7 @@ def test_per_row_lora_beside_the_base_equals_peft_merged(engine_factory, arch, a
 
     results = run(main())
     runner = engine._runners[model]
-    assert runner.peak_adapters == 2 and runner.peak_rows == 4   # base and both adapters in one forward
+    assert runner.peak_adapters >= 2 and runner.peak_rows == 4   # base and both adapters in one forward
     refs = {a: load(arch[arch_type], a) for a in set(choices)}
     wants = []
     for q, a, (_, _, _, items) in zip(questions, choices, results):
@@ -231,3 +231,33 @@ def test_fast_runner_serves_qwen2_with_biases_as_generate_does(engine_factory, s
     refs = {a: load(folder, a) for a in set(choices)}
     for q, a, (_, _, _, items) in zip(questions, choices, results):
         assert token_ids(items) == hf_greedy(refs[a], chat_ids(runner.tokenizer, q), 10, runner.eos_ids)
+
+
+@pytest.mark.slow
+def test_adapter_trained_by_openft_on_qwen3_served_beside_the_base(engine_factory, settings, arch, tmp_path):
+    """The issue's case: a Qwen3 LoRA trained by openft's own trainer is chatted with, in one batch
+    with base rows, and answers as PEFT's merged model does."""
+    from openft.train.hooks import RecordingHooks
+    from openft.train.loop import train
+    from openft.train.spec import TrainSpec
+    from tests.conftest import write_chat_jsonl
+
+    data = write_chat_jsonl(tmp_path / "train.jsonl", 12)
+    spec = TrainSpec(base_model="tiny-qwen3", train_file=str(data), output_dir=str(tmp_path / "job"), n_epochs=2,
+                     batch_size=4, learning_rate_multiplier=10.0, seed=3, precision="fp32")
+    adapter = train(spec, RecordingHooks(), settings).model_dir
+    engine = engine_factory()
+    msg = [{"role": "user", "content": "Review 3: the product was great."}]
+
+    async def main():
+        return await asyncio.gather(*[collect(engine, request("tiny-qwen3", msg, adapter=a, max_tokens=8, temperature=0))
+                                      for a in (adapter, None, adapter)])
+
+    results = run(main())
+    runner = engine._runners["tiny-qwen3"]
+    assert runner.peak_rows == 3 and runner.peak_adapters >= 1   # (two loads of one adapter may race)
+    ids = chat_ids(runner.tokenizer, msg[0]["content"])
+    want = {a: hf_greedy(load(arch["qwen3"], a), ids, 8, runner.eos_ids) for a in (adapter, None)}
+    assert want[adapter] != want[None]
+    for a, (_, _, _, items) in zip((adapter, None, adapter), results):
+        assert token_ids(items) == want[a]
