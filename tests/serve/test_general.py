@@ -84,7 +84,7 @@ def test_runner_choice_fast_for_known_layouts_general_for_the_rest(tiny_model_di
     from openft.serve.general import GeneralRunner, build_runner, fast_path_serves
     from openft.serve.runner import ModelRunner
 
-    kw = dict(device="cpu", dtype=torch.float32)
+    kw = {"device": "cpu", "dtype": torch.float32}
     assert type(build_runner(tiny_model_dir, name="llama", **kw)) is ModelRunner
     assert type(build_runner(tiny_model(Settings(model_cache_dir=model_cache), "qwen2"), name="q2", **kw)) is ModelRunner
     for t, folder in arch_dirs.items():
@@ -134,6 +134,7 @@ def test_rows_of_equal_length_share_forwards_past_the_sliding_window(engine_fact
     assert len(ids) > 8
     want = hf_greedy(load(arch["gemma2"]), ids, 12, runner.eos_ids)
     assert [token_ids(items, i) for i in range(3)] == [want] * 3 and len(want) == 12
+    assert finishes == {0: "length", 1: "length", 2: "length"}
     assert runner.steps == 3 + 11   # three prompt forwards, then one forward per step for all three
 
 def test_n_stop_logprobs_and_echo(engine_factory, arch):
@@ -155,7 +156,7 @@ def test_n_stop_logprobs_and_echo(engine_factory, arch):
     assert finishes[0] == "stop" and texts[0] == greedy[: greedy.index(stop)]
 
     prompt = "The quick brown fox jumps over"
-    texts, _, usage, items = run(collect(engine, request(model, prompt=prompt, max_tokens=3, temperature=0,
+    texts, _, _, items = run(collect(engine, request(model, prompt=prompt, max_tokens=3, temperature=0,
                                                          echo=True, logprobs=True, top_logprobs=2)))
     first = items[0]
     runner = engine._runners[model]

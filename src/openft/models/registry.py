@@ -266,10 +266,10 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
 # greedy output varies from token to token); gemma2 has a sliding window of 8 on
 # every other layer and logit soft-capping, phi3 fused qkv_proj and gate_up_proj, qwen3 q/k norms.
 _TINY_EXTRA = {
-    "qwen3": dict(head_dim=16, initializer_range=0.2),
-    "gemma2": dict(head_dim=16, sliding_window=8, query_pre_attn_scalar=16),
-    "phi3": dict(initializer_range=0.2),
-    "qwen2": dict(initializer_range=0.2),
+    "qwen3": {"head_dim": 16, "initializer_range": 0.2},
+    "gemma2": {"head_dim": 16, "sliding_window": 8, "query_pre_attn_scalar": 16},
+    "phi3": {"initializer_range": 0.2},
+    "qwen2": {"initializer_range": 0.2},
 }
 
 

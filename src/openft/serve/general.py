@@ -21,7 +21,9 @@ and computes with `model(...)` as `generate` does:
 - per-row multi-LoRA: every nn.Linear is wrapped by openft.serve.lora (`wrap_linears`); the runner
   sets the batch's row -> adapter map (`LoraBatch.set_rows`) before each forward it runs and
   flattens each wrapped Linear's input to [rows, in] (hooks), so row r of the map is token r of
-  the forward ([batch, time] in row-major order).
+  the forward ([batch, time] in row-major order). A Linear that sees only some of the tokens (a
+  per-expert loop in some mixture-of-experts models) cannot tell rows apart: a batch that mixes
+  adapters there fails its step with an error rather than give a row another row's adapter.
 
 Why not transformers' own continuous batching (`generate_batch`, `init_continuous_batching`,
 ContinuousBatchingManager with its PagedAttentionCache): it owns the scheduler and the sampling
@@ -38,6 +40,7 @@ Knows nothing about sampling, scheduling or HTTP.
 from __future__ import annotations
 
 import copy
+import inspect
 
 import torch
 
@@ -96,9 +99,7 @@ class GeneralRunner:
         eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
         if self.tokenizer.eos_token_id is not None:
             eos.append(self.tokenizer.eos_token_id)
-        self.eos_ids = set(int(e) for e in eos)
-        import inspect
-
+        self.eos_ids = {int(e) for e in eos}
         params = inspect.signature(model.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"   # transformers 5 renamed it
         keep = getattr(model, "_supports_logits_to_keep", None)
