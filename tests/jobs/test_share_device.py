@@ -6,11 +6,11 @@ On CUDA (marked gpu), the process's reserved GPU memory drops when the job is cl
 from __future__ import annotations
 
 import socket
-import time
 
 import openai
 import pytest
 
+from jobs_helpers import wait_for
 from tests.conftest import write_chat_jsonl
 
 MESSAGES = [{"role": "user", "content": "Say something about the sea."}]
@@ -40,16 +40,6 @@ def start_job(client, tmp_path):
         "type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 4}}})
 
 
-def wait_until(what, check, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def released(srv, job_id: str, engines: set[str]) -> dict:
     """The worker's release records of `job_id`, by engine, once every engine in `engines` has one."""
     got = {r["engine"]: r for r in list(srv.worker.worker.releases) if r["job"] == job_id}
@@ -57,8 +47,8 @@ def released(srv, job_id: str, engines: set[str]) -> dict:
 
 
 def wait_job(client, job_id: str, timeout=300.0):
-    job = wait_until(f"job {job_id} to finish", lambda: (j := client.fine_tuning.jobs.retrieve(job_id)).status in (
-        "succeeded", "failed", "cancelled") and j, timeout)
+    job = wait_for(lambda: (j := client.fine_tuning.jobs.retrieve(job_id)).status in (
+        "succeeded", "failed", "cancelled") and j, timeout, what=f"job {job_id} to finish")
     assert job.status == "succeeded", job.error
     return job
 
@@ -74,8 +64,8 @@ def run_eval(client) -> None:
         "source": {"type": "file_content", "content": [{"item": {"text": t}} for t in ("good", "bad")]},
         "input_messages": {"type": "template", "template": [{"role": "user", "content": "{{item.text}}"}]},
         "sampling_params": {"max_completion_tokens": 4, "temperature": 0, "seed": 1}})
-    run = wait_until("the eval run", lambda: (r := client.evals.runs.retrieve(run.id, eval_id=ev.id)).status in (
-        "completed", "failed", "canceled") and r)
+    run = wait_for(lambda: (r := client.evals.runs.retrieve(run.id, eval_id=ev.id)).status in (
+        "completed", "failed", "canceled") and r, what="the eval run")
     assert run.status == "completed", run.error
 
 
@@ -85,7 +75,7 @@ def test_a_claimed_job_makes_the_chat_and_eval_engines_give_back_their_caches(se
     engine = server.app.state.openft.engine_if_started()
     assert engine is not None
     job = start_job(server.client, tmp_path)
-    got = wait_until("the engines' releases", lambda: released(server, job.id, {"serving", "eval"}))
+    got = wait_for(lambda: released(server, job.id, {"serving", "eval"}), what="the engines' releases")
     assert got["serving"]["bytes"] > 0 and got["eval"]["bytes"] > 0, got
     assert engine.release_memory()["bytes"] == 0  # nothing was left cached: the claim gave it all back
     assert chat(server.client)                   # the engine rebuilds its cache on demand
@@ -102,7 +92,7 @@ def test_a_failing_release_neither_stops_the_job_nor_the_server(server, tmp_path
 
     monkeypatch.setattr(engine, "release_memory", broken)
     job = start_job(server.client, tmp_path)
-    got = wait_until("the failed release", lambda: released(server, job.id, {"serving"}))
+    got = wait_for(lambda: released(server, job.id, {"serving"}), what="the failed release")
     assert got["serving"]["error"] == "RuntimeError: the device is gone"
     wait_job(server.client, job.id)
     assert chat(server.client)
@@ -120,7 +110,7 @@ def test_on_cuda_the_reserved_memory_drops_when_a_job_is_claimed(server, tmp_pat
     assert server.app.state.openft.engine_if_started().device == "cuda"
     before = torch.cuda.memory_reserved()
     job = start_job(server.client, tmp_path)
-    got = wait_until("the engine's release", lambda: released(server, job.id, {"serving"}))
+    got = wait_for(lambda: released(server, job.id, {"serving"}), what="the engine's release")
     after = torch.cuda.memory_reserved()
     assert got["serving"]["bytes"] > 0 and after < before, (before, after, got)
     wait_job(server.client, job.id)
