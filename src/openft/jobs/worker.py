@@ -15,8 +15,8 @@ One card, two users: when the worker claims a job it first asks the serving engi
 process to give back what they cache beyond their running requests (`release_memory()`): the
 eval-run engine it owns, and the API's chat engine through the `release_memory` callback that
 `openft serve` passes in (the worker never imports the API). A release that fails is logged and
-the job starts anyway. At start, the worker deletes the temporary folders killed writers left in the folders of jobs
-that are not running. Status changes go through openft.jobs.state.
+the job starts anyway. At start, the worker deletes the temporary folders killed writers left
+in the folders of jobs that are not running. Status changes go through openft.jobs.state.
 
 Knows the queue and the backend; knows nothing about training internals or HTTP.
 """
