@@ -248,7 +248,8 @@ def train_via_api(server: Server, base: str, files: list[Path]) -> list[tuple[st
 
 
 # ---- the naive way ----------------------------------------------------------------------------
-def run_sequential(base_dir: str, adapters: dict[str, str], plan, max_tokens: int, dtype) -> tuple[list[Stat], float]:
+def run_sequential(base_dir: str, adapters: dict[str, str], plan, max_tokens: int, dtype,
+                   device: str = "cpu") -> tuple[list[Stat], float]:
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -263,7 +264,7 @@ def run_sequential(base_dir: str, adapters: dict[str, str], plan, max_tokens: in
         if j:
             model.load_adapter(path, adapter_name=name)
         names[mid] = name
-    model.eval()
+    model.to(device).eval()
 
     class Times(BaseStreamer):
         def __init__(self):
@@ -283,7 +284,7 @@ def run_sequential(base_dir: str, adapters: dict[str, str], plan, max_tokens: in
     for i, (mid, msgs) in enumerate(plan):
         torch.set_num_threads(pick_threads())  # the engine's own policy, so that both get the same cores
         t0 = time.perf_counter()
-        ids = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        ids = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True).to(device)
         torch.manual_seed(i)
         streamer = Times()
         kwargs = dict(max_new_tokens=max_tokens, do_sample=True, temperature=0.7, top_p=1.0, streamer=streamer,

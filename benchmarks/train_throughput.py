@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 REVIEWS = REPO.parent / "shared" / "data" / "sentiment" / "reviews.csv"
 SYSTEM = "Classify the sentiment of the review. Answer with one word: positive or negative."
 BATCH, LR, LORA_R, LORA_ALPHA = 8, 2e-4, 16, 32
+BASE = "smollm2-135m-instruct"  # the base model of this benchmark; benchmarks/gpu.py passes its own
 N_HELD_OUT = 200  # reviews after the training ones, for the held-out loss
 
 
@@ -73,7 +74,7 @@ def peak_rss_mib() -> float:
 
 # --- one trainer per process ---------------------------------------------------------------------
 
-def run_openft(data: Path, tmp: Path, seed: int) -> dict:
+def run_openft(data: Path, tmp: Path, seed: int, base: str = BASE) -> dict:
     import peft  # noqa: F401  (imported before the clock starts, as in run_trl)
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
 
@@ -82,7 +83,7 @@ def run_openft(data: Path, tmp: Path, seed: int) -> dict:
     from openft.train.loop import train
     from openft.train.spec import TrainSpec
 
-    spec = TrainSpec(base_model="smollm2-135m-instruct", train_file=str(data), output_dir=str(tmp / "openft"),
+    spec = TrainSpec(base_model=base, train_file=str(data), output_dir=str(tmp / "openft"),
                      n_epochs=1, batch_size=BATCH, learning_rate_multiplier=LR / BASE_LEARNING_RATE["lora"],
                      lora_r=LORA_R, lora_alpha=LORA_ALPHA, keep_checkpoints=1, seed=seed)
     class Timed(RecordingHooks):
@@ -104,7 +105,8 @@ def run_openft(data: Path, tmp: Path, seed: int) -> dict:
             "losses": losses, "steps": result.total_steps, "adapter": result.model_dir}
 
 
-def run_trl(data: Path, tmp: Path, seed: int, best: bool) -> dict:
+def run_trl(data: Path, tmp: Path, seed: int, best: bool, base: str = BASE) -> dict:
+    """TRL's SFTTrainer on `data`; on CUDA (when present) the weights are bf16 in both configurations."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -114,7 +116,8 @@ def run_trl(data: Path, tmp: Path, seed: int, best: bool) -> dict:
     from openft.models import materialize
     from openft.train.data import epoch_order
 
-    base = materialize(settings(tmp), "smollm2-135m-instruct")
+    base = materialize(settings(tmp), base)
+    cuda = torch.cuda.is_available()
     rows = []
     for line in open(data):  # prompt/completion conversational form: TRL trains the completion only
         m = json.loads(line)["messages"]
@@ -122,9 +125,9 @@ def run_trl(data: Path, tmp: Path, seed: int, best: bool) -> dict:
     rows = [rows[i] for i in epoch_order(len(rows), seed, 0)]  # openft's batches for this seed, in its order
     t0 = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16 if best else torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16 if best or cuda else torch.float32)
     extra = dict(padding_free=True, max_length=None, gradient_checkpointing=False) if best else {}
-    args = SFTConfig(output_dir=str(tmp / ("trl_best" if best else "trl_default")), use_cpu=True,
+    args = SFTConfig(output_dir=str(tmp / ("trl_best" if best else "trl_default")), use_cpu=not cuda,
                      per_device_train_batch_size=BATCH, learning_rate=LR, num_train_epochs=1, logging_steps=1,
                      save_strategy="no", report_to=[], seed=seed, train_sampling_strategy="sequential", **extra)
     peft_config = LoraConfig(r=LORA_R, lora_alpha=LORA_ALPHA, lora_dropout=0.0, target_modules="all-linear",
@@ -148,9 +151,9 @@ def run_trl(data: Path, tmp: Path, seed: int, best: bool) -> dict:
             "adapter": str(tmp / "trl_adapter")}
 
 
-def held_out_loss(adapter: str, held_out: Path, tmp: Path) -> float:
+def held_out_loss(adapter: str, held_out: Path, tmp: Path, base: str = BASE) -> float:
     """Mean token loss of a final adapter on the held-out reviews, with openft's mask (the answer
-    and its end-of-turn token), in fp32: the same yardstick for every trainer."""
+    and its end-of-turn token), in fp32 (on CUDA when present): the same yardstick for every trainer."""
     import torch
     from transformers import AutoTokenizer
 
@@ -158,10 +161,11 @@ def held_out_loss(adapter: str, held_out: Path, tmp: Path) -> float:
     from openft.train.data import load_dataset, pack
     from openft.train.model import build_model, evaluate
 
-    base = materialize(settings(tmp), "smollm2-135m-instruct")
+    base = materialize(settings(tmp), base)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     examples = load_dataset(AutoTokenizer.from_pretrained(base), held_out, None).examples
-    model = build_model(base, method="lora", precision="fp32", device=torch.device("cpu"), adapter_dir=adapter)
-    return evaluate(model, pack(examples, 4096), "fp32", torch.device("cpu"))[0]
+    model = build_model(base, method="lora", precision="fp32", device=device, adapter_dir=adapter)
+    return evaluate(model, pack(examples, 4096), "fp32", device)[0]
 
 
 def child(name: str, data: Path, held_out: Path, seed: int, out: Path, threads: int) -> None:

@@ -49,6 +49,12 @@ class AppState:
     def engine_if_started(self):
         return self._engine
 
+    def release_memory(self) -> dict | None:
+        """The serving engine gives back what it caches beyond its running requests (a training job
+        is starting on the same device: the embedded worker calls this); None if it was never started."""
+        engine = self._engine
+        return engine.release_memory() if engine is not None else None
+
     def close(self) -> None:
         with self._engine_lock:
             eng, self._engine = self._engine, None

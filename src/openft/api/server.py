@@ -2,6 +2,8 @@
 admin key exists (printing a new one), start the embedded worker thread, recover jobs (requeue
 those whose worker vanished, re-validate those left in `validating_files`), and serve the app with uvicorn until SIGINT/SIGTERM.
 
+The embedded worker gets the app's `AppState.release_memory` as a callback: a job it claims first
+makes the chat engine give back its caches (one card, two users), without the worker importing the API.
 `ServerThread` is the same server in a background thread (tests, benchmarks, notebooks).
 Knows nothing about routes or training.
 """
@@ -106,17 +108,20 @@ def recover_in_background(settings: Settings, db) -> threading.Thread:
 
 
 class EmbeddedWorker:
-    """`openft.jobs.worker.Worker(settings).run_forever(stop_event)` in a daemon thread."""
+    """`openft.jobs.worker.Worker(settings).run_forever(stop_event)` in a daemon thread;
+    `release_memory`: the app's (`AppState.release_memory`), called when a job is claimed."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, release_memory=None):
         self.settings = settings
+        self.release_memory = release_memory
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
+        self.worker = None  # the openft.jobs.worker.Worker, once started
 
     def start(self) -> "EmbeddedWorker":
         from openft.jobs.worker import Worker
 
-        worker = Worker(self.settings)
+        worker = self.worker = Worker(self.settings, release_memory=self.release_memory)
         self.thread = threading.Thread(target=worker.run_forever, args=(self.stop_event,), name="openft-worker",
                                        daemon=True)
         self.thread.start()
@@ -177,10 +182,13 @@ def run(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     db, new_key = prepare(settings)
     _announce(settings, new_key)
-    worker = EmbeddedWorker(settings).start() if settings.embedded_worker else None
+    worker = None
     try:
+        config = _config(settings, db)
+        if settings.embedded_worker:
+            worker = EmbeddedWorker(settings, config.app.state.openft.release_memory).start()
         recover_in_background(settings, db)
-        _Server(_config(settings, db), on_signal=worker.stop_event.set if worker else None).run()
+        _Server(config, on_signal=worker.stop_event.set if worker else None).run()
     finally:
         if worker is not None:
             worker.stop()
@@ -200,6 +208,11 @@ class ServerThread:
         self.worker: EmbeddedWorker | None = None
 
     @property
+    def app(self):
+        """The FastAPI app this thread serves (its `state.openft` is the AppState)."""
+        return self.server.config.app
+
+    @property
     def base_url(self) -> str:
         return f"http://{self.settings.host}:{self.settings.port}/v1"
 
@@ -214,7 +227,7 @@ class ServerThread:
                 raise RuntimeError(f"openft server did not start on port {self.settings.port}")
             time.sleep(0.05)
         if self.worker_enabled:
-            self.worker = EmbeddedWorker(self.settings).start()
+            self.worker = EmbeddedWorker(self.settings, self.app.state.openft.release_memory).start()
         recover_in_background(self.settings, self.db)
         return self
 

@@ -116,6 +116,11 @@ class EvalRunExecutor:
             if conn.execute(q).rowcount:  # its webhook event commits with the status
                 webhook_events.eval_run_finished(conn, run_id, status)
 
+    def release_memory(self) -> dict | None:
+        """The engine's `release_memory()` (a training job is starting), or None if no engine was started."""
+        engine = self._serve
+        return engine.release_memory() if engine is not None else None
+
     def serve_engine(self):
         with self._serve_lock:
             if self._serve is None:
@@ -325,10 +330,11 @@ def eval_engine_settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"serve_max_batch": max(settings.serve_max_batch, EVAL_BATCH)})
 
 
-def start_thread(settings: Settings, db: sa.Engine, worker_id: str, stop_event: threading.Event) -> threading.Thread:
-    """The eval-run loop in a daemon thread beside the job loop (a training job does not hold up
-    evals); it ends when `stop_event` is set."""
-    ex = EvalRunExecutor(settings, db, worker_id)
+def start_thread(settings: Settings, db: sa.Engine, worker_id: str, stop_event: threading.Event, *,
+                 executor: EvalRunExecutor | None = None) -> threading.Thread:
+    """The eval-run loop (of `executor`, or a new one) in a daemon thread beside the job loop (a
+    training job does not hold up evals); it ends when `stop_event` is set."""
+    ex = executor or EvalRunExecutor(settings, db, worker_id)
     t = threading.Thread(target=ex.run_forever, args=(stop_event,), name="openft-eval-runs", daemon=True)
     t.start()
     return t

@@ -11,8 +11,12 @@ that says what happened (the runner's last output line, read from its pipe); a c
 a signal for another reason (an infrastructure fault) is retried from its newest checkpoint up
 to `settings.runner_max_retries` times, then the job fails. The server never goes down with
 it. On `stop`, a running job is put back in the queue to continue from its newest checkpoint.
-At start, the worker deletes the temporary folders killed writers left in the folders of jobs
-that are not running. Status changes go through openft.jobs.state.
+One card, two users: when the worker claims a job it first asks the serving engines of its own
+process to give back what they cache beyond their running requests (`release_memory()`): the
+eval-run engine it owns, and the API's chat engine through the `release_memory` callback that
+`openft serve` passes in (the worker never imports the API). A release that fails is logged and
+the job starts anyway. At start, the worker deletes the temporary folders killed writers left
+in the folders of jobs that are not running. Status changes go through openft.jobs.state.
 
 Knows the queue and the backend; knows nothing about training internals or HTTP.
 """
@@ -26,6 +30,8 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
+from typing import Callable
 
 import sqlalchemy as sa
 
@@ -40,10 +46,13 @@ log = logging.getLogger("openft.worker")
 class Worker:
     def __init__(self, settings: Settings, *, engine: sa.Engine | None = None, worker_id: str | None = None,
                  cancel_grace_seconds: float = 15.0, stop_grace_seconds: float = 10.0,
-                 exit_grace_seconds: float = 60.0, max_attempts: int = 3):
+                 exit_grace_seconds: float = 60.0, max_attempts: int = 3,
+                 release_memory: Callable[[], dict | None] | None = None):
         """Grace periods, in seconds: a cancelled job's runner (to stop on its own), a stopping
         worker's runner (SIGTERM to SIGKILL), a runner that recorded its outcome (to exit).
-        max_attempts: a job whose worker is lost that many times fails (code worker_lost)."""
+        max_attempts: a job whose worker is lost that many times fails (code worker_lost).
+        release_memory: called when a job is claimed, before its runner starts: the serving
+        engine of this process gives back its caches (None: no engine was started, nothing to do)."""
         self.settings = settings
         self.engine = engine
         self._own_engine = engine is None
@@ -58,6 +67,9 @@ class Worker:
         self.process: LocalProcess | None = None  # the running job's child, if any
         self._cleaned = False  # leftovers of killed runs removed (once per worker)
         self._oom_before: dict[str, int] = {}  # OOM counters when the current runner started
+        self._release_serving = release_memory
+        self._evals = None  # the eval-run executor of run_forever (its engine is released too)
+        self.releases: deque[dict] = deque(maxlen=100)  # one entry per engine asked, newest last
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -81,9 +93,10 @@ class Worker:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 restore[sig] = signal.signal(sig, lambda *_: self._stop.set())
         log.info("worker %s started", self.worker_id)
-        from openft.jobs.eval_runs import start_thread  # eval runs beside jobs, same lease rules
+        from openft.jobs.eval_runs import EvalRunExecutor, start_thread  # eval runs beside jobs, same lease rules
 
-        evals_thread = start_thread(self.settings, self._engine(), self.worker_id, self._stop)
+        self._evals = EvalRunExecutor(self.settings, self._engine(), self.worker_id)
+        evals_thread = start_thread(self.settings, self._engine(), self.worker_id, self._stop, executor=self._evals)
         from openft.jobs import webhook_delivery  # webhooks beside them: a slow endpoint never holds a job
 
         webhooks_thread = webhook_delivery.start_thread(self.settings, self._engine(), self._stop)
@@ -135,9 +148,30 @@ class Worker:
 
     # -- one job -----------------------------------------------------------------------------
 
+    def release_engines(self, job_id: str) -> None:
+        """A job is about to start, maybe on the device the serving engines of this process use: ask
+        each engine that was started to give back its caches. Never raises: a failing release is
+        logged (and recorded in `releases` with its error), and the job starts anyway."""
+        sources = [("serving", self._release_serving),
+                   ("eval", self._evals.release_memory if self._evals is not None else None)]
+        for name, release in sources:
+            if release is None:
+                continue
+            try:
+                got = release()
+            except Exception as e:  # noqa: BLE001 - the job and the server go on without the memory
+                log.exception("the %s engine could not release its memory for job %s", name, job_id)
+                self.releases.append({"job": job_id, "engine": name, "error": f"{type(e).__name__}: {e}"})
+                continue
+            if got is None:  # that engine was never started
+                continue
+            self.releases.append({"job": job_id, "engine": name, **got})
+            log.info("the %s engine released %.1f MiB for job %s", name, got.get("bytes", 0) / 2**20, job_id)
+
     def _run(self, job: dict) -> None:
         job_id = job["id"]
         log.info("running %s (attempt %s)", job_id, job["attempts"])
+        self.release_engines(job_id)
         self._oom_before = oom.snapshot()
         try:
             proc = self.backend.start(job_id, job["output_dir"])
