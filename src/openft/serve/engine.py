@@ -235,7 +235,8 @@ class Engine:
         base = self._runner_for(req)
         adapter = self._adapter_for(base, req)
         name = f"merged:{base.name}|{adapter_key}"
-        runner = ModelRunner(base.path, device=self.device, dtype=self.dtype, name=name)
+        runner = ModelRunner(base.path, device=self.device, dtype=self.dtype, name=name,
+                             cuda_graphs=self.settings.serve_cuda_graphs)
         merge_into(runner.model, adapter)
         runner.token_bytes, runner.merged_adapter = TokenBytes(runner.tokenizer), adapter_key
         with self._load_lock:
@@ -258,7 +259,8 @@ class Engine:
                     from openft.models import materialize
 
                     path = materialize(self.settings, req.base_model)
-                runner = ModelRunner(path, device=self.device, dtype=self.dtype, name=name)
+                runner = ModelRunner(path, device=self.device, dtype=self.dtype, name=name,
+                                     cuda_graphs=self.settings.serve_cuda_graphs)
                 runner.token_bytes = TokenBytes(runner.tokenizer)
                 self._runners[name] = runner
             if req.full_model_path and req.adapter_key:
