@@ -69,7 +69,9 @@ class DecodeGraphs:
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        # thread_local: a request thread loading an adapter meanwhile (a host->device copy) neither fails
+        # nor spoils this capture; only this thread's calls are checked
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
             out = fn()
         self.captures += 1
         return graph, out, keep
