@@ -8,6 +8,9 @@ Linear layers (and each row's own LoRA delta, see lora.py) run once over all tok
 attention is batched for the decode rows and per sequence for prompts, except that prompts which
 begin like another prompt of the same step feed only their own rest (prefill.py). The model's own modules
 (embeddings, norms, rotary, MLP) are called as they are; only attention is written here.
+A step where every sequence decodes can instead run in fixed shapes (static_decode.py: padded row
+and key buckets, on CUDA captured once per shape in a CUDA graph); by default only on CUDA, where it
+pays: on CPU the padding costs more than the launches it saves. Logits stay on the device.
 
 Supports the Llama family layout (llama, mistral, qwen2). Knows nothing about sampling,
 scheduling or HTTP.
