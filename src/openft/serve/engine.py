@@ -477,11 +477,12 @@ class Engine:
             err = e if isinstance(e, OpenFTError) else ServerError(f"Generation failed: {type(e).__name__}: {e}")
         for s in seqs:
             self._drop(runner, s)
+        if oom:
+            self.release_memory()     # before the callers hear: a retry finds the memory given back
+        for s in seqs:
             if not s.req.done:
                 s.req.done = True
                 s.req.push([err])
-        if oom:
-            self.release_memory()
 
     def _emit(self, s: _Seq, text: str, items: list) -> None:
         if text or s.pend_ids:
