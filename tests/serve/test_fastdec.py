@@ -171,7 +171,7 @@ def test_engine_static_path_same_answers_as_the_ragged_path(engine_factory, adap
         if static:
             runner.static = StaticDecoder(runner, graphs=False)
 
-        async def main():
+        async def main(engine=engine):
             tasks = []
             for r in reqs():
                 tasks.append(asyncio.create_task(collect(engine, r)))
@@ -206,7 +206,7 @@ def test_out_of_memory_in_a_step_fails_only_that_step(engine_factory):
     assert "ran out of memory" in str(err.value) and "serve_max_batch" in str(err.value)
     assert released == [1]
     assert not runner.seqs
-    texts, finishes, usage, items = run(collect(engine, chat(max_tokens=3, temperature=0)))  # the thread lives on
+    _, _, usage, items = run(collect(engine, chat(max_tokens=3, temperature=0)))  # the thread lives on
     assert isinstance(items[-1], Usage) and isinstance(items[-2], Finish) and usage.completion_tokens == 3
 
 
