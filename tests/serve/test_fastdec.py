@@ -210,6 +210,35 @@ def test_out_of_memory_in_a_step_fails_only_that_step(engine_factory):
     assert isinstance(items[-1], Usage) and isinstance(items[-2], Finish) and usage.completion_tokens == 3
 
 
+def test_graph_cache_falls_back_to_eager_when_capture_fails_and_raises_out_of_memory():
+    """DecodeGraphs' bookkeeping, with the capture itself replaced (it needs CUDA)."""
+    from openft.serve.cuda_graphs import DecodeGraphs
+
+    class FakeGraph:
+        def __init__(self):
+            self.replays = 0
+
+        def replay(self):
+            self.replays += 1
+
+    g = DecodeGraphs(max_graphs=2)
+    g._capture = lambda fn, keep: (FakeGraph(), fn(), keep)
+    assert g.run(("a",), lambda: "out-a", None) == "out-a"
+    assert g.run(("a",), lambda: "never", None) == "out-a"          # replayed, not run again
+    g.run(("b",), lambda: "out-b", None)
+    g.run(("c",), lambda: "out-c", None)
+    assert list(g._graphs) == [("b",), ("c",)]                      # least recently used goes first
+    oom = DecodeGraphs()
+    oom._capture = lambda fn, keep: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA out of memory"))
+    with pytest.raises(torch.OutOfMemoryError):
+        oom.run(("a",), lambda: "x", None)
+    assert oom.disabled is None                                     # memory: the engine fails the step
+    bad = DecodeGraphs()
+    bad._capture = lambda fn, keep: (_ for _ in ()).throw(RuntimeError("operation not permitted when capturing"))
+    assert bad.run(("a",), lambda: "eager", None) == "eager"
+    assert "not permitted" in bad.disabled and bad.run(("b",), lambda: "eager2", None) == "eager2"
+
+
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 

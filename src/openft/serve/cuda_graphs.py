@@ -50,7 +50,8 @@ class DecodeGraphs:
                 self.disabled = f"{type(e).__name__}: {e}"
                 self.clear()
                 log.warning("CUDA graph capture failed; decoding without graphs: %s", self.disabled)
-                torch.cuda.synchronize()
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
                 return fn()
             self._graphs[key] = hit
             while len(self._graphs) > self.max_graphs:
