@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     serve_backend: str = Field("builtin", description="'builtin' (transformers + our multi-LoRA batching) or 'vllm'.")
     serve_dtype: str = Field("auto", description="'auto' (bf16 where the CPU/GPU has it), 'float32' or 'bfloat16'.")
     serve_threads: int = Field(0, description="Torch threads for decoding; 0 adapts to the machine's load.")
+    serve_cuda_graphs: bool = Field(True, description="On CUDA, capture the fixed-shape decode step in CUDA graphs.")
     runner_max_retries: int = Field(2, ge=0, description="Times a job whose training process died of an "
                                     "infrastructure fault (killed, not out of memory) is retried from its last "
                                     "checkpoint before it fails.")

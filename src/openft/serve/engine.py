@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import threading
 import time
 from collections import deque
@@ -32,12 +33,13 @@ from openft.serve.constrain import Guide, Matcher
 from openft.serve.general import build_runner
 from openft.serve.lora import AdapterCache, LoraAdapter, load_adapter, merge_into
 from openft.serve.runner import ModelRunner, Slot
-from openft.serve.sampling import make_generator, sample_row, token_logprob
+from openft.serve.sampling import Picked, make_generator, sample_batch, token_logprob
 from openft.serve.text import Detokenizer, StopMatcher, TokenBytes
 from openft.serve.types import Delta, Finish, GenerationRequest, SamplingParams, ToolChoice, Usage
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
+_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 @dataclass(eq=False)
@@ -45,7 +47,7 @@ class _Seq(Slot):
     req: "_Req | None" = None
     index: int = 0
     out_ids: list[int] = field(default_factory=list)
-    gen: torch.Generator | None = None
+    gen: random.Random | None = None  # its own stream of uniforms (sampling.make_generator)
     detok: Detokenizer | None = None
     stop: StopMatcher | None = None
     pend_ids: list[int] = field(default_factory=list)
@@ -198,9 +200,11 @@ class Engine:
 
     def release_memory(self) -> dict:
         """A training job is starting on this device: drop the merged copy and the KV caches of
-        runners with no running sequence (they are rebuilt on the next request)."""
+        runners with no running sequence (they are rebuilt on the next request). Holds the
+        scheduling lock, under which the decode thread admits sequences, so a runner found idle
+        here cannot gain a sequence before its cache is gone."""
         freed = 0
-        with self._load_lock:
+        with self._cv, self._load_lock:
             for key, name in list(self._merged.items()):
                 runner = self._runners.get(name)
                 if runner is not None and not runner.seqs:
@@ -234,7 +238,8 @@ class Engine:
         base = self._runner_for(req)
         adapter = self._adapter_for(base, req)
         name = f"merged:{base.name}|{adapter_key}"
-        runner = build_runner(base.path, device=self.device, dtype=self.dtype, name=name)
+        runner = build_runner(base.path, device=self.device, dtype=self.dtype, name=name,
+                             cuda_graphs=self.settings.serve_cuda_graphs)
         merge_into(runner.model, adapter)
         runner.token_bytes, runner.merged_adapter = TokenBytes(runner.tokenizer), adapter_key
         with self._load_lock:
@@ -257,7 +262,8 @@ class Engine:
                     from openft.models import materialize
 
                     path = materialize(self.settings, req.base_model)
-                runner = build_runner(path, device=self.device, dtype=self.dtype, name=name)
+                runner = build_runner(path, device=self.device, dtype=self.dtype, name=name,
+                             cuda_graphs=self.settings.serve_cuda_graphs)
                 runner.token_bytes = TokenBytes(runner.tokenizer)
                 self._runners[name] = runner
             if req.full_model_path and req.adapter_key:
@@ -346,19 +352,16 @@ class Engine:
             if self._closed:
                 return False
             running = sum(len(r.seqs) for r in self._live.values())
-            admitted = []
             while self._waiting and (running == 0 or running + len(self._waiting[0].seqs) <= self.max_batch):
                 r = self._waiting.popleft()
                 if r.cancelled:
                     self._outstanding -= len(r.seqs)
                     continue
-                admitted.append(r)
                 running += len(r.seqs)
+                for s in r.seqs:       # under the lock: release_memory sees a runner busy or idle, never between
+                    r.runner.add(s)
+                self._live[id(r.runner)] = r.runner
         self._tune_threads()
-        for r in admitted:
-            for s in r.seqs:
-                r.runner.add(s)
-            self._live[id(r.runner)] = r.runner
         for key, runner in list(self._live.items()):
             for s in [s for s in runner.seqs if s.req.cancelled]:
                 self._drop(runner, s)
@@ -391,20 +394,10 @@ class Engine:
         seqs = list(runner.seqs)
         try:
             logits, prompt_logits = runner.forward()
+            picked = self._pick(runner, seqs, logits)
         except Exception as e:  # noqa: BLE001 - a failed step fails its requests, not the engine
-            err = e if isinstance(e, OpenFTError) else ServerError(f"Generation failed: {type(e).__name__}: {e}")
-            for s in seqs:
-                self._drop(runner, s)
-                if not s.req.done:
-                    s.req.done = True
-                    s.req.push([err])
+            self._fail_step(runner, seqs, e)
             return
-        logits = logits.cpu()
-        raw: dict[int, torch.Tensor] = {}  # reported logprobs are the model's, before the grammar's mask
-        guided = [(s.guide, i) for i, s in enumerate(seqs) if s.guide is not None]
-        if guided:
-            raw = {i: logits[i].clone() for _, i in guided if seqs[i].req.params.logprobs}
-            self._guides[runner.name].mask(logits, guided)
         out: dict[int, tuple[_Req, list]] = {}
         for i, s in enumerate(seqs):
             r = s.req
@@ -417,8 +410,7 @@ class Engine:
                 if r.max_new == 0:
                     self._finish(runner, s, "length", items)
                     continue
-            row = logits[i]
-            tok = sample_row(row, p.temperature, p.top_p, s.gen)
+            tok = picked.ids[i]
             s.out_ids.append(tok)
             if tok in runner.eos_ids:
                 self._finish(runner, s, "stop", items)
@@ -433,7 +425,7 @@ class Engine:
                     continue
             s.pend_ids.append(tok)
             if p.logprobs:
-                s.pend_lps.append(token_logprob(raw.get(i, row), tok, p.top_logprobs, runner.token_bytes))
+                s.pend_lps.append(picked.entry(i, p.top_logprobs, runner.token_bytes))
             text, stopped = s.stop.push(s.detok.push(tok))
             if stopped:
                 self._emit(s, text, items)
@@ -451,6 +443,46 @@ class Engine:
                 items.append(Usage(len(r.prompt_ids), sum(len(s.out_ids) for s in r.seqs)))
             if items:
                 r.push(items)
+
+    def _pick(self, runner: ModelRunner, seqs: list[_Seq], logits: torch.Tensor) -> Picked:
+        """Every row's next token, chosen on the logits' device in one batch; the ids (and the
+        logprobs of rows that report them) come to the host in one copy."""
+        temps, top_ps, uniforms, lp_rows = [], [], [], {}
+        for i, s in enumerate(seqs):
+            p = s.req.params
+            sampled = p.temperature > 0 and (s.started or s.req.max_new > 0)
+            temps.append(p.temperature if sampled else 0.0)
+            top_ps.append(p.top_p)
+            uniforms.append(s.gen.random() if sampled else None)  # the sequence's own stream: seeds repeat
+            if p.logprobs:
+                lp_rows[i] = p.top_logprobs
+        lp = Picked.lp_of(logits, lp_rows)  # reported logprobs are the model's, before the grammar's mask
+        guided = [(s.guide, i) for i, s in enumerate(seqs) if s.guide is not None]
+        if guided:
+            idx = torch.tensor([i for _, i in guided], device=logits.device)
+            rows = logits.index_select(0, idx).cpu()
+            self._guides[runner.name].mask(rows, [(m, k) for k, (m, _) in enumerate(guided)])
+            logits = logits.index_copy(0, idx, rows.to(logits.device))
+        return Picked(sample_batch(logits, temps, top_ps, uniforms), lp, lp_rows)
+
+    def _fail_step(self, runner: ModelRunner, seqs: list[_Seq], e: Exception) -> None:
+        """A step that raised fails the requests of its sequences, and only those; the decode thread
+        goes on. Out of device memory: the engine also gives back what it cached (release_memory)."""
+        oom = isinstance(e, _OOM) or (isinstance(e, RuntimeError) and "out of memory" in str(e).lower())
+        if oom:
+            err = ServerError(f"The {self.device} device ran out of memory in a decode step of {len(seqs)} "
+                              f"sequence(s) of {runner.name}; those requests failed and the engine released its "
+                              f"cached memory. Retry, or lower serve_max_batch / max_tokens.")
+        else:
+            err = e if isinstance(e, OpenFTError) else ServerError(f"Generation failed: {type(e).__name__}: {e}")
+        for s in seqs:
+            self._drop(runner, s)
+        if oom:
+            self.release_memory()     # before the callers hear: a retry finds the memory given back
+        for s in seqs:
+            if not s.req.done:
+                s.req.done = True
+                s.req.push([err])
 
     def _emit(self, s: _Seq, text: str, items: list) -> None:
         if text or s.pend_ids:

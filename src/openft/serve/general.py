@@ -61,12 +61,14 @@ def fast_path_serves(cfg) -> bool:
     return window is None or window >= int(getattr(cfg, "max_position_embeddings", 0) or 0)
 
 
-def build_runner(path: str, *, device: str, dtype: torch.dtype, name: str):
-    """The runner for the model in `path`: ModelRunner where fast_path_serves, else GeneralRunner."""
+def build_runner(path: str, *, device: str, dtype: torch.dtype, name: str, cuda_graphs: bool = True):
+    """The runner for the model in `path`: ModelRunner where fast_path_serves (its decode steps
+    captured as CUDA graphs on CUDA when `cuda_graphs`), else GeneralRunner."""
     from transformers import AutoConfig
 
-    cls = ModelRunner if fast_path_serves(AutoConfig.from_pretrained(path)) else GeneralRunner
-    return cls(path, device=device, dtype=dtype, name=name)
+    if fast_path_serves(AutoConfig.from_pretrained(path)):
+        return ModelRunner(path, device=device, dtype=dtype, name=name, cuda_graphs=cuda_graphs)
+    return GeneralRunner(path, device=device, dtype=dtype, name=name)
 
 
 def _flatten_rows(module, args):

@@ -146,7 +146,13 @@ class LoraBatch:
     B_cat [W, out] (adapter g owns columns cols_g of W), and a [tokens, W] 0/1 mask that keeps,
     for each row, only its own adapter's columns (None when one adapter owns every row).
     Delta = ((x @ A_cat) * mask) @ B_cat: three ops per Linear whatever the number of adapters,
-    no gathers (the extra work, tokens x W x (in+out), is tiny next to the base matmul)."""
+    no gathers (the extra work, tokens x W x (in+out), is tiny next to the base matmul).
+
+    The mask is built once per batch composition (the rows' adapters in order), not per step:
+    `set_rows` keeps the last one. `static_rows` is the fixed-shape form for the static decode
+    step (see static_decode.py): per (rows, adapters) one mask buffer (and its repeats for the
+    fused projections) that is rewritten in place when the composition changes, so a captured
+    CUDA graph that reads it stays valid."""
 
     def __init__(self, max_combos: int = 8):
         self.weights: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -155,6 +161,9 @@ class LoraBatch:
         self.max_combos = max_combos
         self.fused: dict[str, tuple[list[str], list[int]]] = {}  # fused name -> (module names, out sizes)
         self._mask_rep: dict[int, torch.Tensor] = {}
+        self._last: tuple | None = None     # (rows key, combo, mask, mask repeats) of the last set_rows
+        self._static: OrderedDict[tuple, list] = OrderedDict()  # (rows, combo) -> [rows key, mask, repeats, combo]
+        self.mask_builds = 0                # masks built (stats: once per composition)
 
     def add_delta(self, name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """y += each row's adapter delta for module (or fused module) `name`; y is returned."""
@@ -175,12 +184,10 @@ class LoraBatch:
     def clear(self) -> None:
         self.weights, self.mask, self._mask_rep = {}, None, {}
 
-    def set_rows(self, row_adapters: list[LoraAdapter | None], device, dtype) -> int:
-        """row_adapters: one entry per token row. Returns the number of distinct adapters."""
+    def _combo(self, row_adapters: list, device, dtype) -> tuple | None:
         present = {id(a): a for a in row_adapters if a is not None}
         if not present:
-            self.clear()
-            return 0
+            return None
         adapters = sorted(present.values(), key=lambda a: a.key)
         key = tuple(id(a) for a in adapters)
         hit = self._combos.get(key)
@@ -190,15 +197,67 @@ class LoraBatch:
             while len(self._combos) > self.max_combos:
                 self._combos.popitem(last=False)
         self._combos.move_to_end(key)
-        _, self.weights, col_owner = hit
+        return key, hit
+
+    def _owner_mask(self, row_adapters: list, adapters: list, col_owner: torch.Tensor, device, dtype) -> torch.Tensor:
+        self.mask_builds += 1
+        index = {id(a): i for i, a in enumerate(adapters)}
+        row_owner = torch.tensor([index[id(a)] if a is not None else -1 for a in row_adapters], device=device)
+        return (row_owner[:, None] == col_owner[None, :]).to(dtype)
+
+    def set_rows(self, row_adapters: list[LoraAdapter | None], device, dtype) -> int:
+        """row_adapters: one entry per token row. Returns the number of distinct adapters."""
+        rows_key = tuple(id(a) if a is not None else 0 for a in row_adapters)
+        last = self._last
+        if last is not None and last[0] == rows_key:        # same composition as the last step
+            _, (adapters, self.weights, _), self.mask, self._mask_rep = last
+            return len(adapters)
+        found = self._combo(row_adapters, device, dtype)
+        if found is None:
+            self.clear()
+            return 0
+        hit = found[1]
+        adapters, self.weights, col_owner = hit
         self._mask_rep = {}
         if len(adapters) == 1 and all(a is not None for a in row_adapters):
             self.mask = None
         else:
-            index = {id(a): i for i, a in enumerate(adapters)}
-            row_owner = torch.tensor([index[id(a)] if a is not None else -1 for a in row_adapters], device=device)
-            self.mask = (row_owner[:, None] == col_owner[None, :]).to(dtype)
+            self.mask = self._owner_mask(row_adapters, adapters, col_owner, device, dtype)
+        self._last = (rows_key, hit, self.mask, self._mask_rep)   # the dict fills as projections ask
         return len(adapters)
+
+    def static_rows(self, row_adapters: list[LoraAdapter | None], device, dtype) -> tuple:
+        """Fixed-shape form of `set_rows` for a decode step of len(row_adapters) rows (padding rows
+        None): makes the batch's weights and mask current and returns (combo key, number of adapters,
+        what a captured graph must keep alive). The mask buffer of (rows, combo) is updated in place."""
+        found = self._combo(row_adapters, device, dtype)
+        if found is None:
+            self.clear()
+            return (), 0, None
+        key, hit = found
+        adapters, self.weights, col_owner = hit
+        n = len(row_adapters)
+        rows_key = tuple(id(a) if a is not None else 0 for a in row_adapters)
+        entry = self._static.get((n, key))
+        if entry is None or entry[3] is not hit:
+            mask = self._owner_mask(row_adapters, adapters, col_owner, device, dtype)
+            reps = {k: mask.repeat(1, k) for k in {len(subs) for subs, _ in self.fused.values()} if k > 1}
+            entry = self._static[(n, key)] = [rows_key, mask, reps, hit]
+            while len(self._static) > 4 * self.max_combos:   # a graph that uses one keeps its own reference
+                self._static.popitem(last=False)
+        elif entry[0] != rows_key:
+            mask = self._owner_mask(row_adapters, adapters, col_owner, device, dtype)
+            entry[1].copy_(mask)
+            for k, rep in entry[2].items():
+                rep.copy_(mask.repeat(1, k))
+            entry[0] = rows_key
+        self._static.move_to_end((n, key))
+        self.mask, self._mask_rep = entry[1], entry[2]
+        return key, len(adapters), entry
+
+    def forget_static(self) -> None:
+        """Drop the static masks (their graphs are gone)."""
+        self._static.clear()
 
 
 def _concat(adapters: list[LoraAdapter], device, dtype, fused: dict) -> tuple[dict, torch.Tensor]:

@@ -8,6 +8,9 @@ Linear layers (and each row's own LoRA delta, see lora.py) run once over all tok
 attention is batched for the decode rows and per sequence for prompts, except that prompts which
 begin like another prompt of the same step feed only their own rest (prefill.py). The model's own modules
 (embeddings, norms, rotary, MLP) are called as they are; only attention is written here.
+A step where every sequence decodes can instead run in fixed shapes (static_decode.py: padded row
+and key buckets, on CUDA captured once per shape in a CUDA graph); by default only on CUDA, where it
+pays: on CPU the padding costs more than the launches it saves. Logits stay on the device.
 
 Supports the Llama family layout (llama, mistral, qwen2). Knows nothing about sampling,
 scheduling or HTTP.
@@ -23,6 +26,7 @@ import torch.nn.functional as F
 from openft.errors import InvalidRequest
 from openft.serve.lora import LoraAdapter, LoraBatch, wrap_linears
 from openft.serve.prefill import plan_prompts, prompt_attention, share_prefixes
+from openft.serve.static_decode import StaticDecoder
 
 SUPPORTED = ("llama", "mistral", "qwen2")
 
@@ -44,7 +48,10 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class ModelRunner:
-    def __init__(self, path: str, *, device: str, dtype: torch.dtype, name: str):
+    def __init__(self, path: str, *, device: str, dtype: torch.dtype, name: str, static_decode: bool | None = None,
+                 cuda_graphs: bool = True):
+        """static_decode: run decode-only steps in fixed shapes (static_decode.py; None = on CUDA only, where
+        it pays); cuda_graphs: capture those steps in CUDA graphs (CUDA only)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.name, self.path, self.device, self.dtype = name, path, torch.device(device), dtype
@@ -69,7 +76,9 @@ class ModelRunner:
         if self.tokenizer.eos_token_id is not None:
             eos.append(self.tokenizer.eos_token_id)
         self.eos_ids = set(int(e) for e in eos)
-        self.cache: torch.Tensor | None = None
+        self._cache: torch.Tensor | None = None
+        use_static = self.device.type == "cuda" if static_decode is None else static_decode
+        self.static = StaticDecoder(self, graphs=cuda_graphs and self.device.type == "cuda") if use_static else None
         self.seqs: list[Slot] = []      # index == slot
         self.steps = 0                  # forwards run (stats)
         self.peak_rows = 0              # most sequences in one forward (stats)
@@ -136,6 +145,18 @@ class ModelRunner:
         self.seqs[dst] = s
         s.slot = dst
 
+    @property
+    def cache(self) -> torch.Tensor | None:
+        """[layers, 2, slots, kv_heads, max_len, head_dim]; replacing it (growth, release_memory) drops the
+        CUDA graphs, which read it by address."""
+        return self._cache
+
+    @cache.setter
+    def cache(self, value: torch.Tensor | None) -> None:
+        if value is not self._cache and self.static is not None:
+            self.static.reset()
+        self._cache = value
+
     def _ensure_cache(self, slots: int, length: int) -> None:
         c = self.cache
         if c is not None and c.shape[2] >= slots and c.shape[4] >= length:
@@ -164,8 +185,11 @@ class ModelRunner:
     @torch.inference_mode()
     def forward(self) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """Feed every sequence its `feed` tokens; returns (last-position logits [B, vocab] float32 in
-        slot order, {slot: prompt logits [T, vocab]} for sequences that asked for them)."""
+        slot order, on the device, {slot: prompt logits [T, vocab]} for sequences that asked for them).
+        A step where every sequence decodes runs in fixed shapes when `static` is on (static_decode.py)."""
         seqs = self.seqs
+        if self.static is not None and seqs and all(s.pos > 0 and len(s.feed) == 1 for s in seqs):
+            return self.static.step(), {}
         n_dec = 0
         while n_dec < len(seqs) and seqs[n_dec].pos > 0:
             n_dec += 1
@@ -199,17 +223,11 @@ class ModelRunner:
         cos, sin = cos[0][:, None, :], sin[0][:, None, :]
         dec_pos = pos_t[:n_dec]
         dec_slots = torch.arange(n_dec, device=dev)
-        l_max = int(dec_pos.max()) + 1 if n_dec else 0
+        l_max = max(positions[:n_dec]) + 1 if n_dec else 0              # from the host list: no device sync
         dec_mask = (torch.arange(l_max, device=dev)[None, :] <= dec_pos[:, None])[:, None, None, :] if n_dec else None
-        T, H, KV, D = len(tokens), self.n_heads, self.n_kv, self.head_dim
-        for li, layer in enumerate(inner.layers):
-            attn, (f_qkv, f_gu) = layer.self_attn, self.fused[li]
-            h = F.rms_norm(x, (x.shape[-1],), layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon)
-            qkv = self._proj(h, f_qkv)                                  # [T, (H + 2 KV) D]
-            qk = qkv[:, : (H + KV) * D].reshape(T, H + KV, D)
-            qk = qk * cos + _rotate_half(qk) * sin                      # rotary on q and k at once
-            q, k = qk[:, :H], qk[:, H:]
-            v = qkv[:, (H + KV) * D:].reshape(T, KV, D)
+        T, H, D = len(tokens), self.n_heads, self.head_dim
+
+        def attend(li: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             kc, vc = self.cache[li, 0], self.cache[li, 1]                # [slots, KV, L, D]
             out = torch.zeros(T, H, D, dtype=q.dtype, device=dev)
             if n_dec:
@@ -230,10 +248,9 @@ class ModelRunner:
                 out[s:e] = o[0].transpose(0, 1)
             if plan is not None:                                        # after the leaders' keys are in
                 prompt_attention(self.cache[li], q, k, v, out, plan)
-            x = x + attn.o_proj(out.view(T, H * D))
-            mlp, norm = layer.mlp, layer.post_attention_layernorm
-            gate, up = self._proj(F.rms_norm(x, (x.shape[-1],), norm.weight, norm.variance_epsilon), f_gu).chunk(2, dim=-1)
-            x = x + mlp.down_proj(mlp.act_fn(gate) * up)
+            return out
+
+        x = self.layers(x, cos, sin, attend)
         self.lora.clear()
         last_rows = torch.tensor([e - 1 for _, e, _ in ranges], device=dev)
         logits = self.model.lm_head(inner.norm(x.index_select(0, last_rows))).float()
@@ -246,3 +263,22 @@ class ModelRunner:
             seq.pos += len(seq.feed)
             seq.feed = []
         return logits, prompt_logits
+
+    def layers(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend) -> torch.Tensor:
+        """The decoder layers over the step's flat rows x [T, hidden] (cos, sin [T, 1, head_dim]);
+        attend(layer, q [T, H, D], k, v [T, KV, D]) writes the cache and returns attention [T, H, D]."""
+        T, H, KV, D = x.shape[0], self.n_heads, self.n_kv, self.head_dim
+        for li, layer in enumerate(self.model.model.layers):
+            attn, (f_qkv, f_gu) = layer.self_attn, self.fused[li]
+            h = F.rms_norm(x, (x.shape[-1],), layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon)
+            qkv = self._proj(h, f_qkv)                                  # [T, (H + 2 KV) D]
+            qk = qkv[:, : (H + KV) * D].reshape(T, H + KV, D)
+            qk = qk * cos + _rotate_half(qk) * sin                      # rotary on q and k at once
+            q, k = qk[:, :H], qk[:, H:]
+            v = qkv[:, (H + KV) * D:].reshape(T, KV, D)
+            out = attend(li, q, k, v)
+            x = x + attn.o_proj(out.reshape(T, H * D))
+            mlp, norm = layer.mlp, layer.post_attention_layernorm
+            gate, up = self._proj(F.rms_norm(x, (x.shape[-1],), norm.weight, norm.variance_epsilon), f_gu).chunk(2, dim=-1)
+            x = x + mlp.down_proj(mlp.act_fn(gate) * up)
+        return x
