@@ -106,24 +106,43 @@ class AdapterCache:
         self.max_adapters, self.max_bytes = max(1, max_adapters), max_bytes
         self._items: OrderedDict[str, LoraAdapter] = OrderedDict()
         self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}   # key -> held while that key loads
         self.loads = 0  # how many times an adapter was read from disk (tests, stats)
 
     def get_or_load(self, key: str, loader) -> LoraAdapter:
+        """The cached adapter, or `loader()`'s, loaded once however many requests ask at once (a
+        second copy would put the same adapter twice into a batch's concatenated weights)."""
+        hit = self._hit(key)
+        if hit is not None:
+            return hit
+        with self._lock:
+            gate = self._loading.setdefault(key, threading.Lock())
+        with gate:  # outside the cache lock: disk reads do not block hits of other keys
+            hit = self._hit(key)
+            if hit is not None:
+                return hit
+            try:
+                adapter = loader()
+            finally:
+                with self._lock:
+                    self._loading.pop(key, None)
+            if adapter.nbytes > self.max_bytes:
+                raise InvalidRequest(f"Adapter {key} needs {adapter.nbytes} bytes, more than "
+                                     f"serve_max_adapter_bytes={self.max_bytes}.", param="model")
+            with self._lock:
+                self.loads += 1
+                self._items[key] = adapter
+                self._items.move_to_end(key)
+                while len(self._items) > self.max_adapters or self.bytes > self.max_bytes:
+                    self._items.popitem(last=False)  # running sequences keep their own reference
+                return adapter
+
+    def _hit(self, key: str) -> LoraAdapter | None:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        adapter = loader()  # outside the lock: disk reads do not block hits
-        if adapter.nbytes > self.max_bytes:
-            raise InvalidRequest(f"Adapter {key} needs {adapter.nbytes} bytes, more than "
-                                 f"serve_max_adapter_bytes={self.max_bytes}.", param="model")
-        with self._lock:
-            self.loads += 1
-            self._items[key] = adapter
-            self._items.move_to_end(key)
-            while len(self._items) > self.max_adapters or self.bytes > self.max_bytes:
-                self._items.popitem(last=False)  # running sequences keep their own reference
-            return adapter
+        return None
 
     def evict_where(self, pred) -> int:
         with self._lock:
