@@ -208,10 +208,9 @@ def pack_pairs(pairs: list[Pair], budget: int | None, share_prompt: bool = True)
 
 def shares_prompt(model) -> bool:
     """Pairs share their prompt when the model runs openft's packed attention (it reads forks)."""
-    from openft.train.attention import PACKED
+    from openft.train.attention import reads_forks
 
-    cfg = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
-    return getattr(cfg, "_attn_implementation", None) == PACKED
+    return reads_forks(model)
 
 
 # --- log-probabilities and the loss ----------------------------------------------------------------
@@ -219,17 +218,19 @@ def shares_prompt(model) -> bool:
 def sequence_logps(model, pb: PairBatch, precision: str) -> tuple[torch.Tensor, int, int]:
     """((P, 2) summed log-probabilities of each pair's chosen and rejected answer, correct argmax
     predictions on the chosen answers, scored chosen tokens)."""
+    from openft.train.attention import row_kwargs
     from openft.train.model import _fast_path_ok, autocast
 
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    extra = row_kwargs(model, pb)   # the row's block mask (document + fork) where FlexAttention runs
     with autocast(pb.input_ids.device, precision):
         if _fast_path_ok(causal_lm):
             hidden = causal_lm.get_decoder()(input_ids=pb.input_ids, position_ids=pb.position_ids,
-                                             use_cache=False).last_hidden_state     # (1, T, H)
+                                             use_cache=False, **extra).last_hidden_state     # (1, T, H)
             logits = causal_lm.get_output_embeddings()(hidden[0, pb.src])           # (n, V)
         else:
             logits = causal_lm(input_ids=pb.input_ids, position_ids=pb.position_ids,
-                               use_cache=False).logits[0, pb.src]
+                               use_cache=False, **extra).logits[0, pb.src]
     logp = torch.log_softmax(logits.float(), dim=-1).gather(1, pb.tgt[:, None])[:, 0]   # (n,)
     sums = torch.zeros(2 * pb.n_pairs, device=logp.device, dtype=logp.dtype).index_add(0, pb.seq, logp)
     chosen = pb.seq % 2 == 0
