@@ -104,7 +104,7 @@ def row_kwargs(model, batch) -> dict:
         return {}
     cu = getattr(batch, "cu_seqlens", None)
     if (impl == VARLEN and cu is not None and not getattr(batch, "forks", False) and varlen_kernel() != "flex"
-            and batch.input_ids.device.type == "cuda"):
+            and batch.input_ids.device.type != "cpu"):
         m = int(batch.max_len)
         return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": m, "max_length_k": m}
     return {"openft_block_mask": block_mask(batch.position_ids)}
