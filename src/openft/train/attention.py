@@ -7,8 +7,9 @@ them. Three functions, registered with transformers' AttentionInterface (`attent
 
 - PACKED (the CPU default): the row is cut at the restarts (read with `.tolist()`, a host
   sync) and each example runs `is_causal=True` SDPA on its own slice in fp32; an example with
-  forks runs one SDPA call with `fork_mask`. Measured fastest on this CPU (see
-  docs/ARCHITECTURE.md, "Attention on packed rows").
+  forks runs one SDPA call with `fork_mask`. The fastest path measured on this CPU
+  (benchmarks/varlen_attention.py: FlexAttention has no compiled backward on CPU, and its eager
+  form computes the whole (T, T) score matrix).
 - VARLEN (the CUDA default): one kernel call per layer for the whole row, from the boundaries
   the packer computed on the host (`cu_seq_lens_q/k` int32 on the device, `max_length_q/k`
   Python ints: transformers forwards these kwargs from the model to the attention function):

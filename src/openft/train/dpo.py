@@ -6,14 +6,15 @@ rendered with the model's chat template, cut where the two renderings stop shari
 the template's assistant header stays in the prompt; only the answer tokens and the
 end-of-turn token count, as `openft.train.tokenize` masks them).
 
-Packing (`pack_pairs`): with openft's packed attention (CPU) a pair is ONE segment of a packed
+Packing (`pack_pairs`): with openft's attention (CPU and CUDA) a pair is ONE segment of a packed
 row, `prompt + chosen + rejected`, the rejected answer's position ids restarting at the
 prompt's length: `openft.train.attention` reads that as a fork (the rejected tokens attend to
 the prompt and to themselves, not to the chosen answer), so the prompt is computed once per
-pair instead of twice (TRL pads `[prompt+chosen; prompt+rejected]`). Without it (CUDA, stock
-SDPA) the two sequences are two ordinary examples of the row. Every answer token is
-predicted from the hidden state named in `src` (for the first rejected token: the prompt's last
-token), so only answer positions go through the output layer.
+pair instead of twice (TRL pads `[prompt+chosen; prompt+rejected]`). Without it (stock SDPA:
+OPENFT_ATTENTION=sdpa, or a model that hides position ids) the two sequences are two ordinary
+examples of the row. Every answer token is predicted from the hidden state named in `src` (for
+the first rejected token: the prompt's last token), so only answer positions go through the
+output layer.
 
 Loss, as TRL's `DPOTrainer` with `loss_type="sigmoid"`: with logp = the summed log-probability
 of an answer's tokens, Δ = (logp_c - ref_c) - (logp_r - ref_r), loss = mean over pairs of

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from openft.train.data import IGNORE, MicroBatch
+from openft.train.data import MicroBatch
 
 
 def pick_device(requested: str) -> torch.device:
