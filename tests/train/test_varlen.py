@@ -8,6 +8,7 @@ path provably makes no host sync). On CUDA only (`gpu`): flash-attn, torch varle
 compiled FlexAttention in bf16 against the reference.
 """
 
+import copy
 import sys
 import types
 import zlib
@@ -302,3 +303,31 @@ def test_cuda_training_step_varlen_equals_packed(tiny_model_dir, tiny_tokenizer,
                                     use_cache=False, **extra)
     finally:
         torch.cuda.set_sync_debug_mode(0)
+
+
+@pytest.mark.parametrize("family,extra", [("mistral", {"sliding_window": 3}),
+                                          ("gemma2", {"sliding_window": 4, "attn_logit_softcapping": 0.5})])
+def test_flex_sliding_window_and_softcap_equal_stock_eager(family, extra):
+    """FLEX honours a layer's sliding window and logit softcapping (Mistral, Gemma 2): a packed
+    row equals the stock eager model run on each example alone."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.for_model(family, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=100,
+                               pad_token_id=0, bos_token_id=1, eos_token_id=2, **extra)
+    torch.manual_seed(0)
+    eager = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").eval()
+    flex_model = AutoModelForCausalLM.from_config(copy.deepcopy(cfg),  # from_config sets the config's implementation
+                                                  attn_implementation=A.attention_for(CPU, "flex")).eval()
+    flex_model.load_state_dict(eager.state_dict())
+    assert eager.config._attn_implementation == "eager" and flex_model.config._attn_implementation == A.FLEX
+    lengths = [7, 3, 9]
+    ids = torch.randint(3, 100, (1, sum(lengths)), generator=torch.Generator().manual_seed(1))
+    pos = positions(lengths)
+    with torch.no_grad():
+        packed = flex_model(input_ids=ids, position_ids=pos, use_cache=False).logits[0]
+        s, alone = 0, []
+        for n in lengths:
+            alone.append(eager(input_ids=ids[:, s:s + n], use_cache=False).logits[0])
+            s += n
+    torch.testing.assert_close(packed, torch.cat(alone), atol=1e-4, rtol=1e-4)
