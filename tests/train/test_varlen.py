@@ -117,6 +117,38 @@ def test_torch_varlen_call_on_meta_without_sync():
     assert out.shape == (1, 13, 4, 16) and out.dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3", "gemma", "mistral"])
+def test_cuda_varlen_path_through_the_model_on_meta(family, monkeypatch):
+    """The CUDA default (VARLEN with torch's varlen_attn) through each family's whole forward
+    and backward on the meta device: the packer's boundaries reach every layer's attention
+    call as transformers' cu_seq_lens/max_length kwargs, and nothing in the model, the mask
+    preparation or our attention reads tensor data back (the meta device would refuse)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from openft.train.data import _row
+    from openft.train.tokenize import Encoded
+
+    if A.varlen_kernel() != "torch":
+        pytest.skip("needs torch.nn.attention.varlen.varlen_attn and no flash_attn")
+    calls = []
+    real = A._torch_varlen
+    monkeypatch.setattr(A, "_torch_varlen", lambda *a: (calls.append((a[3].dtype, a[4])), real(*a))[1])
+    mb = _row([Encoded(list(range(3, 10)), [0, 0, 0, 1, 1, 1, 1]), Encoded(list(range(3, 8)), [0, 1, 1, 1, 1])])
+    cfg = AutoConfig.for_model(family, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=100,
+                               pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg, attn_implementation=A.attention_for(torch.device("cuda")),
+                                                 dtype=torch.bfloat16)
+    mb = mb.to("meta")
+    kw = A.row_kwargs(model, mb)
+    assert sorted(kw) == ["cu_seq_lens_k", "cu_seq_lens_q", "max_length_k", "max_length_q"] and kw["max_length_q"] == 7
+    hidden = model.get_decoder()(input_ids=mb.input_ids, position_ids=mb.position_ids, use_cache=False,
+                                 **kw).last_hidden_state
+    hidden.float().sum().backward()
+    assert calls == [(torch.int32, 7)] * 2 and hidden.shape == (1, 12, 64)
+
+
 def test_flash_attn_plumbing_with_a_stand_in(monkeypatch):
     """flash-attn is not installable without CUDA; a stand-in with its documented varlen API
     ((T, H, D) q/k/v, int32 cu_seqlens, max lengths, causal, softmax_scale; GQA by head groups)
@@ -210,15 +242,17 @@ def test_training_step_equals_the_reference(tiny_model_dir, tiny_tokenizer, monk
     assert float((g - ref_g).norm() / ref_g.norm()) < 1e-4
 
 
-def test_dpo_forks_through_flex_equal_the_reference(tiny_model_dir, tiny_tokenizer, monkeypatch, tmp_path):
+@pytest.mark.parametrize("choice", ["flex", "varlen"])
+def test_dpo_forks_through_flex_equal_the_reference(tiny_model_dir, tiny_tokenizer, monkeypatch, tmp_path, choice):
     from openft.train import dpo
     from tests.train.dpo_data import write_pairs
 
     pairs = dpo.load_pairs(tiny_tokenizer, write_pairs(tmp_path / "p.jsonl", 6), None).examples
     ref_model = lora_model(tiny_model_dir, monkeypatch, "packed")
-    model = lora_model(tiny_model_dir, monkeypatch, "flex")
+    model = lora_model(tiny_model_dir, monkeypatch, choice)
     assert dpo.shares_prompt(model) and dpo.shares_prompt(ref_model)
     (row,) = dpo.pack_pairs(pairs, 4096, share_prompt=True)
+    assert set(A.row_kwargs(model, row)) == {"openft_block_mask"}  # forks: FlexAttention under VARLEN too
     assert bool(((row.position_ids[0, 1:] != row.position_ids[0, :-1] + 1) & (row.position_ids[0, 1:] != 0)).any())
     want, _, _ = dpo.sequence_logps(ref_model, row, "fp32")
     got, _, _ = dpo.sequence_logps(model, row, "fp32")
