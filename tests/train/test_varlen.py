@@ -9,6 +9,7 @@ compiled FlexAttention in bf16 against the reference.
 """
 
 import copy
+import itertools
 import sys
 import types
 import zlib
@@ -160,7 +161,7 @@ def test_flash_attn_plumbing_with_a_stand_in(monkeypatch):
         b = cu_q.tolist()
         return torch.cat([F.scaled_dot_product_attention(
             q[s:e].transpose(0, 1), k[s:e].transpose(0, 1), v[s:e].transpose(0, 1), is_causal=causal,
-            scale=softmax_scale, enable_gqa=True).transpose(0, 1) for s, e in zip(b, b[1:])])
+            scale=softmax_scale, enable_gqa=True).transpose(0, 1) for s, e in itertools.pairwise(b)])
 
     monkeypatch.setitem(sys.modules, "flash_attn", types.SimpleNamespace(flash_attn_varlen_func=flash_attn_varlen_func))
     lengths = ROWS["three"][0]

@@ -255,7 +255,7 @@ def flex(q, k, v, mask, scale, softcap=None) -> torch.Tensor:
     if softcap:
         def score_mod(s, b, h, qi, ki):
             return softcap * torch.tanh(s / softcap)
-    kw = dict(score_mod=score_mod, block_mask=mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+    kw = {"score_mod": score_mod, "block_mask": mask, "scale": scale, "enable_gqa": q.shape[1] != k.shape[1]}
     if q.device.type == "cpu":
         with torch.autocast("cpu", enabled=False), _cpu_flex_backward():
             out = flex_attention(q.to(dt), k.to(dt), v.to(dt), **kw)
