@@ -50,7 +50,7 @@ def qkv(t, h=4, hkv=2, d=16, seed=0):
 
 def run(fn, q, k, v, **kw):
     out, _ = fn(torch.nn.Module(), q, k, v, None, scaling=0.3, **kw)
-    (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+    (out.float() * torch.linspace(-1, 1, out.numel(), device=out.device).view_as(out)).sum().backward()
     grads = [x.grad.clone() for x in (q, k, v)]
     for x in (q, k, v):
         x.grad = None
