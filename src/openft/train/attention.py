@@ -1,44 +1,138 @@
-"""Varlen attention for packed rows on CPU: one causal SDPA call per example.
+"""Attention for packed rows: which kernel runs, and the three openft attention functions.
 
-A packed row holds several examples, each with `position_ids` restarting at 0. The stock
-path builds a (T, T) block-diagonal mask and runs masked SDPA over the whole row, doing
-T^2 work where sum(len_i^2) is needed, through the slower masked kernel. Here the row is
-cut at the restarts and each example runs `is_causal=True` SDPA on its own slice, the CPU
-analogue of flash-attention's varlen kernel. A position that jumps back to k > 0 starts a
-fork (DPO's shared prompt, openft.train.dpo): the tokens from there on attend to the first k
-tokens of their example and to themselves, not to the branch before them; such an example
-runs one SDPA call with that (L, L) mask. Registered with transformers' attention and
-mask interfaces under PACKED (lazily, by `register()`), so any model whose attention
-forwards `position_ids` (Llama, Mistral, Qwen, Gemma, SmolLM...) can use it; without
-position ids it raises NotPackedAware (the trainer then loads the model with stock SDPA).
+A packed row holds several examples, each with `position_ids` restarting at 0. A position that
+jumps back to k > 0 starts a fork (DPO's shared prompt, openft.train.dpo): the tokens from there
+on attend to the first k tokens of their example and to themselves, not to the branch before
+them. Three functions, registered with transformers' AttentionInterface (`attention_for`):
 
-Knows nothing about data, losses or jobs.
+- PACKED (the CPU default): the row is cut at the restarts (read with `.tolist()`, a host
+  sync) and each example runs `is_causal=True` SDPA on its own slice in fp32; an example with
+  forks runs one SDPA call with `fork_mask`. The fastest path measured on this CPU
+  (benchmarks/varlen_attention.py: FlexAttention has no compiled backward on CPU, and its eager
+  form computes the whole (T, T) score matrix).
+- VARLEN (the CUDA default): one kernel call per layer for the whole row, from the boundaries
+  the packer computed on the host (`cu_seq_lens_q/k` int32 on the device, `max_length_q/k`
+  Python ints: transformers forwards these kwargs from the model to the attention function):
+  flash-attn's `flash_attn_varlen_func` when the `flash_attn` package is installed, else
+  PyTorch's `torch.nn.attention.varlen.varlen_attn` when present (torch >= 2.10), else
+  FlexAttention. Rows with forks (or a sliding window, logit softcapping, fp32 inputs) run
+  FlexAttention with a document + fork mask; with neither boundaries nor a block mask it
+  falls back to PACKED's per-example path. No Python loop over examples, no host sync.
+- FLEX: FlexAttention for every row (forced with OPENFT_ATTENTION=flex, for comparisons).
+  The block mask is built from the position ids on the device (document ids, segment ids
+  and each segment's fork point; no host sync), once per forward by `row_kwargs`. On CUDA
+  flex_attention is compiled; on CPU it runs eagerly (torch refuses its backward on CPU in
+  the public entry point; the eager dense path beneath computes it correctly, so openft lifts
+  that check on CPU only: tests and CPU measurements, never the CPU default).
+
+q/k/v reach the CUDA kernels in bf16 (autocast's dtype; the fp32 LoRA sum hands fp32 on), never
+upcast. VARLEN/FLEX register no mask function, so transformers builds no mask and does not scan
+the position ids for packing (which syncs); that also means they ignore a 2D padding mask:
+openft's training rows are unpadded rows of batch 1. PACKED ignores sliding windows and
+softcapping (the model families openft trains by default have neither).
+
+Knows nothing about data, losses or jobs (`row_kwargs` reads only a batch's tensors).
 """
 
 from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 
 PACKED = "openft_packed_sdpa"
+VARLEN = "openft_varlen"
+FLEX = "openft_flex"
+ENV = "OPENFT_ATTENTION"
+CHOICES = {"packed": PACKED, "varlen": VARLEN, "flex": FLEX, "sdpa": "sdpa"}
+"""OPENFT_ATTENTION values (besides `auto`) -> attn_implementation."""
 
 
 class NotPackedAware(RuntimeError):
     """The model's attention layers do not receive position_ids."""
 
 
-def packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
-                position_ids=None, **kwargs):
-    """query (B, H, T, D), key/value (B, Hkv, T, D) -> ((B, T, H, D), None)."""
+def attention_for(device: torch.device, choice: str | None = None) -> str:
+    """The attn_implementation for training on `device` (registered): `choice` or $OPENFT_ATTENTION
+    when set (auto | packed | varlen | flex | sdpa), else PACKED on CPU and VARLEN elsewhere."""
+    choice = (choice or os.environ.get(ENV) or "auto").strip().lower()
+    if choice == "auto":
+        choice = "packed" if device.type == "cpu" else "varlen"
+    if choice not in CHOICES:
+        from openft.errors import InvalidRequest
+
+        raise InvalidRequest(f"{ENV} must be one of auto, {', '.join(CHOICES)}; got {choice!r}.", param=ENV)
+    register()
+    return CHOICES[choice]
+
+
+def reads_forks(model) -> bool:
+    """Does `model` run one of openft's attention functions (which read forks in position ids)?"""
+    cfg = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
+    return getattr(cfg, "_attn_implementation", None) in (PACKED, VARLEN, FLEX)
+
+
+@lru_cache(maxsize=1)
+def varlen_kernel() -> str:
+    """The kernel VARLEN uses for rows without forks: flash_attn | torch | flex."""
+    try:
+        import flash_attn  # noqa: F401
+
+        return "flash_attn"
+    except ImportError:
+        pass
+    try:
+        from torch.nn.attention import varlen
+
+        if hasattr(varlen, "varlen_attn"):
+            return "torch"
+    except ImportError:
+        pass
+    return "flex"
+
+
+def row_kwargs(model, batch) -> dict:
+    """Extra forward kwargs for one packed row (`batch` has input_ids and position_ids, maybe
+    cu_seqlens/max_len and forks): the boundaries for VARLEN, a block mask built once per
+    forward where FlexAttention will run; nothing for other implementations."""
+    impl = getattr((model.get_base_model() if hasattr(model, "get_base_model") else model).config,
+                   "_attn_implementation", None)
+    if impl not in (VARLEN, FLEX):
+        return {}
+    cu = getattr(batch, "cu_seqlens", None)
+    if (impl == VARLEN and cu is not None and not getattr(batch, "forks", False) and varlen_kernel() != "flex"
+            and batch.input_ids.device.type != "cpu"):
+        m = int(batch.max_len)
+        return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": m, "max_length_k": m}
+    return {"openft_block_mask": block_mask(batch.position_ids)}
+
+
+# --- the functions transformers calls ------------------------------------------------------------
+
+def _stock(module, query, key, value, attention_mask, dropout, scaling, kwargs):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if position_ids is None and attention_mask is None and query.shape[2] > 1:
+    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                  **kwargs)
+
+
+def _not_a_packed_row(query, key, attention_mask, position_ids, module, cu=None) -> bool:
+    if position_ids is None and cu is None and attention_mask is None and query.shape[2] > 1:
         # Without position ids we cannot see where packed examples start: refuse rather than
         # let examples attend to each other (build_model then falls back to stock SDPA).
         raise NotPackedAware(f"{type(module).__name__} does not pass position_ids to its attention function")
-    if position_ids is None or query.shape[0] != 1 or query.shape[2] != key.shape[2] or attention_mask is not None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
+    return position_ids is None or query.shape[0] != 1 or query.shape[2] != key.shape[2] or attention_mask is not None
+
+
+def packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
+                position_ids=None, **kwargs):
+    """query (B, H, T, D), key/value (B, Hkv, T, D) -> ((B, T, H, D), None)."""
+    if _not_a_packed_row(query, key, attention_mask, position_ids, module):
+        return _stock(module, query, key, value, attention_mask, dropout, scaling, kwargs)
     t = query.shape[2]
     pos = position_ids.reshape(-1)[:t]
     starts = (pos == 0).nonzero().flatten().tolist()
@@ -61,6 +155,168 @@ def packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0,
     return out.to(dtype).transpose(1, 2).contiguous(), None
 
 
+def varlen_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
+                     position_ids=None, cu_seq_lens_q=None, max_length_q=None, openft_block_mask=None,
+                     sliding_window=None, softcap=None, **kwargs):
+    """VARLEN (see the module doc): query (1, H, T, D), key/value (1, Hkv, T, D) -> ((1, T, H, D), None)."""
+    if _not_a_packed_row(query, key, attention_mask, position_ids, module, cu_seq_lens_q):
+        return _stock(module, query, key, value, attention_mask, dropout,
+                      scaling, dict(kwargs, sliding_window=sliding_window, softcap=softcap))
+    dt = _kernel_dtype(query)
+    plain = (openft_block_mask is None and cu_seq_lens_q is not None and dt != torch.float32 and not softcap
+             and (sliding_window is None or sliding_window >= max_length_q))
+    kernel = varlen_kernel()
+    if dropout or (not plain and openft_block_mask is None and position_ids is None):
+        return packed_sdpa(module, query, key, value, None, dropout, scaling, position_ids=position_ids)
+    if plain and kernel == "flash_attn":
+        return _flash_attn(query.to(dt), key.to(dt), value.to(dt), cu_seq_lens_q, int(max_length_q), scaling), None
+    if plain and kernel == "torch":
+        return _torch_varlen(query.to(dt), key.to(dt), value.to(dt), cu_seq_lens_q, int(max_length_q), scaling), None
+    if openft_block_mask is None or sliding_window is not None:
+        openft_block_mask = block_mask(position_ids, sliding_window)
+    return flex(query, key, value, openft_block_mask, scaling, softcap), None
+
+
+def flex_attention_fn(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
+                      position_ids=None, openft_block_mask=None, sliding_window=None, softcap=None, **kwargs):
+    """FLEX: FlexAttention on every packed row -> ((1, T, H, D), None)."""
+    if _not_a_packed_row(query, key, attention_mask, position_ids, module):
+        return _stock(module, query, key, value, attention_mask, dropout,
+                      scaling, dict(kwargs, sliding_window=sliding_window, softcap=softcap))
+    if dropout:
+        return packed_sdpa(module, query, key, value, None, dropout, scaling, position_ids=position_ids)
+    if openft_block_mask is None or sliding_window is not None:
+        openft_block_mask = block_mask(position_ids, sliding_window)
+    return flex(query, key, value, openft_block_mask, scaling, softcap), None
+
+
+# --- kernels --------------------------------------------------------------------------------------
+
+def _kernel_dtype(query: torch.Tensor) -> torch.dtype:
+    """bf16/fp16 on CUDA under autocast (never upcast there); fp32 on CPU (as PACKED)."""
+    if query.device.type == "cpu":
+        return torch.float32
+    if query.dtype == torch.float32 and torch.is_autocast_enabled(query.device.type):
+        return torch.get_autocast_dtype(query.device.type)
+    return query.dtype
+
+
+def _flash_attn(q, k, v, cu: torch.Tensor, max_len: int, scale) -> torch.Tensor:
+    """flash-attn's varlen kernel over the row: (1, H, T, D) -> (1, T, H, D). CUDA only."""
+    from flash_attn import flash_attn_varlen_func
+
+    tq, tk, tv = (x[0].transpose(0, 1) for x in (q, k, v))      # (T, H, D); GQA native
+    out = flash_attn_varlen_func(tq, tk, tv, cu, cu, max_len, max_len, dropout_p=0.0, softmax_scale=scale,
+                                 causal=True)
+    return out.unsqueeze(0)
+
+
+@lru_cache(maxsize=1)
+def _torch_varlen_params() -> frozenset:
+    from torch.nn.attention.varlen import varlen_attn
+
+    return frozenset(inspect.signature(varlen_attn).parameters)
+
+
+def _torch_varlen(q, k, v, cu: torch.Tensor, max_len: int, scale) -> torch.Tensor:
+    """torch.nn.attention.varlen.varlen_attn over the row: (1, H, T, D) -> (1, T, H, D). CUDA only
+    (flash kernels); its arguments changed between torch 2.10 and 2.11, so read the signature."""
+    from torch.nn.attention.varlen import varlen_attn
+
+    params = _torch_varlen_params()
+    kw = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+    d = q.shape[-1]
+    if scale is not None and "scale" in params:
+        kw["scale"] = scale
+    elif scale is not None and abs(scale * d ** 0.5 - 1) > 1e-6:
+        q = q * (scale * d ** 0.5)      # the kernel applies 1/sqrt(d)
+    if k.shape[1] != q.shape[1]:
+        if "enable_gqa" in params:
+            kw["enable_gqa"] = True
+        else:
+            rep = q.shape[1] // k.shape[1]
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    tq, tk, tv = (x[0].transpose(0, 1) for x in (q, k, v))
+    out = varlen_attn(tq, tk, tv, cu, cu, max_len, max_len, **kw)
+    return out.unsqueeze(0)
+
+
+_compiled_flex = None
+
+
+def flex(q, k, v, mask, scale, softcap=None) -> torch.Tensor:
+    """FlexAttention with `mask` (a BlockMask): (B, H, T, D) -> (B, T, H, D). Compiled on CUDA;
+    eager on CPU (fp32, torch's CPU backward check lifted: see the module doc)."""
+    global _compiled_flex
+    from torch.nn.attention.flex_attention import flex_attention
+
+    dt = _kernel_dtype(q)
+    score_mod = None
+    if softcap:
+        def score_mod(s, b, h, qi, ki):
+            return softcap * torch.tanh(s / softcap)
+    kw = {"score_mod": score_mod, "block_mask": mask, "scale": scale, "enable_gqa": q.shape[1] != k.shape[1]}
+    if q.device.type == "cpu":
+        with torch.autocast("cpu", enabled=False), _cpu_flex_backward():
+            out = flex_attention(q.to(dt), k.to(dt), v.to(dt), **kw)
+        return out.to(q.dtype).transpose(1, 2).contiguous()
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention)
+    return _compiled_flex(q.to(dt), k.to(dt), v.to(dt), **kw).transpose(1, 2).contiguous()
+
+
+@contextlib.contextmanager
+def _cpu_flex_backward():
+    import torch.nn.attention.flex_attention as fa
+
+    saved = getattr(fa, "_validate_device", None)
+    if saved is not None:
+        fa._validate_device = lambda *a, **k: None
+    try:
+        yield
+    finally:
+        if saved is not None:
+            fa._validate_device = saved
+
+
+# --- masks ------------------------------------------------------------------------------------------
+
+def row_structure(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(doc, seg, prefix), each shaped like `pos` (B, T), computed on pos's device without a host
+    sync: the example of each token (a new one where the position is 0), its segment (a new one
+    wherever positions do not continue: an example's start or a fork), and the position its
+    segment starts at (0 in an example's trunk, k > 0 in a fork that shares the first k tokens)."""
+    t = pos.shape[-1]
+    cont = torch.zeros_like(pos, dtype=torch.bool)
+    cont[:, 1:] = pos[:, 1:] == pos[:, :-1] + 1
+    doc = (pos == 0).long().cumsum(-1)
+    seg = (~cont).long().cumsum(-1)
+    idx = torch.arange(t, device=pos.device).expand_as(pos)
+    start = torch.where(cont, torch.zeros_like(idx), idx).cummax(-1).values
+    prefix = pos - (idx - start)
+    return doc, seg, prefix
+
+
+def block_mask(position_ids: torch.Tensor, sliding_window: int | None = None):
+    """FlexAttention BlockMask of a packed row (position_ids (B, T) or (T,)): causal, within one
+    example, and a fork's tokens see their own branch and the trunk's first k tokens only
+    (`fork_mask`, for the whole row at once); optionally a sliding window of that many tokens."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    pos = position_ids.reshape(-1, position_ids.shape[-1])
+    doc, seg, prefix = row_structure(pos)
+
+    def mask_mod(b, h, qi, ki):
+        ok = (qi >= ki) & (doc[b, qi] == doc[b, ki]) & (
+            (seg[b, qi] == seg[b, ki]) | ((prefix[b, ki] == 0) & (pos[b, ki] < prefix[b, qi])))
+        if sliding_window is not None:
+            ok = ok & (qi - ki < sliding_window)
+        return ok
+
+    t = pos.shape[-1]
+    return create_block_mask(mask_mod, pos.shape[0], None, t, t, device=pos.device)
+
+
 def fork_mask(pos: torch.Tensor) -> torch.Tensor:
     """(L, L) bool, True = may attend, for one example whose positions `pos` (L,) jump back to
     k > 0 where a branch starts: causal, and a branch token sees the trunk's first k tokens and
@@ -81,10 +337,14 @@ def _no_mask(*args, **kwargs):
 
 
 def register() -> str:
-    """Make PACKED a valid `attn_implementation`; idempotent. Returns the name."""
+    """Make PACKED, VARLEN and FLEX valid `attn_implementation`s; idempotent. Returns PACKED.
+    Only PACKED gets a (no-op) mask function: without one transformers skips mask preparation
+    altogether, including its scan of the position ids for packing (a host sync)."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
 
     AttentionInterface.register(PACKED, packed_sdpa)
     AttentionMaskInterface.register(PACKED, _no_mask)
+    AttentionInterface.register(VARLEN, varlen_attention)
+    AttentionInterface.register(FLEX, flex_attention_fn)
     return PACKED

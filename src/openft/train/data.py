@@ -3,9 +3,11 @@
 A step takes `batch_size` examples (a seeded permutation per epoch, so the order is a pure
 function of seed and epoch and resuming needs only the step number). The step's examples are
 packed into micro-batches of one row each, up to a token budget, first-fit by decreasing
-length: no padding, each example keeps its own `position_ids` starting at 0 (the model's mask
-builder turns restarting positions into a block-diagonal causal mask, so no example attends
-to another) and its first token is never a target. The loss of a step is the sum of token
+length: no padding, each example keeps its own `position_ids` starting at 0 (openft.train.attention
+reads the restarts, or the row's `cu_seqlens`, so no example attends to another) and its first
+token is never a target. A row carries its example boundaries (`cu_seqlens`, `max_len`) and
+trained positions (`target_index`), computed here on the host, so that the training step needs
+no read-back from the GPU to find them. The loss of a step is the sum of token
 losses over all micro-batches divided by the step's trained-token count, so packing changes
 speed, not the optimizer step.
 
@@ -79,6 +81,10 @@ class MicroBatch:
     position_ids: torch.Tensor  # (1, T) long, restarting at 0 for each example
     labels: torch.Tensor        # (1, T) long: target of position t, IGNORE where not trained
     n_examples: int
+    cu_seqlens: torch.Tensor    # (n_examples + 1,) int32: where each example starts, then T
+    max_len: int                # the longest example's length (host int: varlen kernels take it)
+    target_index: torch.Tensor  # (n,) long: positions t whose next token t+1 is trained
+    forks = False               # SFT rows never fork (openft.train.dpo's rows may)
 
     @property
     def n_tokens(self) -> int:
@@ -86,20 +92,26 @@ class MicroBatch:
 
     @property
     def n_trained(self) -> int:
-        return int((self.labels != IGNORE).sum())
+        return self.target_index.shape[0]  # known on the host, wherever the tensors are
 
     def to(self, device) -> "MicroBatch":
-        return MicroBatch(self.input_ids.to(device), self.position_ids.to(device), self.labels.to(device), self.n_examples)
+        return MicroBatch(self.input_ids.to(device), self.position_ids.to(device), self.labels.to(device),
+                          self.n_examples, self.cu_seqlens.to(device), self.max_len, self.target_index.to(device))
 
 
 def _row(examples: list[Encoded]) -> MicroBatch:
-    ids, pos, lab = [], [], []
+    """One packed row; the boundaries and trained positions are computed here, on the host, so
+    the training step never reads them back from the device."""
+    ids, pos, lab, cu = [], [], [], [0]
     for e in examples:
         ids += e.input_ids
         pos += range(len(e))
         lab += [IGNORE] + [t if m else IGNORE for t, m in zip(e.input_ids[1:], e.mask[1:])]
+        cu.append(cu[-1] + len(e))
     as_t = lambda x: torch.tensor(x, dtype=torch.long).unsqueeze(0)  # noqa: E731
-    return MicroBatch(as_t(ids), as_t(pos), as_t(lab), len(examples))
+    targets = [t for t in range(len(lab) - 1) if lab[t + 1] != IGNORE]
+    return MicroBatch(as_t(ids), as_t(pos), as_t(lab), len(examples), torch.tensor(cu, dtype=torch.int32),
+                      max((len(e) for e in examples), default=0), torch.tensor(targets, dtype=torch.long))
 
 
 def pack(examples: list[Encoded], budget: int | None) -> list[MicroBatch]:

@@ -6,14 +6,15 @@ rendered with the model's chat template, cut where the two renderings stop shari
 the template's assistant header stays in the prompt; only the answer tokens and the
 end-of-turn token count, as `openft.train.tokenize` masks them).
 
-Packing (`pack_pairs`): with openft's packed attention (CPU) a pair is ONE segment of a packed
+Packing (`pack_pairs`): with openft's attention (CPU and CUDA) a pair is ONE segment of a packed
 row, `prompt + chosen + rejected`, the rejected answer's position ids restarting at the
 prompt's length: `openft.train.attention` reads that as a fork (the rejected tokens attend to
 the prompt and to themselves, not to the chosen answer), so the prompt is computed once per
-pair instead of twice (TRL pads `[prompt+chosen; prompt+rejected]`). Without it (CUDA, stock
-SDPA) the two sequences are two ordinary examples of the row. Every answer token is
-predicted from the hidden state named in `src` (for the first rejected token: the prompt's last
-token), so only answer positions go through the output layer.
+pair instead of twice (TRL pads `[prompt+chosen; prompt+rejected]`). Without it (stock SDPA:
+OPENFT_ATTENTION=sdpa, or a model that hides position ids) the two sequences are two ordinary
+examples of the row. Every answer token is predicted from the hidden state named in `src` (for
+the first rejected token: the prompt's last token), so only answer positions go through the
+output layer.
 
 Loss, as TRL's `DPOTrainer` with `loss_type="sigmoid"`: with logp = the summed log-probability
 of an answer's tokens, Δ = (logp_c - ref_c) - (logp_r - ref_r), loss = mean over pairs of
@@ -208,10 +209,9 @@ def pack_pairs(pairs: list[Pair], budget: int | None, share_prompt: bool = True)
 
 def shares_prompt(model) -> bool:
     """Pairs share their prompt when the model runs openft's packed attention (it reads forks)."""
-    from openft.train.attention import PACKED
+    from openft.train.attention import reads_forks
 
-    cfg = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
-    return getattr(cfg, "_attn_implementation", None) == PACKED
+    return reads_forks(model)
 
 
 # --- log-probabilities and the loss ----------------------------------------------------------------
@@ -219,17 +219,19 @@ def shares_prompt(model) -> bool:
 def sequence_logps(model, pb: PairBatch, precision: str) -> tuple[torch.Tensor, int, int]:
     """((P, 2) summed log-probabilities of each pair's chosen and rejected answer, correct argmax
     predictions on the chosen answers, scored chosen tokens)."""
+    from openft.train.attention import row_kwargs
     from openft.train.model import _fast_path_ok, autocast
 
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    extra = row_kwargs(model, pb)   # the row's block mask (document + fork) where FlexAttention runs
     with autocast(pb.input_ids.device, precision):
         if _fast_path_ok(causal_lm):
             hidden = causal_lm.get_decoder()(input_ids=pb.input_ids, position_ids=pb.position_ids,
-                                             use_cache=False).last_hidden_state     # (1, T, H)
+                                             use_cache=False, **extra).last_hidden_state     # (1, T, H)
             logits = causal_lm.get_output_embeddings()(hidden[0, pb.src])           # (n, V)
         else:
             logits = causal_lm(input_ids=pb.input_ids, position_ids=pb.position_ids,
-                               use_cache=False).logits[0, pb.src]
+                               use_cache=False, **extra).logits[0, pb.src]
     logp = torch.log_softmax(logits.float(), dim=-1).gather(1, pb.tgt[:, None])[:, 0]   # (n,)
     sums = torch.zeros(2 * pb.n_pairs, device=logp.device, dtype=logp.dtype).index_add(0, pb.seq, logp)
     chosen = pb.seq % 2 == 0

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from openft.train.data import IGNORE, MicroBatch
+from openft.train.data import MicroBatch
 
 
 def pick_device(requested: str) -> torch.device:
@@ -65,10 +65,10 @@ def build_model(base_dir: str, *, method: str, precision: str, device: torch.dev
     `full_weights_dir` a full-weights checkpoint."""
     from transformers import AutoModelForCausalLM
 
-    from openft.train.attention import register
+    from openft.train.attention import attention_for
 
-    # CPU: per-example causal SDPA on packed rows; CUDA: stock SDPA (transformers masks packed rows)
-    kw = {"attn_implementation": register() if device.type == "cpu" else "sdpa"}
+    # CPU: per-example causal SDPA on packed rows; CUDA: one varlen kernel call (openft.train.attention)
+    kw = {"attn_implementation": attention_for(device)}
     if method == "qlora":
         from transformers import BitsAndBytesConfig
 
@@ -156,22 +156,24 @@ def _fast_path_ok(causal_lm) -> bool:
 
 def micro_batch_loss(model, mb: MicroBatch, precision: str) -> tuple[torch.Tensor, int, int]:
     """(sum of token losses over trained positions, trained tokens, correct argmax predictions)."""
+    from openft.train.attention import row_kwargs
+
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    targets = mb.labels[0, 1:]                 # (T-1,) target of position t+1, predicted at t
-    sel = targets != IGNORE
-    n = int(sel.sum())
+    idx = mb.target_index                      # (n,) positions t whose target t+1 is trained (host-known n)
+    n = mb.n_trained
     if n == 0:
         return torch.zeros((), device=mb.input_ids.device), 0, 0
+    extra = row_kwargs(model, mb)              # example boundaries / block mask for the attention kernel
     with autocast(mb.input_ids.device, precision):
         if _fast_path_ok(causal_lm):
             hidden = causal_lm.get_decoder()(input_ids=mb.input_ids, position_ids=mb.position_ids,
-                                             use_cache=False).last_hidden_state    # (1, T, H)
-            logits = causal_lm.get_output_embeddings()(hidden[0, :-1][sel])         # (n, V)
+                                             use_cache=False, **extra).last_hidden_state   # (1, T, H)
+            logits = causal_lm.get_output_embeddings()(hidden[0].index_select(0, idx))  # (n, V)
         else:
             logits = causal_lm(input_ids=mb.input_ids, position_ids=mb.position_ids,
-                               use_cache=False).logits[0, :-1][sel]
+                               use_cache=False, **extra).logits[0].index_select(0, idx)
     logits = logits.float()
-    y = targets[sel]
+    y = mb.labels[0].index_select(0, idx + 1)
     loss_sum = F.cross_entropy(logits, y, reduction="sum")
     correct = int((logits.detach().argmax(-1) == y).sum())
     return loss_sum, n, correct
