@@ -7,6 +7,8 @@ change memory, not the loss or the gradients.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -144,10 +146,57 @@ def test_device_memory_on_cpu_is_the_hosts_available_memory():
 
 def test_the_oom_message_says_what_was_needed_and_had():
     shape = BIG
-    p = memory.plan(shape, method="lora", precision="bf16", tokens_per_row=4096, free=3 * GiB, total=80 * GiB)
+    p = memory.plan(shape, method="lora", precision="bf16", tokens_per_row=4096, free=3 * GiB, total=80 * GiB,
+                    requested=False)
     msg = memory.oom_message(p, "lora", "cuda", None)
     assert msg.startswith("Training ran out of GPU memory: needed about ")
     assert "the GPU had 3.0 GiB free of 80.0 GiB" in msg and "activation_checkpointing" in msg
+    assert "batch_size" in msg and "qlora" in msg
     assert memory.is_oom(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert memory.is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"))
     assert not memory.is_oom(RuntimeError("shape mismatch"))
+
+
+def test_train_fails_before_loading_the_model_when_the_device_is_far_too_small(tmp_path, model_cache, monkeypatch):
+    from openft.config import Settings
+    from openft.train import loop
+    from openft.train.hooks import RecordingHooks
+    from openft.train.spec import TrainSpec
+    from tests.conftest import write_chat_jsonl
+
+    monkeypatch.setattr(memory, "device_memory", lambda device: (64 * 1024, GiB))
+    monkeypatch.setattr(loop, "build_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    spec = TrainSpec(base_model="openft-tiny", train_file=str(write_chat_jsonl(tmp_path / "t.jsonl", 4)),
+                     output_dir=str(tmp_path / "out"), n_epochs=1, batch_size=2, precision="fp32")
+    with pytest.raises(memory.OutOfMemory) as e:
+        loop.train(spec, RecordingHooks(), Settings(data_dir=tmp_path / "data", model_cache_dir=model_cache))
+    assert e.value.code == "out_of_memory" and "free of 1.0 GiB on the host" in e.value.message
+
+
+def test_a_job_that_runs_out_of_gpu_memory_fails_with_what_it_needed_and_had(tmp_path, model_cache):
+    """The real server and runner child; torch's OutOfMemoryError raised mid-step (test-only fault,
+    as CUDA raises it when the card is full). The job fails with code out_of_memory and a message
+    with the estimate and the device's memory; the server keeps serving."""
+    import io
+
+    from tests.conftest import LiveServer, write_chat_jsonl
+
+    server = LiveServer(tmp_path / "data", model_cache, env={"OPENFT_FAULT": "step@1:oom"}).start()
+    try:
+        client = server.client()
+        data = write_chat_jsonl(tmp_path / "train.jsonl", 10).read_bytes()
+        f = client.files.create(file=("train.jsonl", io.BytesIO(data)), purpose="fine-tune")
+        job = client.fine_tuning.jobs.create(model="openft-tiny", training_file=f.id, method={
+            "type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 2}}})
+        deadline = time.monotonic() + 180
+        while (job := client.fine_tuning.jobs.retrieve(job.id)).status not in ("failed", "succeeded", "cancelled"):
+            assert time.monotonic() < deadline, "the job did not finish"
+            time.sleep(0.3)
+        assert job.status == "failed" and job.error.code == "out_of_memory", job.error
+        assert job.error.message.startswith("Training ran out of host memory: needed about "), job.error.message
+        assert "GiB free of" in job.error.message and "activation_checkpointing" in job.error.message
+        events = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data]
+        assert any(m.startswith("Activation checkpointing off: the estimated peak") for m in events), events
+        assert client.models.retrieve("openft-tiny").id == "openft-tiny"  # the server is still up
+    finally:
+        server.stop()

@@ -184,7 +184,8 @@ class OutOfMemory(OpenFTError):
 
 
 def advice(method: str, checkpointing: bool) -> str:
-    tips = ["a smaller pack_tokens or shorter examples (max_seq_len)"]
+    tips = ["a smaller batch_size or pack_tokens (a packed row holds up to batch_size examples), or shorter "
+            "examples (max_seq_len)"]
     if not checkpointing:
         tips.append("activation_checkpointing true")
     if method == "lora":
