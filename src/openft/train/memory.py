@@ -111,8 +111,9 @@ def estimate(shape: Shape, *, method: str, precision: str, tokens_per_row: int, 
         weights, trainable = 0, shape.n_params * 16  # fp32 weights, grads, two moments
     else:
         wbytes = 2 if precision == "bf16" or method == "qlora" else 4
-        if method == "qlora":  # nf4: half a byte per linear weight (+ scales), the rest in bf16
-            weights = int(shape.n_linear * 0.53) + (shape.n_params - shape.n_linear) * wbytes
+        if method == "qlora":  # nf4: half a byte per linear weight (+ scales); PEFT's k-bit preparation
+            # makes the rest (embeddings, norms, an untied head) fp32
+            weights = int(shape.n_linear * 0.53) + (shape.n_params - shape.n_linear) * 4
         else:
             weights = shape.n_params * wbytes
         trainable = lora_r * shape.lora_dims * 16
