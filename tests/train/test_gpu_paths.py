@@ -89,3 +89,23 @@ def test_a_compiled_run_checkpoints_and_resumes(tmp_path, model_cache):
     assert first.status == "paused"
     done = train(spec, RecordingHooks(), settings, resume_from=first.checkpoint_dir)
     assert done.status == "succeeded" and (tmp_path / "out" / "model" / "adapter_model.safetensors").exists()
+
+
+def test_a_model_without_packed_attention_is_switched_to_sdpa_without_a_second_load(tiny_model_dir, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    loads = []
+    real = AutoModelForCausalLM.from_pretrained.__func__
+
+    def counting(cls, *a, **k):
+        loads.append(k.get("attn_implementation"))
+        return real(cls, *a, **k)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(counting))
+    monkeypatch.setattr(train_model, "_packed_attention_works", lambda model: False)
+    model = build_model(tiny_model_dir, method="lora", precision="fp32", device=CPU)
+    assert len(loads) == 1
+    assert model.get_base_model().config._attn_implementation == "sdpa"
+    rows = torch.tensor([[1, 2, 3, 1, 2]])
+    with torch.no_grad():  # stock SDPA: packed rows are masked by transformers from the position ids
+        model(input_ids=rows, position_ids=torch.tensor([[0, 1, 2, 0, 1]]))
