@@ -60,6 +60,10 @@ def test_shape_of_a_model_folder_counts_its_parameters(tiny_model_dir, shape):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     assert shape.n_params == sum(p.numel() for p in model.parameters())
     assert shape.layers == model.config.num_hidden_layers and shape.vocab == model.config.vocab_size
+    lora = build_model(tiny_model_dir, method="lora", precision="fp32", device=torch.device("cpu"), lora_r=8)
+    assert 8 * shape.lora_dims == sum(p.numel() for p in lora.parameters() if p.requires_grad)
+    assert memory._meta_counts(tiny_model_dir) == {"n_params": shape.n_params, "n_linear": shape.n_linear,
+                                                   "lora_dims": shape.lora_dims}
 
 
 @pytest.mark.parametrize("precision,lora_sum", [("bf16", "fp32"), ("bf16", "bf16"), ("fp32", "fp32")])

@@ -22,6 +22,7 @@ Knows model configs and devices; nothing about jobs, files or HTTP.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from openft.errors import OpenFTError
@@ -42,7 +43,7 @@ CKPT_FACTORS = {"bf16-fp32sum": 5.0, "bf16": 4.0, "fp32": 6.0}
 
 @dataclass(frozen=True)
 class Shape:
-    """What the estimate needs of a model: sizes from its config, parameters counted on the meta device."""
+    """What the estimate needs of a model: sizes from its config, parameters from its weights' headers."""
     n_params: int
     n_linear: int            # parameters of the linear layers LoRA "all-linear" adapts (not lm_head)
     lora_dims: int           # sum of (in + out) over those layers: LoRA parameters = r * lora_dims
@@ -53,21 +54,58 @@ class Shape:
 
     @classmethod
     def of(cls, model_dir: str) -> "Shape":
-        import torch
-        from transformers import AutoConfig, AutoModelForCausalLM
+        """From the folder's config and safetensors headers (no tensor is read; milliseconds), or
+        a model built on the meta device when the weights are not safetensors."""
+        import json
+        from pathlib import Path
 
-        cfg = AutoConfig.from_pretrained(model_dir)
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(cfg)
-        head = model.get_output_embeddings()
-        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head]
-        text = getattr(cfg, "text_config", None) or cfg
-        hidden = text.hidden_size
-        return cls(n_params=sum(p.numel() for p in model.parameters()),
-                   n_linear=sum(m.weight.numel() for m in linears),
-                   lora_dims=sum(m.in_features + m.out_features for m in linears), hidden=hidden,
-                   intermediate=getattr(text, "intermediate_size", None) or 4 * hidden,
-                   layers=text.num_hidden_layers, vocab=text.vocab_size)
+        cfg = json.loads((Path(model_dir) / "config.json").read_text())
+        text = cfg.get("text_config") or cfg
+        hidden = text["hidden_size"]
+        sizes = dict(hidden=hidden, intermediate=text.get("intermediate_size") or 4 * hidden,
+                     layers=text["num_hidden_layers"], vocab=text["vocab_size"])
+        tensors = _safetensors_shapes(Path(model_dir))
+        if tensors is None:
+            return cls(**_meta_counts(model_dir), **sizes)
+        # LoRA "all-linear": every 2-D weight inside a numbered block (embeddings and the head are not)
+        linear = [shape for name, shape in tensors.items()
+                  if len(shape) == 2 and name.endswith(".weight") and re.search(r"\.\d+\.", name)]
+        n = 0
+        for shape in tensors.values():
+            k = 1
+            for d in shape:
+                k *= d
+            n += k
+        return cls(n_params=n, n_linear=sum(a * b for a, b in linear), lora_dims=sum(a + b for a, b in linear),
+                   **sizes)
+
+
+def _safetensors_shapes(folder) -> dict[str, list[int]] | None:
+    from openft.models.registry import safetensors_header
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return None
+    out: dict[str, list[int]] = {}
+    for f in files:
+        header = safetensors_header(f)
+        if header is None:
+            return None
+        out.update({name: t["shape"] for name, t in header.items()})
+    return out
+
+
+def _meta_counts(model_dir: str) -> dict:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
+    head = model.get_output_embeddings()
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head]
+    return dict(n_params=sum(p.numel() for p in model.parameters()),
+                n_linear=sum(m.weight.numel() for m in linears),
+                lora_dims=sum(m.in_features + m.out_features for m in linears))
 
 
 @dataclass(frozen=True)
