@@ -130,7 +130,7 @@ class TrainSpec:
     packing: bool = True
     """Pack examples padding-free; False runs one example per micro-batch (for comparisons)."""
     lora_sum: str = "auto"
-    """bf16 LoRA: where a layer adds its update: fp32 (fp32 on), fp32_cast (back to bf16), bf16 (PEFT's); auto by device."""
+    """bf16 LoRA: the update is added in fp32 and handed on (fp32), rounded back (fp32_cast), or bf16 (PEFT's)."""
     activation_checkpointing: Union[bool, Auto] = "auto"
     """Recompute activations in backward; "auto": on when the estimated peak does not fit the device (and for qlora)."""
     compile: Union[bool, Auto] = "auto"
