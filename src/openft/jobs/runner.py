@@ -159,8 +159,13 @@ def _fail(engine: sa.Engine, job: dict, hooks: DBHooks, code: str, message: str,
         state.fail(conn, job["id"], code, message, param, worker_id=hooks.worker_id)
 
 
-def _is_oom(e: BaseException) -> bool:
-    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e).lower()
+def _free_total(device: str) -> tuple[int, int] | None:
+    try:
+        from openft.train.memory import device_memory
+
+        return device_memory(device)
+    except Exception:  # noqa: BLE001 - the message does without it
+        return None
 
 
 def run(job_id: str, settings: Settings | None = None) -> int:
@@ -176,6 +181,7 @@ def run(job_id: str, settings: Settings | None = None) -> int:
     fault_point("runner-start")  # test-only, inert by default (openft.train.faults)
     model_id = naming.fine_tuned_model_id(job["base_model"], settings.organization, job["suffix"], job_id)
     hooks = DBHooks(engine, job, model_id)
+    spec = None
     try:
         spec = build_spec(settings, engine, job, hooks)
         from openft.train.checkpoint import remove_partial
@@ -207,9 +213,12 @@ def run(job_id: str, settings: Settings | None = None) -> int:
             hooks.flush()
         except Exception:  # noqa: BLE001 - the failure itself matters more than a metrics line
             pass
-        if _is_oom(e):
-            _fail(engine, job, hooks, "out_of_memory",
-                  f"Training ran out of memory ({e}). Try a smaller batch_size or shorter examples.", None)
+        from openft.train import memory  # the trainer turns its own OOMs into memory.OutOfMemory; this is the rest
+
+        if memory.is_oom(e):
+            device = "cuda" if "cuda" in str(e).lower() else "cpu"
+            _fail(engine, job, hooks, "out_of_memory", memory.oom_message(None, getattr(spec, "method", "lora"), device,
+                                                                          _free_total(device)), None)
         elif isinstance(e, KeyboardInterrupt):
             return 130  # stopped by a signal: the worker decides what that means
         else:

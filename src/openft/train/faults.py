@@ -9,12 +9,13 @@ Inert unless `OPENFT_FAULT` is set (the fault tests set it on the server they st
              written, not yet renamed)
     actions: kill (SIGKILL itself, as the kernel or an operator would), exit (print a traceback
              line to stderr and exit 3 without recording anything), hold (block until killed:
-             the test kills the server meanwhile), raise (a Python exception)
+             the test kills the server meanwhile), raise (a Python exception), oom (torch's
+             OutOfMemoryError, as CUDA raises it when the card is full)
     OPENFT_FAULT_ONCE_DIR=<folder>: each fault fires once; the file <folder>/<point>@<step> is
              created when it fires and, once it exists, that fault is inert (a retried run gets
              past the point; a test waits for the file to know the point was reached).
 
-Knows nothing about jobs; no torch.
+Knows nothing about jobs; imports torch only for the oom action.
 """
 
 from __future__ import annotations
@@ -53,4 +54,8 @@ def fault_point(name: str, step: int | None = None) -> None:
             print(f"FaultInjected: exit at {name}" + (f" step {step}" if step is not None else ""),
                   file=sys.stderr, flush=True)
             os._exit(3)
+        if action == "oom":
+            import torch  # only when the fault fires
+
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (fault injected)")
         raise RuntimeError(f"fault injected at {name}" + (f" step {step}" if step is not None else ""))

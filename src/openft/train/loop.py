@@ -28,13 +28,15 @@ from openft.config import Settings
 from openft.data.estimate import write_pace
 from openft.errors import DataError
 from openft.train import checkpoint as ckpt
+from openft.train import memory
 from openft.train.auto import learning_rate, resolve_hyperparameters
 from openft.train import dpo as dpo_
 from openft.train import rules
 from openft.train.data import load_dataset, pack, step_indices
 from openft.train.faults import fault_point
 from openft.train.hooks import TrainHooks
-from openft.train.model import build_model, evaluate, micro_batch_loss, pick_device, pick_precision
+from openft.train.model import (build_model, evaluate, micro_batch_loss, pick_compile, pick_device, pick_lora_sum,
+                                pick_precision)
 from openft.train.spec import TrainSpec
 
 DEFAULT_PACK_TOKENS = 4096
@@ -88,6 +90,20 @@ def _write_run_info(out: Path, spec: TrainSpec, base_dir: str, device, precision
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
+def _memory_plan(spec: TrainSpec, base_dir: str, device, precision: str, lora_sum: str, examples, bs: int,
+                 budget: int | None) -> memory.Plan:
+    """The run's largest row: a step's `bs` longest examples up to the pack budget (or the longest
+    example, unpacked), and the trained positions such a row can hold."""
+    lengths = sorted((len(e) for e in examples), reverse=True)
+    trained = sorted((e.n_trained for e in examples), reverse=True)
+    row = min(budget, sum(lengths[:bs])) if budget else lengths[0]
+    trained_row = min(row, sum(trained[:bs])) if budget else trained[0]
+    free, total = memory.device_memory(device)
+    return memory.plan(memory.Shape.of(base_dir), method=spec.method, precision=precision, tokens_per_row=row,
+                       requested=spec.activation_checkpointing, lora_r=spec.lora_r, lora_sum=lora_sum, free=free,
+                       total=total, trained_per_row=trained_row)
+
+
 def _setup_began(now: float) -> float:
     """When this run's setup began: the process's start if it began training within a minute (a
     runner or probe process, whose interpreter and torch start-up the job waits for), else now."""
@@ -101,6 +117,21 @@ def _setup_began(now: float) -> float:
 
 
 def train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: str | None = None) -> TrainResult:
+    """Run (or resume) one training run; running out of memory raises memory.OutOfMemory (code
+    out_of_memory) with what the run needed and what the device had."""
+    seen: dict = {}  # what _train knew when memory ran out: its plan and device
+    try:
+        return _train(spec, hooks, settings, resume_from, seen)
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
+        if not memory.is_oom(e):
+            raise
+        device = seen.get("device")
+        free_total = memory.device_memory(device) if device is not None else None
+        raise memory.OutOfMemory(memory.oom_message(seen.get("plan"), spec.method, getattr(device, "type", "cpu"),
+                                                    free_total)) from e
+
+
+def _train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: str | None, seen: dict) -> TrainResult:
     from transformers import AutoTokenizer
 
     from openft.models import materialize
@@ -111,8 +142,9 @@ def train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: s
         torch.set_num_threads(spec.num_threads)
     out = Path(spec.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = pick_device(spec.device)
+    device = seen["device"] = pick_device(spec.device)
     precision = pick_precision(spec.precision, device)
+    lora_sum = pick_lora_sum(spec.lora_sum, device, precision)
     base_dir = materialize(settings, spec.base_model)
 
     # --- data: tokenize with loss masks, truncate to the context -------------------------------
@@ -146,6 +178,10 @@ def train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: s
     eval_every = spec.eval_every_steps or max(1, total_steps // 10)
     longest = max(len(e) for e in train_data.examples)
     budget = max(spec.pack_tokens or DEFAULT_PACK_TOKENS, longest) if spec.packing else None
+    plan = seen["plan"] = _memory_plan(spec, base_dir, device, precision, lora_sum, train_data.examples, bs, budget)
+    memory.check_fits(plan, spec.method, device.type)  # before loading: a run that clearly cannot fit
+    hooks.on_event(f"Activation checkpointing {'on' if plan.checkpointing else 'off'}: {plan.reason} "
+                   f"(estimated peak {plan.estimate.describe()}).")
 
     # --- model and optimizer ------------------------------------------------------------------
     torch.manual_seed(spec.seed)
@@ -154,7 +190,9 @@ def train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: s
         base_dir, method=spec.method, precision=precision, device=device, lora_r=spec.lora_r,
         lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout, target_modules=spec.target_modules,
         adapter_dir=(resume_from if resume_from else spec.init_adapter) if spec.method != "full" else None,
-        full_weights_dir=resume_from if spec.method == "full" else None)
+        full_weights_dir=resume_from if spec.method == "full" else None,
+        lora_sum=lora_sum, checkpointing=plan.checkpointing,
+        compile=pick_compile(spec.compile, device), liger=True)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=learning_rate(spec.method, hp["learning_rate_multiplier"]),

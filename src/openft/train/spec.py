@@ -24,6 +24,7 @@ OBJECTIVES = ("sft", "dpo")
 SCHEDULES = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
+LORA_SUMS = ("auto", "fp32", "bf16", "fp32_cast")
 _MODULE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -128,6 +129,12 @@ class TrainSpec:
     """Token budget of one packed micro-batch row; None: 4096 (at least the longest example)."""
     packing: bool = True
     """Pack examples padding-free; False runs one example per micro-batch (for comparisons)."""
+    lora_sum: str = "auto"
+    """bf16 LoRA: the update is added in fp32 and handed on (fp32), rounded back (fp32_cast), or bf16 (PEFT's)."""
+    activation_checkpointing: Union[bool, Auto] = "auto"
+    """Recompute activations in backward; "auto": on when the estimated peak does not fit the device (and for qlora)."""
+    compile: Union[bool, Auto] = "auto"
+    """torch.compile the decoder layers; "auto": on for CUDA, off on CPU (see openft.train.model)."""
     num_threads: int | None = None
     """CPU threads for torch (torch.set_num_threads); None: torch's default (physical cores)."""
     objective: str = "sft"
@@ -210,6 +217,11 @@ class TrainSpec:
         int_in("pack_tokens", 16, none=True)
         check("packing", isinstance(self.packing, bool), f"must be true or false, got {_show(self.packing)}")
         int_in("num_threads", 1, none=True)
+        check("lora_sum", self.lora_sum in LORA_SUMS,
+              f"must be one of {', '.join(LORA_SUMS)}, got {_show(self.lora_sum)}")
+        for name in ("activation_checkpointing", "compile"):
+            v = getattr(self, name)
+            check(name, v == "auto" or isinstance(v, bool), f"must be 'auto', true or false, got {_show(v)}")
         check("objective", self.objective in OBJECTIVES,
               f"must be one of {', '.join(OBJECTIVES)}, got {_show(self.objective)}")
         if self.beta != "auto":
