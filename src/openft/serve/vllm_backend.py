@@ -26,8 +26,8 @@ import uuid
 from dataclasses import dataclass
 
 from openft.config import Settings
-from openft.errors import ContextLengthExceeded, InvalidRequest, OpenFTError, RateLimited, ServerError
-from openft.serve.engine import _check_params, _flatten
+from openft.errors import InvalidRequest, OpenFTError, RateLimited, ServerError
+from openft.serve.engine import _check_params, check_length, encode_prompt
 from openft.serve.text import TokenBytes
 from openft.serve.types import Delta, Finish, GenerationRequest, Usage
 
@@ -125,8 +125,8 @@ class VllmBackend:
         if self._outstanding + p.n > room:
             raise RateLimited("The server is busy; retry shortly.", retry_after=1.0)
         m = await asyncio.to_thread(self._model_for, req)
-        ids = _encode(m.tokenizer, req)
-        max_new = _check_length(m.max_len, ids, p, "messages" if req.messages is not None else "prompt")
+        ids = encode_prompt(m.tokenizer, req)
+        max_new = check_length(m.max_len, ids, p, "messages" if req.messages is not None else "prompt")
         lora = self._lora(req)
         with self._lock:
             if self._outstanding + p.n > room:
@@ -261,37 +261,6 @@ def _max_model_len(engine) -> int:
 def _unfinished(engine) -> int:
     count = getattr(engine, "get_num_unfinished_requests", None)
     return int(count()) if count is not None else 0
-
-
-def _encode(tok, req: GenerationRequest) -> list[int]:
-    if req.messages is not None:
-        if not tok.chat_template:
-            raise InvalidRequest(f"Model {req.base_model} has no chat template; use /v1/completions.", param="model")
-        text = tok.apply_chat_template(_flatten(req.messages), tools=req.tools, add_generation_prompt=True,
-                                       tokenize=False)
-        ids = tok(text, add_special_tokens=False)["input_ids"]
-    elif req.prompt is not None:
-        ids = tok(req.prompt, add_special_tokens=True)["input_ids"]
-    else:
-        raise InvalidRequest("A request needs `messages` or `prompt`.", param="messages")
-    if not ids:
-        raise InvalidRequest("The prompt is empty.", param="prompt")
-    return list(ids)
-
-
-def _check_length(limit: int, ids: list[int], p, where: str) -> int:
-    """As the built-in engine: the same 400 with the same param, before vLLM sees the request."""
-    n = len(ids)
-    if n >= limit:
-        raise ContextLengthExceeded(
-            f"This model's maximum context length is {limit} tokens. However, your {where} resulted in "
-            f"{n} tokens. Please reduce the length of the {where}.", param=where)
-    if p.max_tokens is not None and n + p.max_tokens > limit:
-        raise ContextLengthExceeded(
-            f"This model's maximum context length is {limit} tokens. However, you requested "
-            f"{n + p.max_tokens} tokens ({n} in the {where}, {p.max_tokens} in the completion). "
-            f"Please reduce the length of the {where} or completion.", param="max_tokens")
-    return p.max_tokens if p.max_tokens is not None else limit - n
 
 
 def _logprob(m: _Model, token_id: int, entry: dict, top: int) -> dict:
