@@ -234,6 +234,36 @@ def test_base_row_batched_with_an_adapter_row_stays_base(backend, vllm_adapters)
     assert together == [base, adapter]
 
 
+def test_adapter_of_a_rank_over_the_limit_is_a_400_and_serving_goes_on(backend, vllm_model, tmp_path):
+    from openft.errors import InvalidRequest
+
+    big = make_adapter(vllm_model, tmp_path / "r128", seed=9, r=128)
+    with pytest.raises(InvalidRequest, match="rank 128") as e:
+        run(collect(backend, req(max_tokens=2, adapter=big, key="ft:big")))
+    assert e.value.param == "model"
+    _, finishes, _, _ = run(collect(backend, req(max_tokens=2)))
+    assert finishes == {0: "length"}
+
+
+def test_a_dead_engine_process_is_replaced_on_the_next_request(backend):
+    import signal
+
+    import psutil
+
+    run(collect(backend, req(max_tokens=1)))
+    (m,) = backend._models.values()
+    cores = [p for p in psutil.Process().children(recursive=True) if "EngineCore" in " ".join(p.cmdline()) + p.name()]
+    assert len(cores) == 1
+    os.kill(cores[0].pid, signal.SIGKILL)
+    deadline = time.time() + 30
+    while not m.engine.errored and time.time() < deadline:
+        time.sleep(0.1)
+    assert m.engine.errored
+    _, finishes, usage, _ = run(collect(backend, req(max_tokens=3)))
+    assert finishes == {0: "length"} and usage.completion_tokens == 3
+    assert next(iter(backend._models.values())) is not m
+
+
 @pytest.fixture(scope="module")
 def vllm_server(vllm_model, model_cache, tmp_path_factory):
     """`openft serve` with OPENFT_SERVE_BACKEND=vllm, the head-size-32 model registered by name."""

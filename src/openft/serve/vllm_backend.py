@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import threading
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from openft.config import Settings
-from openft.errors import InvalidRequest, OpenFTError, RateLimited, ServerError
+from openft.errors import InvalidRequest, NotFound, OpenFTError, RateLimited, ServerError
 from openft.serve.engine import _check_params, check_length, encode_prompt
 from openft.serve.text import TokenBytes
 from openft.serve.types import Delta, Finish, GenerationRequest, Usage
@@ -75,6 +77,9 @@ class VllmBackend:
 
             path = materialize(self.settings, req.base_model)
         with self._start_lock:
+            dead = self._models.get(path)
+            if dead is not None and getattr(dead.engine, "errored", False):   # its process died: start afresh
+                self._drop(path, dead)
             if path not in self._models:
                 from transformers import AutoTokenizer
 
@@ -98,11 +103,20 @@ class VllmBackend:
                                max_num_seqs=s.serve_max_batch)
         return Engine.from_engine_args(args)
 
+    def _drop(self, path: str, m: _Model) -> None:
+        with self._lock:
+            if self._models.get(path) is m:
+                del self._models[path]
+        shutdown = getattr(m.engine, "shutdown", None)
+        if shutdown is not None:
+            self._loop.call_soon_threadsafe(shutdown)
+
     def _lora(self, req: GenerationRequest):
         if not req.adapter_path or req.full_model_path:
             return None
         from vllm.lora.request import LoRARequest
 
+        _check_adapter(req.adapter_path)
         key = req.adapter_key or req.adapter_path
         with self._lock:
             if key not in self._lora_ids:
@@ -206,7 +220,13 @@ class VllmBackend:
         except (ValueError, TypeError) as e:   # vLLM's own request validation (e.g. an adapter it cannot load)
             put(InvalidRequest(f"vLLM refused the request: {e}", param="model"))
         except Exception as e:  # noqa: BLE001 - never leave the caller waiting
-            put(ServerError(f"Generation failed in vLLM: {type(e).__name__}: {e}"))
+            if getattr(m.engine, "errored", False):   # the engine process died: the next request starts another
+                for path, known in list(self._models.items()):
+                    if known is m:
+                        self._drop(path, m)
+                put(ServerError("vLLM's engine stopped (see the server log); it restarts on the next request."))
+            else:
+                put(ServerError(f"Generation failed in vLLM: {type(e).__name__}: {e}"))
 
     # ---- the rest of the interface -------------------------------------------------------------
     def merge_adapter(self, base_model: str, adapter_path: str, adapter_key: str) -> None:
@@ -249,6 +269,27 @@ class VllmBackend:
         self._models.clear()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=60)
+
+
+def _check_adapter(path: str) -> None:
+    """What vLLM would die of rather than refuse (a rank over MAX_LORA_RANK kills its engine
+    process, and every request after it fails): 400 before vLLM sees the adapter."""
+    folder = Path(path)
+    cfg_file = folder / "adapter_config.json"
+    if not cfg_file.exists() or not any((folder / f).exists() for f in ("adapter_model.safetensors",
+                                                                          "adapter_model.bin")):
+        raise NotFound(f"Adapter folder {folder} is missing adapter_config.json or its weights.",
+                       param="model", code="model_not_found")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except ValueError as e:
+        raise InvalidRequest(f"{cfg_file} is not JSON: {e}", param="model") from e
+    if cfg.get("peft_type", "LORA") != "LORA":
+        raise InvalidRequest(f"{cfg_file}: peft_type {cfg.get('peft_type')!r} is not served (only LORA).", param="model")
+    ranks = [int(cfg.get("r", 8)), *(int(r) for r in (cfg.get("rank_pattern") or {}).values())]
+    if max(ranks) > MAX_LORA_RANK:
+        raise InvalidRequest(f"{cfg_file}: LoRA rank {max(ranks)} is over the {MAX_LORA_RANK} the vLLM backend "
+                             "serves (export the model merged, or serve it with the built-in engine).", param="model")
 
 
 def _max_model_len(engine) -> int:
