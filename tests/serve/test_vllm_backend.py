@@ -264,6 +264,20 @@ def test_a_dead_engine_process_is_replaced_on_the_next_request(backend):
     assert next(iter(backend._models.values())) is not m
 
 
+def test_a_model_vllm_cannot_start_is_a_readable_error(backend, tmp_path):
+    """vLLM's CPU attention has no kernel for openft-tiny's head size 16 (its engine process dies at
+    the first step); on a GPU it starts. The other model goes on serving."""
+    from openft.errors import ServerError
+
+    if not _on_cpu():
+        pytest.skip("vLLM on a GPU serves head size 16")
+    with pytest.raises(ServerError, match="vLLM"):
+        run(collect(backend, GenerationRequest(base_model="openft-tiny", prompt="x",
+                                               params=SamplingParams(max_tokens=1))))
+    _, finishes, _, _ = run(collect(backend, req(max_tokens=1)))
+    assert finishes == {0: "length"}
+
+
 @pytest.fixture(scope="module")
 def vllm_server(vllm_model, model_cache, tmp_path_factory):
     """`openft serve` with OPENFT_SERVE_BACKEND=vllm, the head-size-32 model registered by name."""

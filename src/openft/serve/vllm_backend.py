@@ -84,7 +84,11 @@ class VllmBackend:
                 from transformers import AutoTokenizer
 
                 tok = AutoTokenizer.from_pretrained(path)
-                engine = self._on_loop(self._start(path, lora=not req.full_model_path))
+                try:
+                    engine = self._on_loop(self._start(path, lora=not req.full_model_path))
+                except Exception as e:  # vLLM's start fails in many ways (memory, unknown architecture)
+                    raise ServerError(f"vLLM could not start model {req.base_model}: {type(e).__name__}: {e} "
+                                      "(the server log has vLLM's own message).") from e
                 with self._lock:
                     self._models[path] = _Model(engine, tok, TokenBytes(tok), _max_model_len(engine))
             return self._models[path]
