@@ -276,20 +276,7 @@ class Engine:
             req.adapter_path, key, runner.linear_names, runner.dtype, runner.device))
 
     def _encode(self, runner: ModelRunner, req: GenerationRequest) -> list[int]:
-        tok = runner.tokenizer
-        if req.messages is not None:
-            if not tok.chat_template:
-                raise InvalidRequest(f"Model {req.base_model} has no chat template; use /v1/completions.", param="model")
-            text = tok.apply_chat_template(_flatten(req.messages), tools=req.tools, add_generation_prompt=True,
-                                           tokenize=False)
-            ids = tok(text, add_special_tokens=False)["input_ids"]
-        elif req.prompt is not None:
-            ids = tok(req.prompt, add_special_tokens=True)["input_ids"]
-        else:
-            raise InvalidRequest("A request needs `messages` or `prompt`.", param="messages")
-        if not ids:
-            raise InvalidRequest("The prompt is empty.", param="prompt")
-        return list(ids)
+        return encode_prompt(runner.tokenizer, req)
 
     def _constraints(self, runner: ModelRunner, req: GenerationRequest) -> tuple:
         """(the tool format whose calls to parse out of the output, or None; one grammar matcher per
@@ -313,17 +300,7 @@ class Engine:
             return guide
 
     def _check_length(self, runner: ModelRunner, ids: list[int], p: SamplingParams, where: str) -> int:
-        limit, n = runner.context_len, len(ids)
-        if n >= limit:
-            raise ContextLengthExceeded(
-                f"This model's maximum context length is {limit} tokens. However, your {where} resulted in "
-                f"{n} tokens. Please reduce the length of the {where}.", param=where)
-        if p.max_tokens is not None and n + p.max_tokens > limit:
-            raise ContextLengthExceeded(
-                f"This model's maximum context length is {limit} tokens. However, you requested "
-                f"{n + p.max_tokens} tokens ({n} in the {where}, {p.max_tokens} in the completion). "
-                f"Please reduce the length of the {where} or completion.", param="max_tokens")
-        return p.max_tokens if p.max_tokens is not None else limit - n
+        return check_length(runner.context_len, ids, p, where)
 
     # ---- the decode thread -----------------------------------------------------------------
     def _start_thread(self) -> None:
@@ -534,6 +511,38 @@ def _check_params(p: SamplingParams) -> None:
         problems.append(("stop", f"at most 4 stop sequences, got {len(p.stop)}"))
     if problems:
         raise InvalidRequest("; ".join(m for _, m in problems) + ".", param=problems[0][0])
+
+
+def encode_prompt(tok, req: GenerationRequest) -> list[int]:
+    """The prompt's token ids: chat messages through the model's chat template, or raw text."""
+    if req.messages is not None:
+        if not tok.chat_template:
+            raise InvalidRequest(f"Model {req.base_model} has no chat template; use /v1/completions.", param="model")
+        text = tok.apply_chat_template(_flatten(req.messages), tools=req.tools, add_generation_prompt=True,
+                                       tokenize=False)
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+    elif req.prompt is not None:
+        ids = tok(req.prompt, add_special_tokens=True)["input_ids"]
+    else:
+        raise InvalidRequest("A request needs `messages` or `prompt`.", param="messages")
+    if not ids:
+        raise InvalidRequest("The prompt is empty.", param="prompt")
+    return list(ids)
+
+
+def check_length(limit: int, ids: list[int], p: SamplingParams, where: str) -> int:
+    """The new tokens a request may have under a context of `limit`; 400 naming the param if none."""
+    n = len(ids)
+    if n >= limit:
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {limit} tokens. However, your {where} resulted in "
+            f"{n} tokens. Please reduce the length of the {where}.", param=where)
+    if p.max_tokens is not None and n + p.max_tokens > limit:
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {limit} tokens. However, you requested "
+            f"{n + p.max_tokens} tokens ({n} in the {where}, {p.max_tokens} in the completion). "
+            f"Please reduce the length of the {where} or completion.", param="max_tokens")
+    return p.max_tokens if p.max_tokens is not None else limit - n
 
 
 def pick_threads() -> int:
