@@ -239,10 +239,11 @@ def _packed_attention_works(model) -> bool:
     """Probe: does the model hand position_ids to its attention function (Llama, Qwen, ...)?"""
     from openft.train.attention import NotPackedAware
 
-    ids = torch.tensor([[1, 2, 3, 1, 2]])
+    dev = next(model.parameters()).device   # on CUDA the weights were loaded straight to the GPU
+    ids = torch.tensor([[1, 2, 3, 1, 2]], device=dev)
     try:
         with torch.no_grad():
-            model(input_ids=ids, position_ids=torch.tensor([[0, 1, 2, 0, 1]]), use_cache=False)
+            model(input_ids=ids, position_ids=torch.tensor([[0, 1, 2, 0, 1]], device=dev), use_cache=False)
     except NotPackedAware:
         return False
     return True
