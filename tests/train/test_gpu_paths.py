@@ -60,15 +60,16 @@ def test_compiled_layers_keep_state_dict_keys_and_save_the_same_adapter(tiny_mod
 
 
 def test_liger_is_not_applied_off_cuda_and_training_still_works(tiny_model_dir):
-    from openft.train.data import MicroBatch
+    from openft.train.data import pack
+    from openft.train.tokenize import Encoded
     from openft.train.model import apply_liger, micro_batch_loss
 
     model = build_model(tiny_model_dir, method="lora", precision="fp32", device=CPU, liger=True)
     assert apply_liger(model, CPU) is False
     norm = next(m for m in model.modules() if type(m).__name__.endswith("RMSNorm"))
     assert "liger" not in norm.forward.__func__.__module__ and norm._get_name() == type(norm).__name__
-    ids = torch.randint(5, 100, (1, 12))
-    ls, n, _ = micro_batch_loss(model, MicroBatch(ids, torch.arange(12)[None], ids.clone(), 1), "fp32")
+    ids = torch.randint(5, 100, (12,)).tolist()
+    ls, n, _ = micro_batch_loss(model, pack([Encoded(ids, [1] * 12)], None)[0], "fp32")
     ls.backward()
     assert n == 11 and torch.isfinite(ls)
 

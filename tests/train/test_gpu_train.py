@@ -37,7 +37,8 @@ def _train(model_dir: str, method: str, steps: int = 8, checkpointing=None) -> t
     """(losses, peak bytes allocated, checkpointing chosen) of `steps` steps on the same rows;
     `checkpointing` None: the memory plan's choice, as the trainer makes it."""
     from openft.train import memory
-    from openft.train.data import MicroBatch
+    from openft.train.data import pack
+    from openft.train.tokenize import Encoded
     from openft.train.model import build_model, micro_batch_loss
 
     device = torch.device("cuda")
@@ -52,10 +53,8 @@ def _train(model_dir: str, method: str, steps: int = 8, checkpointing=None) -> t
     g = torch.Generator().manual_seed(0)
     rows = []
     for _ in range(ROWS):
-        ids = torch.randint(5, 1000, (1, T), generator=g)
-        labels = ids.clone()
-        labels[0, : T // 2] = -100
-        rows.append(MicroBatch(ids, torch.arange(T)[None], labels, 1).to(device))
+        ids = torch.randint(5, 1000, (T,), generator=g).tolist()
+        rows.append(pack([Encoded(ids, [0] * (T // 2) + [1] * (T - T // 2))], None)[0].to(device))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-3)
     losses = []

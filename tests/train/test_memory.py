@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from openft.train import memory
-from openft.train.data import MicroBatch
+from openft.train.data import MicroBatch, pack
+from openft.train.tokenize import Encoded
 from openft.train.model import build_model, micro_batch_loss
 
 GiB = memory.GiB
@@ -21,10 +22,8 @@ GiB = memory.GiB
 
 def _mb(vocab: int, t: int, trained: int = 4) -> MicroBatch:
     """A row of `t` random tokens whose last `trained` are trained."""
-    ids = torch.randint(5, vocab - 1, (1, t), generator=torch.Generator().manual_seed(0))
-    labels = torch.full((1, t), -100)
-    labels[0, -trained:] = ids[0, -trained:]
-    return MicroBatch(ids, torch.arange(t)[None], labels, 1)
+    ids = torch.randint(5, vocab - 1, (t,), generator=torch.Generator().manual_seed(0)).tolist()
+    return pack([Encoded(ids, [0] * (t - trained) + [1] * trained)], None)[0]
 
 
 def _saved_bytes(model, mb: MicroBatch, precision: str) -> int:
