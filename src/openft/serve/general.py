@@ -45,7 +45,7 @@ import inspect
 import torch
 
 from openft.serve.lora import LoraBatch, MultiLoraLinear, wrap_linears
-from openft.serve.runner import SUPPORTED, ModelRunner, Slot
+from openft.serve.runner import SUPPORTED, ModelRunner, Slot, eos_token_ids
 
 
 def fast_path_serves(cfg) -> bool:
@@ -97,11 +97,7 @@ class GeneralRunner:
                 m.register_forward_pre_hook(_flatten_rows)
                 m.register_forward_hook(_unflatten_rows)
         self.context_len = int(getattr(self.cfg, "max_position_embeddings", None) or 2048)
-        eos = model.generation_config.eos_token_id if model.generation_config is not None else None
-        eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
-        if self.tokenizer.eos_token_id is not None:
-            eos.append(self.tokenizer.eos_token_id)
-        self.eos_ids = {int(e) for e in eos}
+        self.eos_ids = eos_token_ids(model, self.tokenizer)
         params = inspect.signature(model.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"   # transformers 5 renamed it
         keep = getattr(model, "_supports_logits_to_keep", None)

@@ -42,6 +42,15 @@ class Slot:
     slot: int = -1
 
 
+def eos_token_ids(model, tokenizer) -> set[int]:
+    """The ids that end a generation: the generation config's eos (one or a list) and the tokenizer's."""
+    eos = model.generation_config.eos_token_id if model.generation_config is not None else None
+    eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
+    if tokenizer.eos_token_id is not None:
+        eos.append(tokenizer.eos_token_id)
+    return {int(e) for e in eos}
+
+
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
@@ -71,11 +80,7 @@ class ModelRunner:
         self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
         self.context_len = int(getattr(cfg, "max_position_embeddings", 2048))
-        eos = model.generation_config.eos_token_id if model.generation_config is not None else None
-        eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
-        if self.tokenizer.eos_token_id is not None:
-            eos.append(self.tokenizer.eos_token_id)
-        self.eos_ids = set(int(e) for e in eos)
+        self.eos_ids = eos_token_ids(model, self.tokenizer)
         self._cache: torch.Tensor | None = None
         use_static = self.device.type == "cuda" if static_decode is None else static_decode
         self.static = StaticDecoder(self, graphs=cuda_graphs and self.device.type == "cuda") if use_static else None

@@ -117,8 +117,7 @@ def build_model(base_dir: str, *, method: str, precision: str, device: torch.dev
 
         kw["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                        bnb_4bit_compute_dtype=torch.bfloat16)
-        kw["device_map"] = {"": device.index or 0}
-    elif device.type == "cuda":
+    if method == "qlora" or device.type == "cuda":
         kw["device_map"] = {"": device.index or 0}  # straight to the GPU: no host copy of the weights
     base_dtype = torch.bfloat16 if precision == "bf16" and method != "full" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(full_weights_dir or base_dir, dtype=base_dtype, **kw)
@@ -159,7 +158,6 @@ def _finish(model, checkpointing: bool, compile: bool, *, peft: bool):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if peft:
             model.enable_input_require_grads()  # the frozen embeddings' output must carry a grad
-        model.config.use_cache = False
     if compile:
         compile_layers(model)
     return model
