@@ -340,11 +340,12 @@ def test_cuda_training_step_varlen_equals_packed(tiny_model_dir, tiny_tokenizer,
         torch.cuda.set_sync_debug_mode(0)
 
 
+@pytest.mark.parametrize("impl", ["flex", "packed"])
 @pytest.mark.parametrize("family,extra", [("mistral", {"sliding_window": 3}),
                                           ("gemma2", {"sliding_window": 4, "attn_logit_softcapping": 0.5})])
-def test_flex_sliding_window_and_softcap_equal_stock_eager(family, extra):
-    """FLEX honours a layer's sliding window and logit softcapping (Mistral, Gemma 2): a packed
-    row equals the stock eager model run on each example alone."""
+def test_sliding_window_and_softcap_equal_stock_eager(family, extra, impl):
+    """FLEX and PACKED (the CPU default) honour a layer's sliding window and logit softcapping
+    (Mistral, Gemma 2): a packed row equals the stock eager model run on each example alone."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     cfg = AutoConfig.for_model(family, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -353,9 +354,10 @@ def test_flex_sliding_window_and_softcap_equal_stock_eager(family, extra):
     torch.manual_seed(0)
     eager = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").eval()
     flex_model = AutoModelForCausalLM.from_config(copy.deepcopy(cfg),  # from_config sets the config's implementation
-                                                  attn_implementation=A.attention_for(CPU, "flex")).eval()
+                                                  attn_implementation=A.attention_for(CPU, impl)).eval()
     flex_model.load_state_dict(eager.state_dict())
-    assert eager.config._attn_implementation == "eager" and flex_model.config._attn_implementation == A.FLEX
+    assert eager.config._attn_implementation == "eager"
+    assert flex_model.config._attn_implementation == {"flex": A.FLEX, "packed": A.PACKED}[impl]
     lengths = [7, 3, 9]
     ids = torch.randint(3, 100, (1, sum(lengths)), generator=torch.Generator().manual_seed(1))
     pos = positions(lengths)
@@ -366,3 +368,36 @@ def test_flex_sliding_window_and_softcap_equal_stock_eager(family, extra):
             alone.append(eager(input_ids=ids[:, s:s + n], use_cache=False).logits[0])
             s += n
     torch.testing.assert_close(packed, torch.cat(alone), atol=1e-4, rtol=1e-4)
+
+
+def test_gemma2_trains_and_generates_on_the_cpu_default(tmp_path):
+    """Gemma 2 (sliding window + softcapping, `_supports_sdpa = False`) loads under PACKED through
+    build_model, its packed training loss and gradients equal eager's on each example alone, and
+    a cached generate (the unpacked path) gives eager's greedy tokens."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from openft.train.model import build_model
+
+    cfg = AutoConfig.for_model("gemma2", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=100,
+                               pad_token_id=0, bos_token_id=1, eos_token_id=2, sliding_window=4,
+                               attn_logit_softcapping=0.5)
+    torch.manual_seed(0)
+    eager = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager")
+    eager.save_pretrained(tmp_path)
+    model = build_model(str(tmp_path), method="full", precision="fp32", device=CPU)
+    assert model.config._attn_implementation == A.PACKED
+    lengths = [7, 3, 9]
+    ids = torch.randint(3, 100, (1, sum(lengths)), generator=torch.Generator().manual_seed(1))
+    model(input_ids=ids, position_ids=positions(lengths), labels=ids, use_cache=False).logits.sum().backward()
+    s = 0
+    for n in lengths:
+        eager(input_ids=ids[:, s:s + n], use_cache=False).logits.sum().backward()
+        s += n
+    for (name, p), q in zip(model.named_parameters(), eager.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-4, rtol=1e-3, msg=name)
+    prompt = ids[:, :9]
+    with torch.no_grad():
+        mine = model.generate(prompt, max_new_tokens=8, do_sample=False, use_cache=True, pad_token_id=0)
+        theirs = eager.generate(prompt, max_new_tokens=8, do_sample=False, use_cache=True, pad_token_id=0)
+    assert mine.tolist() == theirs.tolist()

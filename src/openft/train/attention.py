@@ -28,8 +28,9 @@ them. Three functions, registered with transformers' AttentionInterface (`attent
 q/k/v reach the CUDA kernels in bf16 (autocast's dtype; the fp32 LoRA sum hands fp32 on), never
 upcast. VARLEN/FLEX register no mask function, so transformers builds no mask and does not scan
 the position ids for packing (which syncs); that also means they ignore a 2D padding mask:
-openft's training rows are unpadded rows of batch 1. PACKED ignores sliding windows and
-softcapping (the model families openft trains by default have neither).
+openft's training rows are unpadded rows of batch 1. All three honour a layer's sliding window
+and logit softcapping (Mistral, Gemma 2/3): PACKED with an explicit mask for the examples that
+need one, and written-out attention where scores are soft-capped (SDPA cannot).
 
 Knows nothing about data, losses or jobs (`row_kwargs` reads only a batch's tensors).
 """
@@ -44,7 +45,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-PACKED = "openft_packed_sdpa"
+PACKED = "openft_packed"  # no "sdpa" in the name: transformers refuses those for Gemma 2 (softcapping)
 VARLEN = "openft_varlen"
 FLEX = "openft_flex"
 ENV = "OPENFT_ATTENTION"
@@ -129,10 +130,14 @@ def _not_a_packed_row(query, key, attention_mask, position_ids, module, cu=None)
 
 
 def packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
-                position_ids=None, **kwargs):
-    """query (B, H, T, D), key/value (B, Hkv, T, D) -> ((B, T, H, D), None)."""
+                position_ids=None, sliding_window=None, softcap=None, **kwargs):
+    """query (B, H, T, D), key/value (B, Hkv, T, D) -> ((B, T, H, D), None). A layer's sliding
+    window (Mistral, Gemma 2/3) and logit softcapping (Gemma 2) are honoured per example."""
     if _not_a_packed_row(query, key, attention_mask, position_ids, module):
-        return _stock(module, query, key, value, attention_mask, dropout, scaling, kwargs)
+        if softcap:  # stock SDPA has no softcapping: the same arithmetic as eager, with the stock mask
+            return _explicit_unpacked(query, key, value, attention_mask, scaling, softcap, sliding_window), None
+        return _stock(module, query, key, value, attention_mask, dropout, scaling,
+                      dict(kwargs, sliding_window=sliding_window))
     t = query.shape[2]
     pos = position_ids.reshape(-1)[:t]
     starts = (pos == 0).nonzero().flatten().tolist()
@@ -145,14 +150,55 @@ def packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0,
     # short sequences, and attention is a small share of the FLOPs.
     q, k, v = query.float(), key.float(), value.float()
     forks = set(((pos[1:] != pos[:-1] + 1) & (pos[1:] != 0)).nonzero().flatten().add(1).tolist()) if t > 1 else set()
+    outs = []
     with torch.autocast(query.device.type, enabled=False):
-        outs = [F.scaled_dot_product_attention(
-                    q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], dropout_p=dropout, scale=scaling, enable_gqa=gqa,
-                    **({"attn_mask": fork_mask(pos[s:e])} if forks and any(s < f < e for f in forks)
-                       else {"is_causal": True}))
-                for s, e in zip(bounds, bounds[1:])]
+        for s, e in zip(bounds, bounds[1:]):
+            forked = forks and any(s < f < e for f in forks)
+            windowed = sliding_window is not None and sliding_window < e - s
+            if not (forked or windowed or softcap):
+                outs.append(F.scaled_dot_product_attention(q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], dropout_p=dropout,
+                                                           scale=scaling, enable_gqa=gqa, is_causal=True))
+                continue
+            p = pos[s:e]
+            allowed = fork_mask(p) if forked else torch.ones(e - s, e - s, dtype=torch.bool, device=p.device).tril()
+            if windowed:  # by position: a fork's branch is as far from the trunk as its positions say
+                allowed = allowed & (p[:, None] - p[None, :] < sliding_window)
+            if softcap:
+                outs.append(_explicit(q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], allowed, scaling, softcap, dropout))
+            else:
+                outs.append(F.scaled_dot_product_attention(q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], attn_mask=allowed,
+                                                           dropout_p=dropout, scale=scaling, enable_gqa=gqa))
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     return out.to(dtype).transpose(1, 2).contiguous(), None
+
+
+def _explicit(q, k, v, allowed: torch.Tensor, scale, softcap, dropout: float = 0.0) -> torch.Tensor:
+    """Attention written out (B, H, L, D) -> (B, H, L, D), for what SDPA cannot do: scores
+    soft-capped as `softcap * tanh(s / softcap)` (Gemma 2), then `allowed` (bool, broadcast to
+    the scores), softmax in fp32."""
+    if k.shape[1] != q.shape[1]:
+        rep = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    scores = torch.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5 if scale is None else scale)
+    scores = softcap * torch.tanh(scores / softcap)
+    scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+    w = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+    return torch.matmul(F.dropout(w, p=dropout) if dropout else w, v)
+
+
+def _explicit_unpacked(query, key, value, attention_mask, scale, softcap, sliding_window) -> torch.Tensor:
+    """Soft-capped attention for a batch that is not one packed row (padding, a cache): the stock
+    mask when transformers built one, else causal aligned to the last keys -> (B, L, H, D)."""
+    lq, lk = query.shape[2], key.shape[2]
+    if attention_mask is not None:
+        allowed = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
+        allowed = allowed[:, :, :, :lk]
+    else:
+        qi = torch.arange(lk - lq, lk, device=query.device)[:, None]
+        ki = torch.arange(lk, device=query.device)[None, :]
+        allowed = (ki <= qi) & ((qi - ki < sliding_window) if sliding_window else True)
+    out = _explicit(query.float(), key.float(), value.float(), allowed, scale, softcap)
+    return out.to(query.dtype).transpose(1, 2).contiguous()
 
 
 def varlen_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
@@ -167,7 +213,8 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
              and (sliding_window is None or sliding_window >= max_length_q))
     kernel = varlen_kernel()
     if dropout or (not plain and openft_block_mask is None and position_ids is None):
-        return packed_sdpa(module, query, key, value, None, dropout, scaling, position_ids=position_ids)
+        return packed_sdpa(module, query, key, value, None, dropout, scaling, position_ids=position_ids,
+                           sliding_window=sliding_window, softcap=softcap)
     if plain and kernel == "flash_attn":
         return _flash_attn(query.to(dt), key.to(dt), value.to(dt), cu_seq_lens_q, int(max_length_q), scaling), None
     if plain and kernel == "torch":
@@ -184,7 +231,8 @@ def flex_attention_fn(module, query, key, value, attention_mask, dropout: float 
         return _stock(module, query, key, value, attention_mask, dropout,
                       scaling, dict(kwargs, sliding_window=sliding_window, softcap=softcap))
     if dropout:
-        return packed_sdpa(module, query, key, value, None, dropout, scaling, position_ids=position_ids)
+        return packed_sdpa(module, query, key, value, None, dropout, scaling, position_ids=position_ids,
+                           sliding_window=sliding_window, softcap=softcap)
     if openft_block_mask is None or sliding_window is not None:
         openft_block_mask = block_mask(position_ids, sliding_window)
     return flex(query, key, value, openft_block_mask, scaling, softcap), None
