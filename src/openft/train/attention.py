@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import itertools
 import os
 from functools import lru_cache
 
@@ -152,7 +153,7 @@ def packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0,
     forks = set(((pos[1:] != pos[:-1] + 1) & (pos[1:] != 0)).nonzero().flatten().add(1).tolist()) if t > 1 else set()
     outs = []
     with torch.autocast(query.device.type, enabled=False):
-        for s, e in zip(bounds, bounds[1:]):
+        for s, e in itertools.pairwise(bounds):
             forked = forks and any(s < f < e for f in forks)
             windowed = sliding_window is not None and sliding_window < e - s
             if not (forked or windowed or softcap):
