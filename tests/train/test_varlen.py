@@ -148,6 +148,10 @@ def test_cuda_varlen_path_through_the_model_on_meta(family, monkeypatch):
                                  **kw).last_hidden_state
     hidden.float().sum().backward()
     assert calls == [(torch.int32, 7)] * 2 and hidden.shape == (1, 12, 64)
+    # the training step's loss and accuracy stay on the device too (the loop reads them once per step)
+    loss, n, correct = micro_batch_loss(model, mb, "fp32")  # bf16 weights; no autocast on meta
+    loss.backward()
+    assert n == 8 and loss.device.type == correct.device.type == "meta" and len(calls) == 4
 
 
 def test_flash_attn_plumbing_with_a_stand_in(monkeypatch):
@@ -336,6 +340,8 @@ def test_cuda_training_step_varlen_equals_packed(tiny_model_dir, tiny_tokenizer,
         with torch.autocast("cuda", dtype=torch.bfloat16):
             causal_lm.get_decoder()(input_ids=rows[0].input_ids, position_ids=rows[0].position_ids,
                                     use_cache=False, **extra)
+        ls, _, _ = micro_batch_loss(model, rows[0], "bf16")  # the loop's step: loss, accuracy, backward
+        ls.backward()
     finally:
         torch.cuda.set_sync_debug_mode(0)
 

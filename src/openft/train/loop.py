@@ -269,7 +269,7 @@ def _train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: 
             ls, _, c = (dpo_.pairs_loss(model, mb.to(device), precision, hp["beta"], tally) if dpo
                         else micro_batch_loss(model, mb.to(device), precision))
             (ls / n_target).backward()
-            loss_sum, correct = loss_sum + float(ls.detach()), correct + c
+            loss_sum, correct = loss_sum + ls.detach(), correct + c  # on the device: read once, below
         fault_point("step", step + 1)  # test-only, inert by default (openft.train.faults)
         if spec.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, spec.max_grad_norm)
@@ -279,8 +279,8 @@ def _train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: 
         step += 1
         trained_tokens += sum(e.n_sequence_tokens if dpo else len(e) for e in examples)
 
-        metrics = {"step": step, "train_loss": loss_sum / n_target,
-                   "train_mean_token_accuracy": correct / n_target, "total_steps": total_steps}
+        metrics = {"step": step, "train_loss": float(loss_sum) / n_target,
+                   "train_mean_token_accuracy": int(correct) / n_target, "total_steps": total_steps}
         if dpo:
             metrics.update(dpo_.metrics_of(tally, "train"))
         epoch_end = step % steps_per_epoch == 0 or step == total_steps

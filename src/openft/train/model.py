@@ -254,15 +254,17 @@ def _fast_path_ok(causal_lm) -> bool:
                    ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale"))
 
 
-def micro_batch_loss(model, mb: MicroBatch, precision: str) -> tuple[torch.Tensor, int, int]:
-    """(sum of token losses over trained positions, trained tokens, correct argmax predictions)."""
+def micro_batch_loss(model, mb: MicroBatch, precision: str) -> tuple[torch.Tensor, int, torch.Tensor]:
+    """(sum of token losses over trained positions, trained tokens, correct argmax predictions):
+    the sums stay 0-d tensors on the device, so a step reads them back once, not per micro-batch."""
     from openft.train.attention import row_kwargs
 
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     idx = mb.target_index                      # (n,) positions t whose target t+1 is trained (host-known n)
     n = mb.n_trained
     if n == 0:
-        return torch.zeros((), device=mb.input_ids.device), 0, 0
+        zero = torch.zeros((), device=mb.input_ids.device)
+        return zero, 0, zero.long()
     extra = row_kwargs(model, mb)              # example boundaries / block mask for the attention kernel
     with autocast(mb.input_ids.device, precision):
         if _fast_path_ok(causal_lm):
@@ -275,7 +277,7 @@ def micro_batch_loss(model, mb: MicroBatch, precision: str) -> tuple[torch.Tenso
     logits = logits.float()
     y = mb.labels[0].index_select(0, idx + 1)
     loss_sum = F.cross_entropy(logits, y, reduction="sum")
-    correct = int((logits.detach().argmax(-1) == y).sum())
+    correct = (logits.detach().argmax(-1) == y).sum()
     return loss_sum, n, correct
 
 
@@ -287,6 +289,6 @@ def evaluate(model, batches: list[MicroBatch], precision: str, device) -> tuple[
     total, n, correct = 0.0, 0, 0
     for mb in batches:
         ls, k, c = micro_batch_loss(model, mb.to(device), precision)
-        total, n, correct = total + float(ls), n + k, correct + c
+        total, n, correct = total + ls, n + k, correct + c
     model.train(was_training)
-    return total / max(n, 1), correct / max(n, 1)
+    return float(total) / max(n, 1), int(correct) / max(n, 1)
