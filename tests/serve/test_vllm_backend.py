@@ -314,3 +314,52 @@ def test_chat_through_the_http_api_with_the_openai_sdk(vllm_server):
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}],
                                        response_format={"type": "json_object"})
     assert e.value.body["param"] == "response_format"
+
+
+def _engine_cores() -> int:
+    """vLLM engine-core processes under this one (V1 runs each engine's core in a child process)."""
+    import psutil
+
+    return sum("EngineCore" in " ".join(p.cmdline() + [p.name()]) for p in psutil.Process().children(recursive=True))
+
+
+def test_eval_runs_share_the_servers_vllm_engine(vllm_model, model_cache, tmp_path):
+    """`openft serve` with the vLLM backend and its embedded worker: an eval run is answered by the
+    API's own vLLM engine (one engine core more, not two: a second engine would claim the GPU again)."""
+    import socket
+
+    import openai
+
+    from openft.api.server import ServerThread
+    from openft.config import Settings
+    from openft.models.registry import register_local
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = Settings(data_dir=tmp_path / "data", model_cache_dir=model_cache, api_key="sk-openft-vllm-share",
+                        port=port, serve_backend="vllm", serve_dtype="float32", worker_poll_seconds=0.2)
+    register_local(settings, MODEL, vllm_model)
+    before = _engine_cores()
+    with ServerThread(settings, worker=True) as srv:
+        client = openai.OpenAI(base_url=srv.base_url, api_key=settings.api_key, max_retries=0, timeout=300)
+        ev = client.evals.create(name="vllm", data_source_config={
+            "type": "custom", "item_schema": {"type": "object", "properties": {"text": {"type": "string"}},
+                                              "required": ["text"]}, "include_sample_schema": True},
+            testing_criteria=[{"type": "string_check", "name": "any", "input": "{{sample.output_text}}",
+                               "reference": "x", "operation": "ne"}])
+        run = client.evals.runs.create(ev.id, data_source={
+            "type": "completions", "model": MODEL,
+            "source": {"type": "file_content", "content": [{"item": {"text": t}} for t in ("good", "bad")]},
+            "input_messages": {"type": "template", "template": [{"role": "user", "content": "{{item.text}}"}]},
+            "sampling_params": {"max_completion_tokens": 4, "temperature": 0, "seed": 1}})
+        deadline = time.monotonic() + 300
+        while (run := client.evals.runs.retrieve(run.id, eval_id=ev.id)).status not in ("completed", "failed"):
+            assert time.monotonic() < deadline, "the eval run did not finish"
+            time.sleep(0.5)
+        assert run.status == "completed", run.error
+        assert run.result_counts.total == 2 and run.result_counts.errored == 0
+        chat = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=3)
+        assert chat.choices[0].finish_reason in ("stop", "length")
+        assert srv.worker.worker._evals.serve_engine() is srv.app.state.openft.engine_if_started()
+        assert _engine_cores() == before + 1

@@ -109,11 +109,13 @@ def recover_in_background(settings: Settings, db) -> threading.Thread:
 
 class EmbeddedWorker:
     """`openft.jobs.worker.Worker(settings).run_forever(stop_event)` in a daemon thread;
-    `release_memory`: the app's (`AppState.release_memory`), called when a job is claimed."""
+    `release_memory`: the app's (`AppState.release_memory`), called when a job is claimed;
+    `serve_engine`: the app's engine (`AppState.engine`), which eval runs share with the vLLM backend."""
 
-    def __init__(self, settings: Settings, release_memory=None):
+    def __init__(self, settings: Settings, release_memory=None, serve_engine=None):
         self.settings = settings
         self.release_memory = release_memory
+        self.serve_engine = serve_engine
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
         self.worker = None  # the openft.jobs.worker.Worker, once started
@@ -121,7 +123,8 @@ class EmbeddedWorker:
     def start(self) -> "EmbeddedWorker":
         from openft.jobs.worker import Worker
 
-        worker = self.worker = Worker(self.settings, release_memory=self.release_memory)
+        worker = self.worker = Worker(self.settings, release_memory=self.release_memory,
+                                      serve_engine=self.serve_engine)
         self.thread = threading.Thread(target=worker.run_forever, args=(self.stop_event,), name="openft-worker",
                                        daemon=True)
         self.thread.start()
@@ -186,7 +189,8 @@ def run(settings: Settings) -> None:
     try:
         config = _config(settings, db)
         if settings.embedded_worker:
-            worker = EmbeddedWorker(settings, config.app.state.openft.release_memory).start()
+            worker = EmbeddedWorker(settings, config.app.state.openft.release_memory,
+                                    config.app.state.openft.engine).start()
         recover_in_background(settings, db)
         _Server(config, on_signal=worker.stop_event.set if worker else None).run()
     finally:
@@ -227,7 +231,8 @@ class ServerThread:
                 raise RuntimeError(f"openft server did not start on port {self.settings.port}")
             time.sleep(0.05)
         if self.worker_enabled:
-            self.worker = EmbeddedWorker(self.settings, self.app.state.openft.release_memory).start()
+            self.worker = EmbeddedWorker(self.settings, self.app.state.openft.release_memory,
+                                         self.app.state.openft.engine).start()
         recover_in_background(self.settings, self.db)
         return self
 

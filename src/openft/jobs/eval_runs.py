@@ -41,10 +41,15 @@ class RunGone(Exception):
 
 
 class EvalRunExecutor:
-    def __init__(self, settings: Settings, db: sa.Engine, worker_id: str, serve_engine=None):
+    def __init__(self, settings: Settings, db: sa.Engine, worker_id: str, shared_engine=None):
+        """shared_engine: a callable giving this process's serving engine (the API's, when the
+        worker is embedded in `openft serve`). With the vLLM backend eval runs use it rather than
+        start a second vLLM engine, which would claim the same GPU's memory again; the built-in
+        engine keeps one of its own (a larger batch than chat's, see eval_engine_settings)."""
         self.settings, self.db, self.worker_id = settings, db, worker_id
-        self._serve = serve_engine
-        self._own_serve = serve_engine is None
+        self._serve = None
+        self._shared = shared_engine if settings.serve_backend == "vllm" else None
+        self._own_serve = self._shared is None
         self._stop = threading.Event()
         self._serve_lock = threading.Lock()
 
@@ -117,16 +122,20 @@ class EvalRunExecutor:
                 webhook_events.eval_run_finished(conn, run_id, status)
 
     def release_memory(self) -> dict | None:
-        """The engine's `release_memory()` (a training job is starting), or None if no engine was started."""
+        """The engine's `release_memory()` (a training job is starting), or None if no engine was
+        started or the engine is the shared one (its owner releases it)."""
         engine = self._serve
-        return engine.release_memory() if engine is not None else None
+        return engine.release_memory() if engine is not None and self._own_serve else None
 
     def serve_engine(self):
         with self._serve_lock:
             if self._serve is None:
-                from openft.serve.backend import open_engine
+                if self._shared is not None:
+                    self._serve = self._shared()
+                else:
+                    from openft.serve.backend import open_engine
 
-                self._serve = open_engine(eval_engine_settings(self.settings))
+                    self._serve = open_engine(eval_engine_settings(self.settings))
             return self._serve
 
     # -- one run -----------------------------------------------------------------------------

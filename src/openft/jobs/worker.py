@@ -47,12 +47,14 @@ class Worker:
     def __init__(self, settings: Settings, *, engine: sa.Engine | None = None, worker_id: str | None = None,
                  cancel_grace_seconds: float = 15.0, stop_grace_seconds: float = 10.0,
                  exit_grace_seconds: float = 60.0, max_attempts: int = 3,
-                 release_memory: Callable[[], dict | None] | None = None):
+                 release_memory: Callable[[], dict | None] | None = None, serve_engine: Callable[[], object] | None = None):
         """Grace periods, in seconds: a cancelled job's runner (to stop on its own), a stopping
         worker's runner (SIGTERM to SIGKILL), a runner that recorded its outcome (to exit).
         max_attempts: a job whose worker is lost that many times fails (code worker_lost).
         release_memory: called when a job is claimed, before its runner starts: the serving
-        engine of this process gives back its caches (None: no engine was started, nothing to do)."""
+        engine of this process gives back its caches (None: no engine was started, nothing to do).
+        serve_engine: gives that engine (started on first use); eval runs share it when the backend
+        is vLLM (openft.jobs.eval_runs.EvalRunExecutor)."""
         self.settings = settings
         self.engine = engine
         self._own_engine = engine is None
@@ -68,6 +70,7 @@ class Worker:
         self._cleaned = False  # leftovers of killed runs removed (once per worker)
         self._oom_before: dict[str, int] = {}  # OOM counters when the current runner started
         self._release_serving = release_memory
+        self._serve_engine = serve_engine
         self._evals = None  # the eval-run executor of run_forever (its engine is released too)
         self.releases: deque[dict] = deque(maxlen=100)  # one entry per engine asked, newest last
 
@@ -95,7 +98,7 @@ class Worker:
         log.info("worker %s started", self.worker_id)
         from openft.jobs.eval_runs import EvalRunExecutor, start_thread  # eval runs beside jobs, same lease rules
 
-        self._evals = EvalRunExecutor(self.settings, self._engine(), self.worker_id)
+        self._evals = EvalRunExecutor(self.settings, self._engine(), self.worker_id, shared_engine=self._serve_engine)
         evals_thread = start_thread(self.settings, self._engine(), self.worker_id, self._stop, executor=self._evals)
         from openft.jobs import webhook_delivery  # webhooks beside them: a slow endpoint never holds a job
 
