@@ -216,9 +216,10 @@ def shares_prompt(model) -> bool:
 
 # --- log-probabilities and the loss ----------------------------------------------------------------
 
-def sequence_logps(model, pb: PairBatch, precision: str) -> tuple[torch.Tensor, int, int]:
+def sequence_logps(model, pb: PairBatch, precision: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """((P, 2) summed log-probabilities of each pair's chosen and rejected answer, correct argmax
-    predictions on the chosen answers, scored chosen tokens)."""
+    predictions on the chosen answers, scored chosen tokens); the counts are 0-d device tensors
+    (nothing here reads the device back: a step does that once, in metrics_of)."""
     from openft.train.attention import row_kwargs
     from openft.train.model import _fast_path_ok, autocast
 
@@ -235,38 +236,41 @@ def sequence_logps(model, pb: PairBatch, precision: str) -> tuple[torch.Tensor, 
     logp = torch.log_softmax(logits.float(), dim=-1).gather(1, pb.tgt[:, None])[:, 0]   # (n,)
     sums = torch.zeros(2 * pb.n_pairs, device=logp.device, dtype=logp.dtype).index_add(0, pb.seq, logp)
     chosen = pb.seq % 2 == 0
-    correct = int((logits.detach()[chosen].argmax(-1) == pb.tgt[chosen]).sum())
-    return sums.view(-1, 2), correct, int(chosen.sum())
+    correct = ((logits.detach().argmax(-1) == pb.tgt) & chosen).sum()
+    return sums.view(-1, 2), correct, chosen.sum()
 
 
 def dpo_loss(logps: torch.Tensor, ref: torch.Tensor, beta: float) -> tuple[torch.Tensor, dict]:
-    """(sum over pairs of -logsigmoid(beta * Δ), the tallies of the rewards); logps, ref: (P, 2)."""
+    """(sum over pairs of -logsigmoid(beta * Δ), the tallies of the rewards, on the device); logps, ref: (P, 2)."""
     rewards = beta * (logps - ref.to(logps))                          # (P, 2): chosen, rejected
     loss = -F.logsigmoid(rewards[:, 0] - rewards[:, 1])
     r = rewards.detach()
-    return loss.sum(), {"n": r.shape[0], "chosen": float(r[:, 0].sum()), "rejected": float(r[:, 1].sum()),
-                        "won": int((r[:, 0] > r[:, 1]).sum())}
+    return loss.sum(), {"n": r.shape[0], "chosen": r[:, 0].sum(), "rejected": r[:, 1].sum(),
+                        "won": (r[:, 0] > r[:, 1]).sum()}
 
 
 def pairs_loss(model, pb: PairBatch, precision: str, beta: float, tally: dict) -> tuple[torch.Tensor, int, int]:
     """Summed DPO loss of a packed row; adds its rewards and token counts to `tally`."""
     logps, correct, n_tok = sequence_logps(model, pb, precision)
     loss, t = dpo_loss(logps, pb.ref, beta)
-    t.update(correct=correct, tokens=n_tok, loss=float(loss.detach()))
+    t.update(correct=correct, tokens=n_tok, loss=loss.detach())
     for k, v in t.items():
         tally[k] = tally.get(k, 0) + v
     return loss, pb.n_pairs, correct
 
 
 def metrics_of(tally: dict, prefix: str) -> dict:
-    """`{prefix}_loss`, `{prefix}_mean_token_accuracy` (chosen answers) and the reward metrics."""
-    n = max(tally.get("n", 0), 1)
-    return {f"{prefix}_loss": tally.get("loss", 0.0) / n,
-            f"{prefix}_mean_token_accuracy": tally.get("correct", 0) / max(tally.get("tokens", 0), 1),
-            f"{prefix}_reward_accuracy": tally.get("won", 0) / n,
-            f"{prefix}_reward_margin": (tally.get("chosen", 0.0) - tally.get("rejected", 0.0)) / n,
-            f"{prefix}_chosen_reward": tally.get("chosen", 0.0) / n,
-            f"{prefix}_rejected_reward": tally.get("rejected", 0.0) / n}
+    """`{prefix}_loss`, `{prefix}_mean_token_accuracy` (chosen answers) and the reward metrics: the
+    tallies' device tensors are read back here, once."""
+    dev = [k for k, v in tally.items() if torch.is_tensor(v)]
+    t = dict(tally, **dict(zip(dev, torch.stack([tally[k].double() for k in dev]).tolist()))) if dev else tally
+    n = max(t.get("n", 0), 1)
+    return {f"{prefix}_loss": t.get("loss", 0.0) / n,
+            f"{prefix}_mean_token_accuracy": t.get("correct", 0) / max(t.get("tokens", 0), 1),
+            f"{prefix}_reward_accuracy": t.get("won", 0) / n,
+            f"{prefix}_reward_margin": (t.get("chosen", 0.0) - t.get("rejected", 0.0)) / n,
+            f"{prefix}_chosen_reward": t.get("chosen", 0.0) / n,
+            f"{prefix}_rejected_reward": t.get("rejected", 0.0) / n}
 
 
 @torch.no_grad()
