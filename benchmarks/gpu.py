@@ -354,6 +354,9 @@ def print_training(results: dict[str, list[dict]], seeds: list[int], cuda: bool)
         print(f"| {LABEL[name]:<27}|{r0['steps']:>6} |{r0['tokens']:>7} |{m(lambda r: r['tokens'] / r['loop_s']):>17.1f} |"
               f"{m(lambda r: r['wall_s']):>7.1f} |{m(lambda r: r['loop_s']):>7.1f} |{max(r['peak_mib'] for r in runs):>13.0f} |"
               f"{m(tt.final_loss):>11.4f} |{m(lambda r: r['eval_loss']):>14.4f} |")
+    for k, r in enumerate(results.get("openft", [])):
+        if r.get("setup"):
+            print(f"openft seed {seeds[k]}: {r['setup']}")
     print("tokens/s in loop = tokens of the data / training-loop seconds; wall = load + tokenize + train + save;\n"
           "final loss = the trainer's own, mean of its last 5 steps; held-out loss = each final adapter, one mask, fp32")
     if len(results) > 1:

@@ -91,6 +91,8 @@ def run_openft(data: Path, tmp: Path, seed: int, base: str = BASE) -> dict:
             super().on_event(message, level)
             if message.startswith("Training "):
                 self.loop_start = time.perf_counter()
+            if message.startswith("Setup took "):
+                self.setup = message
 
         def on_progress(self, *a):
             super().on_progress(*a)
@@ -102,7 +104,8 @@ def run_openft(data: Path, tmp: Path, seed: int, base: str = BASE) -> dict:
     wall = time.perf_counter() - t0
     losses = [m["train_loss"] for m in hooks.metrics]
     return {"wall_s": wall, "loop_s": hooks.loop_end - hooks.loop_start, "tokens": result.trained_tokens,
-            "losses": losses, "steps": result.total_steps, "adapter": result.model_dir}
+            "losses": losses, "steps": result.total_steps, "adapter": result.model_dir,
+            "setup": getattr(hooks, "setup", "")}
 
 
 def run_trl(data: Path, tmp: Path, seed: int, best: bool, base: str = BASE) -> dict:

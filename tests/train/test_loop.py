@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 
 import pytest
 
@@ -170,6 +171,9 @@ def test_truncation_reported_and_bad_files(run_dir, settings):
     train(spec_for(run_dir, "trunc", train_file=str(data), max_seq_len=64), hooks, settings)
     assert ("warn", "2 of 12 training examples were longer than 64 tokens and were truncated.") in hooks.events
     assert any("2 training examples have no trained tokens" in m for _, m in hooks.events)
+    setup = next(m for _, m in hooks.events if m.startswith("Setup took "))  # where time outside the loop goes
+    assert re.fullmatch(r"Setup took [\d.]+ s: start-up [\d.]+ s, tokenizing [\d.]+ s, loading the model [\d.]+ s\.",
+                        setup), setup
     bad = run_dir / "bad.jsonl"
     bad.write_text('{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}\n{oops\n')
     with pytest.raises(DataError) as e:

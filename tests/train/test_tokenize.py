@@ -11,7 +11,7 @@ import copy
 import pytest
 
 from openft.errors import DataError
-from openft.train.tokenize import encode_example, render_mask
+from openft.train.tokenize import encode_example, encode_examples, render_mask
 
 LLAMA3 = ("{{ bos_token }}{% for m in messages %}{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n'"
           " + m['content'] | trim + '<|eot_id|>' }}{% endfor %}"
@@ -159,6 +159,34 @@ def test_bad_examples_fail_clearly(tiny_tokenizer):
         encode_example(tok, {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
                                           {"role": "assistant", "content": "a"}]}, None)
     assert "System role not supported" in e.value.message and e.value.field == "messages"
+
+
+def test_batched_encoding_equals_one_at_a_time(tiny_tokenizer, monkeypatch, tmp_path):
+    """The trainer tokenizes chat renderings a batch at a time (across batch boundaries here: 3 per
+    call); every example's ids, mask and cut equal its own encoding, and a bad example in the middle
+    of a file is reported at its own line."""
+    import json
+
+    import openft.train.tokenize as T
+    from openft.train.data import load_dataset
+
+    monkeypatch.setattr(T, "BATCH", 3)
+    tok, _ = with_template(tiny_tokenizer, "qwen2.5")
+    examples = [{"messages": CONVERSATION},
+                {"prompt": "Review: tasty soup ->", "completion": " positive"},
+                {"messages": [{"role": "user", "content": "word " * 50}, {"role": "assistant", "content": "ok"}]},
+                {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "weight": 0}]},
+                *({"messages": [{"role": "user", "content": f"q{i} é " * i}, {"role": "assistant", "content": f"a{i}"},
+                                {"role": "user", "content": "more"}, {"role": "assistant", "content": "x " * i}]}
+                  for i in range(1, 8))]
+    for cut in (None, 20):
+        assert encode_examples(tok, examples, cut) == [encode_example(tok, e, cut) for e in examples]
+    lines = [json.dumps(e) for e in examples]
+    lines.insert(6, json.dumps({"text": "hello"}))
+    (tmp_path / "t.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as e:
+        load_dataset(tok, tmp_path / "t.jsonl", None, "training_file")
+    assert e.value.line == 7 and e.value.file == "training_file"
 
 
 def test_render_mask(tiny_tokenizer):

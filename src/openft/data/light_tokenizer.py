@@ -79,7 +79,15 @@ class LightTokenizer:
             return text
         return self.backend_tokenizer.encode(text, add_special_tokens=False).ids
 
-    def __call__(self, text: str, add_special_tokens: bool = True, return_offsets_mapping: bool = False, **_) -> dict:
+    def __call__(self, text: str | list[str], add_special_tokens: bool = True, return_offsets_mapping: bool = False,
+                 **_) -> dict:
+        """One text, or a list of them (encoded as a batch: one list per text in each field)."""
+        if isinstance(text, list):
+            encs = self.backend_tokenizer.encode_batch(text, add_special_tokens=add_special_tokens)
+            out = {"input_ids": [e.ids for e in encs], "attention_mask": [e.attention_mask for e in encs]}
+            if return_offsets_mapping:
+                out["offset_mapping"] = [e.offsets for e in encs]
+            return out
         enc = self.backend_tokenizer.encode(text, add_special_tokens=add_special_tokens)
         out = {"input_ids": enc.ids, "attention_mask": enc.attention_mask}
         if return_offsets_mapping:

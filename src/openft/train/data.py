@@ -23,7 +23,7 @@ import torch
 
 from openft.data.reader import iter_records
 from openft.errors import DataError
-from openft.train.tokenize import Encoded, encode_example
+from openft.train.tokenize import Encoded, encode_examples
 
 IGNORE = -100
 
@@ -45,21 +45,24 @@ class TokenizedData:
 
 def load_dataset(tokenizer, path: str | Path, max_seq_len: int | None, display_name: str | None = None) -> TokenizedData:
     name = display_name or Path(path).name
-    examples, truncated, skipped, n_lines = [], 0, 0, 0
     # the data toolkit's reader, so the trainer reads a file exactly as validation did
+    lines, rows = [], []
     for lineno, _text, row in iter_records(path, name=name):
-        n_lines += 1
-        try:
-            enc = encode_example(tokenizer, row, max_seq_len)
-        except DataError as e:  # add where: file and line
-            raw = e.message[len(e.locate("")):] if e.field else e.message
-            raise DataError(raw, file=name, line=lineno, field=e.field, code=e.code) from e
+        lines.append(lineno)
+        rows.append(row)
+
+    def locate(i: int, e: DataError):  # add where: file and line
+        raw = e.message[len(e.locate("")):] if e.field else e.message
+        raise DataError(raw, file=name, line=lines[i], field=e.field, code=e.code) from e
+
+    examples, truncated, skipped = [], 0, 0
+    for enc in encode_examples(tokenizer, rows, max_seq_len, on_error=locate):
         truncated += enc.truncated
         if enc.n_trained == 0:
             skipped += 1
             continue
         examples.append(enc)
-    return TokenizedData(examples, n_lines, truncated, skipped)
+    return TokenizedData(examples, len(rows), truncated, skipped)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -94,7 +97,7 @@ class MicroBatch:
     def n_trained(self) -> int:
         return self.target_index.shape[0]  # known on the host, wherever the tensors are
 
-    def to(self, device) -> "MicroBatch":
+    def to(self, device) -> MicroBatch:
         return MicroBatch(self.input_ids.to(device), self.position_ids.to(device), self.labels.to(device),
                           self.n_examples, self.cu_seqlens.to(device), self.max_len, self.target_index.to(device))
 
@@ -108,7 +111,7 @@ def _row(examples: list[Encoded]) -> MicroBatch:
         pos += range(len(e))
         lab += [IGNORE] + [t if m else IGNORE for t, m in zip(e.input_ids[1:], e.mask[1:])]
         cu.append(cu[-1] + len(e))
-    as_t = lambda x: torch.tensor(x, dtype=torch.long).unsqueeze(0)  # noqa: E731
+    as_t = lambda x: torch.tensor(x, dtype=torch.long).unsqueeze(0)
     targets = [t for t in range(len(lab) - 1) if lab[t + 1] != IGNORE]
     return MicroBatch(as_t(ids), as_t(pos), as_t(lab), len(examples), torch.tensor(cu, dtype=torch.int32),
                       max((len(e) for e in examples), default=0), torch.tensor(targets, dtype=torch.long))

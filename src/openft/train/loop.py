@@ -146,8 +146,10 @@ def _train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: 
     precision = pick_precision(spec.precision, device)
     lora_sum = pick_lora_sum(spec.lora_sum, device, precision)
     base_dir = materialize(settings, spec.base_model)
+    marks = {"start-up": time.time() - t_enter}  # seconds of each setup phase, reported in one event
 
     # --- data: tokenize with loss masks, truncate to the context -------------------------------
+    t_phase = time.time()
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     max_len = rules.truncation_length(rules.model_context_length(base_dir), spec.max_seq_len)
     dpo = spec.objective == "dpo"
@@ -161,6 +163,7 @@ def _train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: 
         if d and d.n_skipped:
             hooks.on_event(f"{d.n_skipped} {name} examples have no trained tokens (all assistant weights 0 "
                            f"or truncated away) and were skipped.", "warn")
+    marks["tokenizing"] = time.time() - t_phase
     if len(train_data) == 0:
         raise DataError("no example in the training file has a trained assistant token.", file="training_file",
                         code="no_trained_tokens")
@@ -186,6 +189,7 @@ def _train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: 
     # --- model and optimizer ------------------------------------------------------------------
     torch.manual_seed(spec.seed)
     random.seed(spec.seed)
+    t_phase = time.time()
     model = build_model(
         base_dir, method=spec.method, precision=precision, device=device, lora_r=spec.lora_r,
         lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout, target_modules=spec.target_modules,
@@ -194,6 +198,7 @@ def _train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: 
         lora_sum=lora_sum, checkpointing=plan.checkpointing,
         compile=pick_compile(spec.compile, device), liger=True)
     model.train()
+    marks["loading the model"] = time.time() - t_phase
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=learning_rate(spec.method, hp["learning_rate_multiplier"]),
                                   weight_decay=spec.weight_decay)
@@ -208,10 +213,12 @@ def _train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: 
         _write_run_info(out, spec, base_dir, device, precision, hp, n)
     share = False
     if dpo:  # the reference policy: the starting model's log-probabilities, once (cached in `out`)
+        t_phase = time.time()
         if dpo_.attach_reference(model, {"train": train_data, "valid": valid_data}, out, budget, precision, device,
                                  resumed=bool(state)):
             hooks.on_event("Computed the reference model's log-probabilities of every pair.")
         share = dpo_.shares_prompt(model)
+        marks["reference log-probabilities"] = time.time() - t_phase
     pack_rows = (lambda examples, budget: dpo_.pack_pairs(examples, budget, share)) if dpo else pack  # noqa: E731
     from openft.eval.label_scoring import classification_columns, epoch_classification
 
@@ -225,6 +232,8 @@ def _train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: 
         loss, acc = evaluate(model, batches, precision, device)
         return {f"{prefix}_loss": loss, f"{prefix}_mean_token_accuracy": acc}
     n_trainable = sum(p.numel() for p in params)
+    hooks.on_event(f"Setup took {time.time() - t_enter:.1f} s: "
+                   + ", ".join(f"{k} {v:.1f} s" for k, v in marks.items()) + ".")
     hooks.on_event(f"Training {spec.method} ({n_trainable:,} trainable parameters, {precision}, {device.type}) on "
                    f"{n} examples ({train_data.n_tokens:,} tokens) for {total_steps} steps.")
 

@@ -44,11 +44,18 @@ def _render(tokenizer, messages: list[dict], tools, add_generation_prompt: bool)
 
 
 def _common_prefix(a: str, b: str) -> int:
+    """Length of the common prefix of a and b (slice comparisons: C speed, log n of them)."""
     n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n          # a[:lo] == b[:lo]; a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def _content_text(message: dict) -> str:
@@ -88,8 +95,42 @@ def chat_spans(tokenizer, messages: list[dict], tools=None) -> tuple[str, list[t
     return full, spans
 
 
+BATCH = 256
+"""Examples tokenized per call of the fast tokenizer (which spreads a batch over the CPU's cores)."""
+
+
 def encode_example(tokenizer, example: dict, max_seq_len: int | None) -> Encoded:
     """Token ids and loss mask of one example (chat or prompt/completion), cut at max_seq_len."""
+    return encode_examples(tokenizer, [example], max_seq_len)[0]
+
+
+def encode_examples(tokenizer, examples: list, max_seq_len: int | None, on_error=None) -> list[Encoded]:
+    """`encode_example` of each example, the chat renderings tokenized BATCH at a time. A bad
+    example raises its DataError; `on_error(index, error)` may raise a better-located one."""
+    out: list[Encoded | None] = [None] * len(examples)
+    chats: list[tuple[int, str, list[tuple[int, int]]]] = []   # (index, rendered text, trained spans)
+    for i, example in enumerate(examples):
+        try:
+            prepared = _prepare(tokenizer, example)
+        except DataError as e:
+            if on_error is not None:
+                on_error(i, e)
+            raise
+        if isinstance(prepared, Encoded):
+            out[i] = prepared
+        else:
+            chats.append((i, *prepared))
+    for k in range(0, len(chats), BATCH):
+        part = chats[k:k + BATCH]
+        enc = tokenizer([text for _, text, _ in part], add_special_tokens=False, return_offsets_mapping=True)
+        for (i, _, spans), ids, offsets in zip(part, enc["input_ids"], enc["offset_mapping"]):
+            out[i] = Encoded(list(ids), _span_mask(offsets, spans))
+    return [_cut(e, max_seq_len) for e in out]
+
+
+def _prepare(tokenizer, example: dict):
+    """A chat example's (rendered text, trained character spans), or a prompt/completion
+    example's Encoded (uncut)."""
     if not isinstance(example, dict):
         raise DataError("each line must be a JSON object", code="data_type")
     if "messages" in example:
@@ -97,17 +138,11 @@ def encode_example(tokenizer, example: dict, max_seq_len: int | None) -> Encoded
         if not isinstance(messages, list) or not messages:
             raise DataError("'messages' must be a non-empty list", field="messages", code="missing_messages_list")
         try:
-            full, spans = chat_spans(tokenizer, messages, example.get("tools"))
+            return chat_spans(tokenizer, messages, example.get("tools"))
         except Exception as e:  # jinja errors, bad message shapes the template rejects
             raise DataError(f"the model's chat template rejected this example: {e}", field="messages",
                             code="chat_template_error") from e
-        enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
-        ids = list(enc["input_ids"])
-        mask = [0] * len(ids)
-        for t, (a, b) in enumerate(enc["offset_mapping"]):
-            if b > a and any(a < e and b > s for s, e in spans):
-                mask[t] = 1
-    elif "prompt" in example and "completion" in example:
+    if "prompt" in example and "completion" in example:
         prompt, completion = example["prompt"], example["completion"]
         if not isinstance(prompt, str) or not isinstance(completion, str):
             raise DataError("'prompt' and 'completion' must be strings", field="prompt", code="data_type")
@@ -115,14 +150,30 @@ def encode_example(tokenizer, example: dict, max_seq_len: int | None) -> Encoded
         c = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
         if tokenizer.eos_token_id is not None:
             c.append(tokenizer.eos_token_id)
-        ids, mask = p + c, [0] * len(p) + [1] * len(c)
-    else:
-        raise DataError("expected 'messages' (chat) or 'prompt' and 'completion'", field="messages",
-                        code="missing_messages_list")
-    truncated = max_seq_len is not None and len(ids) > max_seq_len
-    if truncated:
-        ids, mask = ids[:max_seq_len], mask[:max_seq_len]
-    return Encoded(ids, mask, truncated)
+        return Encoded(p + c, [0] * len(p) + [1] * len(c))
+    raise DataError("expected 'messages' (chat) or 'prompt' and 'completion'", field="messages",
+                    code="missing_messages_list")
+
+
+def _span_mask(offsets, spans: list[tuple[int, int]]) -> list[int]:
+    """1 for each token whose characters [a, b) overlap a trained span (spans sorted, disjoint)."""
+    mask, j, spans = [0] * len(offsets), 0, sorted(spans)
+    for t, (a, b) in enumerate(offsets):
+        if b <= a:
+            continue                     # no characters (special tokens added by the tokenizer)
+        if j and a < spans[j - 1][1]:
+            j = 0                        # offsets went backwards: search from the first span again
+        while j < len(spans) and spans[j][1] <= a:
+            j += 1
+        if j < len(spans) and spans[j][0] < b:
+            mask[t] = 1
+    return mask
+
+
+def _cut(e: Encoded, max_seq_len: int | None) -> Encoded:
+    if max_seq_len is None or len(e.input_ids) <= max_seq_len:
+        return e
+    return Encoded(e.input_ids[:max_seq_len], e.mask[:max_seq_len], True)
 
 
 def render_mask(tokenizer, encoded: Encoded, color: bool = True) -> str:
