@@ -198,9 +198,11 @@ def main() -> None:
                 ctx, page = open_page(browser, f"{base}/#/jobs/{big}")
                 mark_ms(page, "openft:charts", f"document.querySelector('#chart-loss')?.dataset.points === '{args.steps}' "
                                                f"&& document.querySelector('#chart-accuracy')?.dataset.points === '{args.steps}'")
-                # both charts drawn: the later of their last draws (ms since navigation start)
+                # both charts drawn: the later of their last draws (ms since navigation start); the
+                # reward charts of a preference job stay empty (never drawn) on this SFT job
                 results["job page"].append(page.evaluate(
-                    "Math.max(...[...document.querySelectorAll('.chart-plot')].map((e) => Number(e.dataset.drawnAt)))"))
+                    "Math.max(...[...document.querySelectorAll('.chart-plot[data-drawn-at]')]"
+                    ".map((e) => Number(e.dataset.drawnAt)))"))
                 ctx.close()
                 ctx, page = open_page(browser, f"{base}/#/jobs")
                 results["jobs list"].append(mark_ms(page, "openft:jobs-list",

@@ -2,9 +2,9 @@
 tiny model): a job created through the SDK is watched to `succeeded` on its page without a
 reload (the charts' points equal the API's metrics), its events, checkpoints and results file;
 a running job cancelled from its page; a failed job's error with file, line and field; the list
-with its status filter, paging and empty state.
+with its status filter, paging and empty state; a real DPO job's reward-margin and reward-accuracy curves.
 
-Screenshots (OPENFT_SCREENSHOTS=docs/screenshots): jobs-empty, jobs-list, job-running,
+Screenshots (OPENFT_SCREENSHOTS=docs/screenshots): jobs-empty, jobs-list, job-running, job-dpo,
 job-succeeded, job-failed, job-narrow.
 """
 
@@ -271,6 +271,7 @@ def test_job_page_narrow_window(page, live_server):
     assert width <= 480, f"the job page scrolls sideways at 480 px ({width} px)"
     loss, _ = chart(page, "loss")
     assert loss["step"] == list(range(1, 201)) and sum(v is not None for v in loss["valid_loss"]) == 20
+    assert not page.is_visible("#figure-reward_margin") and not page.is_visible("#figure-reward_accuracy")  # SFT
     assert sum(v is not None for v in loss["full_valid_loss"]) == 4  # one per epoch
     shot(page, "job-narrow")
 
@@ -292,3 +293,33 @@ def test_live_points_after_a_resume_replace_the_repeated_steps(page, live_server
                            "full_valid_loss": [None, None, None, 1, None]}
     assert out["same"] is False
     assert out["smooth"][0] == 1 and out["smooth"][1] is None and abs(out["smooth"][2] - 1.75 / 0.75) < 1e-12
+
+
+@pytest.mark.slow
+def test_preference_job_page_charts_rewards(page, live_server):
+    """A real DPO job (tiny model, embedded worker): its page adds reward-margin and reward-accuracy
+    curves equal to the metrics endpoint's columns (training and validation)."""
+    from tests.api.test_dpo_api import dpo_method, pref_jsonl
+
+    sdk = live_server.client()
+    train = upload(sdk, pref_jsonl(12), "prefs.jsonl")
+    valid = upload(sdk, pref_jsonl(4, seed=1), "prefs-valid.jsonl")
+    job = sdk.fine_tuning.jobs.create(model="openft-tiny", training_file=train.id, validation_file=valid.id,
+                                      method=dpo_method(n_epochs=2, batch_size=4, lora_r=8))
+    job = wait_status(sdk, job.id, {"succeeded", "failed", "cancelled"}, timeout=480)
+    assert job.status == "succeeded", job.error
+    metrics = http(live_server).get(f"/fine_tuning/jobs/{job.id}/metrics").json()
+    n = len(metrics["steps"])
+    assert n > 0 and any(v is not None for v in metrics["valid_reward_margin"])
+    signed_in(page, live_server, f"/jobs/{job.id}")
+    page.wait_for_function(f"document.querySelector('#chart-reward_margin')?.dataset.points === '{n}'")
+    assert page.is_visible("#figure-reward_margin") and page.is_visible("#figure-reward_accuracy")
+    assert "Reward margin" in page.inner_text("#figure-reward_margin figcaption")
+    for name in ("reward_margin", "reward_accuracy"):
+        drawn, _ = chart(page, name)
+        assert drawn["step"] == metrics["steps"]
+        for key in (f"train_{name}", f"valid_{name}", f"full_valid_{name}"):
+            assert drawn[key] == metrics[key], key
+    _, distr = chart(page, "reward_accuracy")
+    assert distr == 1
+    shot(page, "job-dpo")

@@ -1,12 +1,12 @@
 // Training curves drawn with the vendored uPlot (global `uPlot`): one chart per quantity (loss,
-// token accuracy), x = step. Knows the metric column names of GET /v1/fine_tuning/jobs/{id}/metrics
+// token accuracy; reward margin and accuracy for preference jobs), x = step. Knows the metric column names of GET /v1/fine_tuning/jobs/{id}/metrics
 // and nothing about fetching them.
 //
 // For tests and the benchmark, each chart's element keeps its state:
 //   el._uplot        the uPlot instance; el._uplot.data = [steps, series 1, ...] as drawn and
 //                    el._uplot.series[i].label names series i ("train_loss", "train_loss (smoothed)")
 //   el._columns      the raw columns it was given ({steps, <metric>: [...]}), never smoothed
-//   window.openftCharts[name] = the chart object (name: "loss", "accuracy")
+//   window.openftCharts[name] = the chart object (name: "loss", "accuracy", "reward_margin", "reward_accuracy")
 // and the first draw with points sets the performance mark "openft:charts".
 
 const COLORS = { train: "#2f5bd3", valid: "#c2410c", full: "#1f7a3f" };
@@ -37,6 +37,17 @@ export const CHARTS = [
     { key: "train_mean_token_accuracy", label: "training token accuracy", color: COLORS.train, smooth: true },
     { key: "valid_mean_token_accuracy", label: "validation token accuracy", color: COLORS.valid, smooth: true },
     { key: "full_valid_mean_token_accuracy", label: "full validation token accuracy (per epoch)", color: COLORS.full, points: true },
+  ] },
+  // Preference (DPO) jobs only: `optional` charts are hidden while none of their series has a value.
+  { name: "reward_margin", title: "Reward margin (chosen − rejected)", logScaleable: false, optional: true, series: [
+    { key: "train_reward_margin", label: "training reward margin", color: COLORS.train, smooth: true },
+    { key: "valid_reward_margin", label: "validation reward margin", color: COLORS.valid, smooth: true },
+    { key: "full_valid_reward_margin", label: "full validation reward margin (per epoch)", color: COLORS.full, points: true },
+  ] },
+  { name: "reward_accuracy", title: "Reward accuracy (chosen ranked first)", logScaleable: false, unit: true, optional: true, series: [
+    { key: "train_reward_accuracy", label: "training reward accuracy", color: COLORS.train, smooth: true },
+    { key: "valid_reward_accuracy", label: "validation reward accuracy", color: COLORS.valid, smooth: true },
+    { key: "full_valid_reward_accuracy", label: "full validation reward accuracy (per epoch)", color: COLORS.full, points: true },
   ] },
 ];
 

@@ -1,7 +1,7 @@
 // #/jobs/:id: one fine-tuning job, live. Status, actions (cancel / pause / resume as the status
 // allows), progress with step/total and ETA, the error of a failed job with its file, line and
 // field, facts and hyperparameters, loss and token-accuracy curves (js/chart.js) with smoothing
-// and a log scale, checkpoints with "Try in playground", the results file, and the events.
+// and a log scale (a preference job adds reward margin and reward accuracy), checkpoints with "Try in playground", the results file, and the events.
 //
 // While the job is not finished the page polls every second: the job, only the metric points
 // written since its cursor (GET /v1/fine_tuning/jobs/{id}/metrics?after=...), only the events it
@@ -9,8 +9,9 @@
 //
 // Stable hooks for tests: #job-status .badge[data-status], #job-cancel, #job-pause, #job-resume,
 // #job-error (.error-file, .error-line, .error-field), #job-progress[aria-valuenow],
-// #job-progress-text, #job-eta, #job-facts, #job-hyperparameters, #chart-loss, #chart-accuracy
-// (see js/chart.js for el._uplot / el._columns), #chart-smoothing, #chart-log, table#job-checkpoints
+// #job-progress-text, #job-eta, #job-facts, #job-hyperparameters, #chart-loss, #chart-accuracy,
+// #chart-reward_margin, #chart-reward_accuracy (each in #figure-NAME, hidden without data; see
+// js/chart.js for el._uplot / el._columns), #chart-smoothing, #chart-log, table#job-checkpoints
 // (tr[data-key=checkpoint model], a.try-playground), #try-model, #download-results, ol#job-events.
 
 import { api, qs } from "../api.js";
@@ -66,8 +67,9 @@ export async function render(root, { id }, ctx) {
   const chartEls = CHARTS.map((c) => h("div", { class: "chart-plot", id: `chart-${c.name}`, role: "img",
                                                   "aria-label": `${c.title} by step` }));
   const noMetrics = h("p", { class: "muted", id: "charts-empty" });
-  const chartsGrid = h("div", { class: "charts" }, CHARTS.map((c, i) => h("figure", { class: "chart" },
-    h("figcaption", {}, c.title), chartEls[i])));
+  const figures = CHARTS.map((c, i) => h("figure", { class: "chart", id: `figure-${c.name}` },
+    h("figcaption", {}, c.title), chartEls[i]));
+  const chartsGrid = h("div", { class: "charts" }, figures);
   const controls = h("div", { class: "row chart-controls" },
     h("label", { class: "inline", for: "chart-smoothing" }, "Smoothing"), smoothing, smoothingOut,
     h("label", { class: "inline", for: "chart-log" }, logBox, "Log scale (loss)"));
@@ -98,7 +100,10 @@ export async function render(root, { id }, ctx) {
     noMetrics.textContent = !none ? "" :
       (isTerminal(job) ? "This job wrote no training metrics." : "Curves appear with the first training step.");
     chartsGrid.style.display = controls.style.display = none && isTerminal(job) ? "none" : "";
-    for (const c of charts) c.set(cols, opts);
+    charts.forEach((c, i) => {
+      c.set(cols, opts);
+      figures[i].style.display = c.spec.optional && !c.active().length ? "none" : "";  // rewards: DPO jobs only
+    });
   };
   let smoothTimer;
   smoothing.addEventListener("input", () => {
