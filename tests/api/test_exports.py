@@ -162,3 +162,40 @@ def test_export_cut_short_by_a_restart_reads_as_failed(tmp_path, model_cache):
         assert r.status_code == 200
     finally:
         second.stop()
+
+
+def test_an_export_running_in_another_server_reads_as_running_there(tmp_path, model_cache):
+    """Two servers on one data folder (as with PostgreSQL): exports queued in the first read as
+    queued/running from the second, not failed, and their content downloads from either once done.
+    A record whose owner is on another host reads as failed only after its heartbeat goes stale."""
+    data = tmp_path / "data"
+    env = {"OPENFT_EMBEDDED_WORKER": "false"}
+    first = LiveServer(data, model_cache, env=env).start()
+    second = LiveServer(data, model_cache, env=env).start()
+    try:
+        headers = {"Authorization": f"Bearer {first.api_key}"}
+        ids = [httpx.post(f"{first.base_url}/models/openft-tiny/exports", json={"format": fmt}, headers=headers,
+                          timeout=60).json()["id"] for fmt in ("gguf", "merged", "gguf")]
+        seen = httpx.get(f"{second.base_url}/exports/{ids[-1]}", headers=headers, timeout=60).json()
+        assert seen["status"] in ("queued", "running"), seen   # the first server is still on ids[0]
+        deadline = time.time() + 180
+        while (got := [httpx.get(f"{second.base_url}/exports/{i}", headers=headers, timeout=60).json()
+                       for i in ids]) and any(g["status"] in ("queued", "running") for g in got):
+            assert time.time() < deadline, got
+            time.sleep(0.3)
+        assert [g["status"] for g in got] == ["succeeded"] * 3, got
+        r = httpx.get(f"{second.base_url}/exports/{ids[0]}/content", headers=headers, timeout=60)
+        assert r.status_code == 200 and r.content[:4] == b"GGUF"
+
+        # an owner on another host: alive while its heartbeat is fresh, interrupted once it is stale
+        f = data / "exports" / ids[1] / "export.json"
+        rec = json.loads(f.read_text())
+        for beat, want in ((time.time(), "running"), (time.time() - 3600, "failed")):
+            f.write_text(json.dumps({**rec, "status": "running", "host": "another-host", "pid": 1,
+                                     "heartbeat_at": beat}))
+            got = httpx.get(f"{second.base_url}/exports/{ids[1]}", headers=headers, timeout=60).json()
+            assert got["status"] == want, got
+        assert got["error"]["code"] == "interrupted"
+    finally:
+        second.stop()
+        first.stop()

@@ -11,18 +11,23 @@ adapter in the background and download the result.
 Each export is a folder `<data_dir>/exports/<id>/` holding `export.json` (the object plus its
 project) and the result; one daemon thread per server process runs them one at a time
 (`openft.serve.export` does the work), so the API never waits on one and a stopping server does
-not wait on it either. An export that was queued or running in a process that has since stopped
-(another pid) reads as failed. Knows nothing about how weights are merged or converted.
+not wait on it either. Servers may share a data folder (PostgreSQL, several processes or hosts):
+the process that owns an export writes `heartbeat_at` into its record every HEARTBEAT_SECONDS,
+and any server reads a queued or running export of another process as failed (`interrupted`)
+only once that process has stopped (same host: its pid is gone) or its heartbeat is older than
+LEASE_SECONDS. Knows nothing about how weights are merged or converted.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import queue
 import re
 import shutil
+import socket
 import tarfile
-import queue
 import threading
 import time
 from pathlib import Path
@@ -38,12 +43,16 @@ from openft.ids import new_id
 from openft.store.resolve import resolve_model
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 FORMATS = ("merged", "gguf", "peft")
 QUANTIZATIONS = ("f16", "q8_0")
 _ID = re.compile(r"^export-[A-Za-z0-9]{24}$")
 _PUBLIC = ("id", "object", "model", "format", "quantization", "status", "progress", "stage", "created_at",
            "finished_at", "bytes", "filename", "error")
+HEARTBEAT_SECONDS = 10.0
+LEASE_SECONDS = 60.0
+HOST = socket.gethostname()
 
 
 class ExportCreate(Strict):
@@ -58,13 +67,25 @@ class Exports:
         self.root = root
         self.lock = threading.Lock()
         self.todo: queue.Queue = queue.Queue()
+        self.owned: set[str] = set()    # this process's queued and running exports (it heartbeats them)
         threading.Thread(target=self._work, name="openft-export", daemon=True).start()
+        threading.Thread(target=self._beat, name="openft-export-heartbeat", daemon=True).start()
 
     def _work(self) -> None:
         while True:
             self.run(*self.todo.get())
 
+    def _beat(self) -> None:
+        while True:
+            time.sleep(HEARTBEAT_SECONDS)
+            for eid in list(self.owned):
+                try:
+                    self.update(eid, heartbeat_at=time.time())
+                except Exception:  # a missed beat only risks a late "interrupted"
+                    log.exception("export %s: heartbeat not written", eid)
+
     def submit(self, settings, rec: dict, resolved) -> None:
+        self.owned.add(rec["id"])
         self.todo.put((settings, rec, resolved))
 
     def folder(self, export_id: str) -> Path:
@@ -93,7 +114,7 @@ class Exports:
         rec = self.read_raw(export_id) if _ID.fullmatch(export_id or "") else None
         if rec is None or rec.get("project_id") != project:
             raise NotFound(f"No export with id '{export_id[:100]}'.", param="export_id", code="export_not_found")
-        if rec["status"] in ("queued", "running") and rec.get("pid") != os.getpid():
+        if rec["status"] in ("queued", "running") and not _owner_alive(rec):
             rec = {**rec, "status": "failed", "error": {"code": "interrupted",
                                                         "message": "The server stopped while this export ran."}}
         return rec
@@ -127,6 +148,8 @@ class Exports:
             message = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
             self.update(eid, status="failed", finished_at=int(time.time()), stage="failed",
                         error={"code": getattr(e, "code", None) or "export_failed", "message": str(message)[:2000]})
+        finally:
+            self.owned.discard(eid)
 
     def _package(self, rec: dict, out: Path) -> Path:
         stem = re.sub(r"[^A-Za-z0-9._-]+", "-", rec["model"]).strip("-.") or "model"
@@ -142,6 +165,25 @@ class Exports:
                     tar.add(f, arcname=f"{stem}/{f.relative_to(out)}")
         shutil.rmtree(out, ignore_errors=True)
         return dest
+
+
+def _owner_alive(rec: dict) -> bool:
+    """Is the process that queued `rec` still working on it? This one: yes. Another on this host:
+    while its pid exists and it heartbeats. Another host: while it heartbeats."""
+    pid, host = rec.get("pid"), rec.get("host", HOST)
+    if host == HOST and pid == os.getpid():
+        return True
+    if time.time() - float(rec.get("heartbeat_at") or 0) > LEASE_SECONDS:
+        return False
+    if host != HOST:
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, TypeError, ValueError, OverflowError):
+        return isinstance(pid, int)
+    return True
 
 
 _registry: dict[str, Exports] = {}
@@ -188,7 +230,7 @@ def create_export(model: str, body: ExportCreate, state: AppState = Depends(get_
     rec = {"id": new_id("export-"), "object": "model.export", "model": resolved.id, "format": fmt,
            "quantization": q, "status": "queued", "progress": 0.0, "stage": "queued",
            "created_at": int(time.time()), "finished_at": None, "bytes": None, "filename": None, "error": None,
-           "project_id": project, "pid": os.getpid()}
+           "project_id": project, "pid": os.getpid(), "host": HOST, "heartbeat_at": time.time()}
     exports.folder(rec["id"]).mkdir(parents=True)
     exports.write(rec)
     exports.submit(state.settings, rec, resolved)
