@@ -62,8 +62,9 @@ from machine import cpu_line  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("OPENFT_BENCH_DATA", REPO.parent / "shared" / "data"))  # scripts/device_check.sh sets it
 SOURCES = [DATA / name / "examples.jsonl" for name in ("ar_lsat", "conjnli")]
-TRAINERS = ("openft", "trl_default", "trl_best")
-LABEL = {"openft": "openft", "trl_default": "TRL defaults (act. ckpt)", "trl_best": "TRL padding_free, no ckpt"}
+TRAINERS = ("openft", "openft_ckpt", "trl_default", "trl_best")
+LABEL = {"openft": "openft", "openft_ckpt": "openft, act. ckpt forced", "trl_default": "TRL defaults (act. ckpt)",
+         "trl_best": "TRL padding_free, no ckpt"}
 KEY = "sk-openft-bench-gpu"
 # Shapes built from a config with random weights (SmolLM2's Llama layout and tokenizer)
 SHAPES = {
@@ -149,7 +150,8 @@ def train_child(name: str, base: str, base_dir: str | None, data: Path, held_out
         tmp = Path(d)
         if base_dir:
             register_local(tt.settings(tmp), base, base_dir)
-        res = (tt.run_openft(data, tmp, seed, base) if name == "openft"
+        res = (tt.run_openft(data, tmp, seed, base, True if name == "openft_ckpt" else "auto")
+               if name.startswith("openft")
                else tt.run_trl(data, tmp, seed, best=name == "trl_best", base=base))
         res["peak_mib"] = peak_mib()
         adapter = res.pop("adapter")
@@ -311,7 +313,7 @@ def main() -> None:
                 print(f"running {name} on {n_train} examples, seed {seed} ...", flush=True)
                 subprocess.run(child_cmd("--child", name, "--data", data, "--seed", seed, "--out", out, *extra,
                                          *(["--held-out-file", held] if n_held else [])),
-                               check=True, env=env, stdout=None if name == "openft" else subprocess.DEVNULL)
+                               check=True, env=env, stdout=None if name.startswith("openft") else subprocess.DEVNULL)
                 r = json.loads(out.read_text())
                 results[name].append(r)
                 print(f"  {name}: {r['tokens'] / r['loop_s']:.1f} tokens/s in the loop, wall {r['wall_s']:.1f} s, "
@@ -336,6 +338,9 @@ def main() -> None:
     nan = float("nan")
     fast = loop_tps["openft"] / loop_tps["trl_best"] if {"openft", "trl_best"} <= set(results) else nan
     mem = peak["openft"] / peak["trl_default"] if {"openft", "trl_default"} <= set(results) else nan
+    if {"openft_ckpt", "trl_best", "trl_default"} <= set(results):  # the other side of auto's choice
+        print(f"with activation checkpointing forced: ratio_vs_trl_fast={loop_tps['openft_ckpt'] / loop_tps['trl_best']:.2f} "
+              f"memory_vs_trl_default={peak['openft_ckpt'] / peak['trl_default']:.2f}")
     s1 = serve["http"]["one"]["tok_s"] if serve else nan
     s32 = serve["http"]["two_adapters"]["tok_s"] if serve else nan
     print(f"device={device} ratio_vs_trl_fast={fast:.2f} memory_vs_trl_default={mem:.2f} "

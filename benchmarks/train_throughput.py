@@ -74,7 +74,8 @@ def peak_rss_mib() -> float:
 
 # --- one trainer per process ---------------------------------------------------------------------
 
-def run_openft(data: Path, tmp: Path, seed: int, base: str = BASE) -> dict:
+def run_openft(data: Path, tmp: Path, seed: int, base: str = BASE, checkpointing: str | bool = "auto") -> dict:
+    """openft's trainer on `data`; `checkpointing`: the spec's activation_checkpointing (auto|true|false)."""
     import peft  # noqa: F401  (imported before the clock starts, as in run_trl)
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
 
@@ -85,7 +86,9 @@ def run_openft(data: Path, tmp: Path, seed: int, base: str = BASE) -> dict:
 
     spec = TrainSpec(base_model=base, train_file=str(data), output_dir=str(tmp / "openft"),
                      n_epochs=1, batch_size=BATCH, learning_rate_multiplier=LR / BASE_LEARNING_RATE["lora"],
-                     lora_r=LORA_R, lora_alpha=LORA_ALPHA, keep_checkpoints=1, seed=seed)
+                     lora_r=LORA_R, lora_alpha=LORA_ALPHA, keep_checkpoints=1, seed=seed,
+                     activation_checkpointing=checkpointing)
+
     class Timed(RecordingHooks):
         def on_event(self, message, level="info"):
             super().on_event(message, level)
