@@ -178,12 +178,14 @@ def test_update_list_delete(api):
 @pytest.mark.slow
 def test_run_survives_a_server_restart(tmp_path, model_cache):
     data = tmp_path / "data"
-    waves = {"OPENFT_SERVE_MAX_BATCH": "4", "OPENFT_SERVE_MAX_QUEUE": "0"}  # 24 items in 6 waves of 4
+    # 64 items in 16 waves of 4: the server stops after the first item, long before the last (with 24
+    # items a fast run once finished them all while the server was stopping)
+    waves = {"OPENFT_SERVE_MAX_BATCH": "4", "OPENFT_SERVE_MAX_QUEUE": "0"}
     first = LiveServer(data, model_cache, env=waves).start()
     try:
         api = first.client()
         ev = _eval(api)
-        items = [{"text": f"review {i}", "label": "positive"} for i in range(24)]
+        items = [{"text": f"review {i}", "label": "positive"} for i in range(64)]
         run = api.evals.runs.create(ev.id, data_source=_source(items, max_tokens=48))
         deadline = time.time() + 120
         while not list(api.evals.runs.output_items.list(run.id, eval_id=ev.id, limit=100)):
@@ -202,15 +204,15 @@ def test_run_survives_a_server_restart(tmp_path, model_cache):
             kept = conn.execute(sa.select(eval_output_items.c.id).where(eval_output_items.c.run_id == run.id)).all()
     finally:
         db.dispose()
-    assert status == "queued" and 0 < len(kept) < 24  # stopped mid-run, back in the queue
+    assert status == "queued" and 0 < len(kept) < 64  # stopped mid-run, back in the queue
     second = LiveServer(data, model_cache, env=waves).start()
     try:
         api = second.client()
         final = wait_run(api, ev.id, run.id)
-        assert final.status == "completed" and final.result_counts.total == 24
-        assert final.result_counts.passed + final.result_counts.failed == 24
+        assert final.status == "completed" and final.result_counts.total == 64
+        assert final.result_counts.passed + final.result_counts.failed == 64
         after = {o.id for o in api.evals.runs.output_items.list(run.id, eval_id=ev.id, limit=100)}
-        assert {r[0] for r in kept} <= after and len(after) == 24  # what was done before was kept, not redone
+        assert {r[0] for r in kept} <= after and len(after) == 64  # what was done before was kept, not redone
     finally:
         second.stop()
 
