@@ -156,7 +156,7 @@ def _prepare(tokenizer, example: dict):
 
 
 def _span_mask(offsets, spans: list[tuple[int, int]]) -> list[int]:
-    """1 for each token whose characters [a, b) overlap a trained span (spans sorted, disjoint)."""
+    """1 for each token whose characters [a, b) overlap a trained span (sorted here by start)."""
     mask, j, spans = [0] * len(offsets), 0, sorted(spans)
     for t, (a, b) in enumerate(offsets):
         if b <= a:

@@ -177,12 +177,14 @@ def _owner_alive(rec: dict) -> bool:
         return False
     if host != HOST:
         return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
+    if not isinstance(pid, int):
         return False
-    except (PermissionError, TypeError, ValueError, OverflowError):
-        return isinstance(pid, int)
+    try:
+        os.kill(pid, 0)                  # signal 0: does the process exist?
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:              # it exists, owned by another user
+        return True
     return True
 
 
