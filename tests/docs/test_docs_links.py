@@ -3,8 +3,8 @@
 The README lives outside the MkDocs site (docs/), so `mkdocs build --strict` does not see its
 links: here every relative link in README.md must reach a file, and every `page.md#anchor` a
 heading of that page (slugged as MkDocs slugs it). The README must keep the two set-up commands
-that CI runs, and the site itself must build strictly (scripts/test.sh builds it too; this
-catches a broken page when pytest runs alone).
+that CI runs, the settings page must name every field of `Settings`, and the site itself must
+build strictly (scripts/test.sh builds it too; this catches a broken page when pytest runs alone).
 """
 
 from __future__ import annotations
@@ -62,3 +62,11 @@ def test_docs_site_builds_strictly(tmp_path):
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert (tmp_path / "site" / "trainer" / "index.html").exists()
+
+
+def test_every_setting_is_in_the_settings_page():
+    from openft.config import Settings
+
+    page = (REPO / "docs" / "settings.md").read_text()
+    missing = [f"OPENFT_{name.upper()}" for name in Settings.model_fields if f"`OPENFT_{name.upper()}`" not in page]
+    assert not missing, f"add these to docs/settings.md's table: {missing}"
