@@ -70,3 +70,9 @@ def test_every_setting_is_in_the_settings_page():
     page = (REPO / "docs" / "settings.md").read_text()
     missing = [f"OPENFT_{name.upper()}" for name in Settings.model_fields if f"`OPENFT_{name.upper()}`" not in page]
     assert not missing, f"add these to docs/settings.md's table: {missing}"
+
+
+def test_code_fences_are_closed():
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    odd = [p.name for p in pages if sum(line.startswith("```") for line in p.read_text().splitlines()) % 2]
+    assert not odd, f"an unclosed ``` swallows the rest of: {odd}"
