@@ -15,7 +15,7 @@ request alone over a base-model request alone). Targets on the 2-core dev box: >
     python benchmarks/serve_throughput.py --via engine --random-adapters   # in-process, no training
     python benchmarks/serve_throughput.py --quick    # 8 x 16 tokens, 4 concurrent, in-process, random adapters
 
-Both sides use the engine's thread policy (`openft.serve.engine.pick_threads`: the cores the
+Both sides use the engine's thread policy (`openft.serve.executor.pick_threads`: the cores the
 load average leaves free), so a busy machine slows both alike.
 """
 
@@ -278,7 +278,7 @@ def run_sequential(base_dir: str, adapters: dict[str, str], plan, max_tokens: in
         def end(self):
             pass
 
-    from openft.serve.engine import pick_threads
+    from openft.serve.executor import pick_threads
 
     stats, t = [], time.perf_counter()
     for i, (mid, msgs) in enumerate(plan):
