@@ -35,7 +35,7 @@ from openft.serve import tools as tool_formats
 from openft.serve.checks import check_length, check_params, encode_prompt
 from openft.serve.executor import Executor
 from openft.serve.loaded import LoadedModels
-from openft.serve.runner import ModelRunner
+from openft.serve.model_runner import ModelRunner
 from openft.serve.sampling import make_generator
 from openft.serve.scheduler import Scheduler
 from openft.serve.sequence import Request, Sequence
@@ -87,10 +87,11 @@ class Engine:
         calls = tool_formats.ToolStream(fmt, req.tool_choice.parallel) if fmt is not None else None
         loop = asyncio.get_running_loop()
         r = Request(loop, asyncio.Queue(), p, runner, adapter, prompt_ids, max_new)
+        skip_special = not (fmt and fmt.special)   # a tool marker that is a special token must reach the parser
         for i in range(p.n):
             r.seqs.append(Sequence(adapter=adapter, feed=list(prompt_ids), want_prompt_logits=p.echo and p.logprobs,
                                    req=r, index=i, gen=make_generator(p.seed, i),
-                                   detok=Detokenizer(runner.tokenizer, prompt_ids, skip_special=not (fmt and fmt.special)),
+                                   detok=Detokenizer(runner.tokenizer, prompt_ids, skip_special=skip_special),
                                    stop=StopMatcher(list(p.stop or [])), guide=guides[i] if guides else None))
         r.open = p.n
         with self.scheduler.cv:

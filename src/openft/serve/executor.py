@@ -22,7 +22,7 @@ from openft.config import Settings
 from openft.errors import InvalidRequest
 from openft.serve.constrain import Guide
 from openft.serve.general import build_runner
-from openft.serve.runner import ModelRunner
+from openft.serve.model_runner import ModelRunner
 from openft.serve.sampling import Picked, sample_batch
 from openft.serve.sequence import Sequence
 from openft.serve.text import TokenBytes

@@ -20,7 +20,7 @@ from openft.config import Settings
 from openft.serve.constrain import Guide
 from openft.serve.executor import Executor
 from openft.serve.lora import AdapterCache, LoraAdapter, load_adapter, merge_into
-from openft.serve.runner import ModelRunner
+from openft.serve.model_runner import ModelRunner
 from openft.serve.types import GenerationRequest, SamplingParams
 
 

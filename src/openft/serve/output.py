@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from openft.errors import OpenFTError
-from openft.serve.runner import ModelRunner
+from openft.serve.model_runner import ModelRunner
 from openft.serve.sampling import Picked, token_logprob
 from openft.serve.sequence import Request, Sequence
 from openft.serve.types import Delta, Finish, Usage

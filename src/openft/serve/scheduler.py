@@ -21,7 +21,7 @@ import threading
 from collections import deque
 
 from openft.errors import RateLimited
-from openft.serve.runner import ModelRunner
+from openft.serve.model_runner import ModelRunner
 from openft.serve.sequence import Request, Sequence
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from openft.serve.constrain import Matcher
 from openft.serve.lora import LoraAdapter
-from openft.serve.runner import ModelRunner, Slot
+from openft.serve.model_runner import ModelRunner, Slot
 from openft.serve.text import Detokenizer, StopMatcher
 from openft.serve.types import SamplingParams
 
