@@ -15,7 +15,7 @@ request alone over a base-model request alone). Targets on the 2-core dev box: >
     python benchmarks/serve_throughput.py --via engine --random-adapters   # in-process, no training
     python benchmarks/serve_throughput.py --quick    # 8 x 16 tokens, 4 concurrent, in-process, random adapters
 
-Both sides use the engine's thread policy (`openft.serve.engine.pick_threads`: the cores the
+Both sides use the engine's thread policy (`openft.serve.executor.pick_threads`: the cores the
 load average leaves free), so a busy machine slows both alike.
 """
 
@@ -278,7 +278,7 @@ def run_sequential(base_dir: str, adapters: dict[str, str], plan, max_tokens: in
         def end(self):
             pass
 
-    from openft.serve.engine import pick_threads
+    from openft.serve.executor import pick_threads
 
     stats, t = [], time.perf_counter()
     for i, (mid, msgs) in enumerate(plan):
@@ -350,7 +350,9 @@ def main() -> None:
         if server:
             asyncio.run(run_http(server.url, server.key, plan[:2], 4, 2))  # warm-up: loads base + adapters
             eng_stats, eng_wall = asyncio.run(run_http(server.url, server.key, plan, args.max_tokens, args.concurrency))
-            alone = lambda m: asyncio.run(run_http(server.url, server.key, [(m, plan[0][1])], args.max_tokens, 1))[0][0]
+
+            def alone(m):
+                return asyncio.run(run_http(server.url, server.key, [(m, plan[0][1])], args.max_tokens, 1))[0][0]
         else:
             from openft.serve.engine import Engine
 
@@ -358,8 +360,9 @@ def main() -> None:
             asyncio.run(run_engine(engine, args.base, adapters, plan[:5], 4, 5))
             eng_stats, eng_wall = asyncio.run(run_engine(engine, args.base, adapters, plan, args.max_tokens,
                                                          args.concurrency))
-            alone = lambda m: asyncio.run(run_engine(engine, args.base, adapters, [(m, plan[0][1])],
-                                                     args.max_tokens, 1))[0][0]
+
+            def alone(m):
+                return asyncio.run(run_engine(engine, args.base, adapters, [(m, plan[0][1])], args.max_tokens, 1))[0][0]
         base_t = statistics.median(alone(args.base).tpot for _ in range(3))
         adapter_t = statistics.median(alone(model_ids[0]).tpot for _ in range(3))
         if not server:
@@ -386,10 +389,11 @@ def main() -> None:
 
 def _adapter_dir(data_dir: Path, model_id: str) -> str:
     """The adapter folder of a fine-tuned model, from the server's database (for the naive baseline)."""
+    import sqlalchemy as sa
+
     from openft.config import Settings
     from openft.store.db import make_engine
     from openft.store.resolve import resolve_model
-    import sqlalchemy as sa
 
     settings = Settings(data_dir=data_dir)
     engine = make_engine(settings.resolved_database_url())

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from openft.serve.lora import load_adapter
-from openft.serve.runner import ModelRunner, Slot
+from openft.serve.model_runner import ModelRunner, Slot
 from openft.serve.sampling import sample_batch
 from openft.serve.static_decode import StaticDecoder, bucket_len, bucket_rows
 from openft.serve.types import Finish, GenerationRequest, SamplingParams, Usage

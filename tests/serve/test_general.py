@@ -82,14 +82,14 @@ def test_runner_choice_fast_for_known_layouts_general_for_the_rest(tiny_model_di
     from openft.config import Settings
     from openft.models.registry import tiny_model
     from openft.serve.general import GeneralRunner, build_runner, fast_path_serves
-    from openft.serve.runner import ModelRunner
+    from openft.serve.model_runner import ModelRunner
 
     kw = {"device": "cpu", "dtype": torch.float32}
     assert type(build_runner(tiny_model_dir, name="llama", **kw)) is ModelRunner
     assert type(build_runner(tiny_model(Settings(model_cache_dir=model_cache), "qwen2"), name="q2", **kw)) is ModelRunner
     for t, folder in arch_dirs.items():
         assert type(build_runner(folder, name=t, **kw)) is GeneralRunner
-    # runner.py attends to the whole context: a sliding window goes to the general runner
+    # model_runner.py attends to the whole context: a sliding window goes to the general runner
     assert fast_path_serves(Qwen2Config()) and not fast_path_serves(Qwen2Config(use_sliding_window=True, sliding_window=64))
     assert fast_path_serves(MistralConfig(sliding_window=None))
     assert not fast_path_serves(MistralConfig(sliding_window=4096, max_position_embeddings=32768))
@@ -207,7 +207,7 @@ def test_per_row_lora_beside_the_base_equals_peft_merged(engine_factory, arch, a
 
 
 def test_fast_runner_serves_qwen2_with_biases_as_generate_does(engine_factory, settings, model_cache, tmp_path):
-    """qwen2 is in runner.SUPPORTED: its q/k/v biases (fused into one qkv bias there) and a LoRA
+    """qwen2 is in model_runner.SUPPORTED: its q/k/v biases (fused into one qkv bias there) and a LoRA
     row beside base rows give transformers' and PEFT's answers."""
     from openft.models import register_local
     from openft.models.registry import tiny_model

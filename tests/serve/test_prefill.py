@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from openft.serve.lora import load_adapter
+from openft.serve.model_runner import ModelRunner, Slot
 from openft.serve.prefill import MIN_SHARED, share_prefixes
-from openft.serve.runner import ModelRunner, Slot
 
 SYSTEM = "Classify the sentiment of the review. Answer with one word: positive or negative."
 REVIEWS = ["Great food, friendly staff.", "The worst service I have had in years!", "ok",

@@ -19,8 +19,12 @@ from __future__ import annotations
 import json
 import re
 import threading
+from typing import TYPE_CHECKING
 
 from openft.errors import InvalidRequest, ServerError
+
+if TYPE_CHECKING:   # the API imports this module; torch only where a mask is applied
+    import torch
 
 JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
@@ -132,7 +136,7 @@ class Guide:
             raise InvalidRequest(f"The output constraint cannot be enforced: {m.get_error()}", param="response_format")
         return Matcher(m)
 
-    def mask(self, logits: "torch.Tensor", rows: list[tuple["Matcher", int]]) -> None:
+    def mask(self, logits: torch.Tensor, rows: list[tuple[Matcher, int]]) -> None:
         """Set the logits of the tokens each row's grammar forbids to -inf, in place.
         logits: [batch, vocab] float32 on CPU; rows: (matcher, batch row) of the constrained rows.
 

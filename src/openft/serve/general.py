@@ -1,6 +1,6 @@
 """A runner for any architecture transformers loads: the model's own forward and its own cache.
 
-`build_runner(path, ...)` is the one choice of runner class: the fast `ModelRunner` (runner.py,
+`build_runner(path, ...)` is the one choice of runner class: the fast `ModelRunner` (model_runner.py,
 its own attention over a slot cache) for the layouts it knows (`SUPPORTED`, without a sliding
 window, which it does not apply), `GeneralRunner` otherwise (Gemma, Phi, Qwen3, GPT-NeoX, OPT...).
 
@@ -45,12 +45,12 @@ import inspect
 import torch
 
 from openft.serve.lora import LoraBatch, MultiLoraLinear, wrap_linears
-from openft.serve.runner import SUPPORTED, ModelRunner, Slot, eos_token_ids
+from openft.serve.model_runner import SUPPORTED, ModelRunner, Slot, eos_token_ids
 
 
 def fast_path_serves(cfg) -> bool:
-    """Whether runner.py's own attention computes this config exactly: a SUPPORTED layout with no
-    sliding-window layer (runner.py attends to the whole context)."""
+    """Whether model_runner.py's own attention computes this config exactly: a SUPPORTED layout with no
+    sliding-window layer (model_runner.py attends to the whole context)."""
     if cfg.model_type not in SUPPORTED:
         return False
     if "sliding_attention" in (getattr(cfg, "layer_types", None) or ()):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from openft.config import Settings
 from openft.errors import InvalidRequest, NotFound, OpenFTError, RateLimited, ServerError
-from openft.serve.engine import _check_params, check_length, encode_prompt
+from openft.serve.checks import check_length, check_params, encode_prompt
 from openft.serve.text import TokenBytes
 from openft.serve.types import Delta, Finish, GenerationRequest, Usage
 
@@ -133,7 +133,7 @@ class VllmBackend:
         if self._closed:
             raise ServerError("The generation engine is shut down.")
         p = req.params
-        _check_params(p)
+        check_params(p)
         if p.json_schema is not None or (req.tools and req.tool_choice.mode != "none"):
             raise InvalidRequest("tools and response_format need the built-in engine (serve_backend builtin).",
                                  param="tools" if req.tools else "response_format")
