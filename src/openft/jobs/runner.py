@@ -36,8 +36,8 @@ from openft.store.blobs import BlobStore
 from openft.store.db import files, jobs, make_engine, models, next_seq
 from openft.train import rules
 from openft.train.faults import fault_point
+from openft.vocab import SUPPORTED_METHODS
 
-SUPPORTED_METHODS = ("supervised", "dpo")
 FILE_PARAMS = ("training_file", "validation_file")
 
 

@@ -22,18 +22,20 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from openft.config import Settings
+from openft.data import formats as F
 from openft.jobs import queue, state
 from openft.store.blobs import BlobStore
 from openft.store.db import files, jobs
-from openft.train import rules
 from openft.store.events import add_event
+from openft.train import rules
+from openft.vocab import DPO, SUPERVISED
 
 log = logging.getLogger("openft.jobs")
 
 # Data formats each fine-tuning method trains on.
-METHOD_FORMATS = {"supervised": ("chat", "prompt_completion"), "dpo": ("preference",)}
-FORMAT_SHAPES = {"chat": '{"messages": [...]}', "prompt_completion": '{"prompt": ..., "completion": ...}',
-                 "preference": '{"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": [...]}'}
+METHOD_FORMATS = {SUPERVISED: (F.CHAT, F.PROMPT_COMPLETION), DPO: (F.PREFERENCE,)}
+FORMAT_SHAPES = {F.CHAT: '{"messages": [...]}', F.PROMPT_COMPLETION: '{"prompt": ..., "completion": ...}',
+                 F.PREFERENCE: '{"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": [...]}'}
 MAX_WARNING_EVENTS = 5
 MIN_TRAINING_EXAMPLES = 10
 
