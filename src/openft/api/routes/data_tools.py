@@ -56,7 +56,7 @@ _MULTIPART_OVERHEAD = 64 * 1024
 
 def _scratch(settings) -> Path:
     """A fresh private folder under `<data_dir>/tmp/data-tools`; stale ones are swept on the way."""
-    root = Path(settings.data_dir) / "tmp" / "data-tools"
+    root = settings.layout.tmp / "data-tools"
     root.mkdir(parents=True, exist_ok=True)
     now = time.time()
     for old in root.iterdir():

@@ -22,7 +22,8 @@ from openft.api.schemas import Strict, cursor_page, keyset
 from openft.errors import InvalidRequest, NotFound, OpenFTError
 from openft.eval import datasource, graders
 from openft.ids import new_id
-from openft.store.db import eval_output_items, eval_runs, evals, files, next_seq
+from openft.store.blobs import stored_file
+from openft.store.db import eval_output_items, eval_runs, evals, next_seq
 from openft.store.resolve import resolve_model
 from openft.vocab import check_metadata
 from openft.webhooks import events as webhook_events
@@ -209,12 +210,10 @@ def _run_response(conn, row, ev, request: Request) -> dict:
 def _read_file(state: AppState, project: str):
     def read(fid: str) -> str:
         with state.db.connect() as conn:
-            row = conn.execute(sa.select(files.c.sha256, files.c.bytes).where(
-                files.c.id == fid, files.c.project_id == project)).first()
-        if row is None:
+            found = stored_file(conn, state.settings.layout, fid, project)
+        if found is None:
             raise InvalidRequest(f"File {fid} not found.", param="data_source.source.id", code="file_not_found")
-        with state.blobs.open(row.sha256) as fh:
-            data = fh.read()
+        data = found.path.read_bytes()
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError:
