@@ -31,16 +31,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import BATCH, LORA_ALPHA, LORA_R, LR, peak_rss_mib, read_reviews, settings, to_chat  # noqa: E402
+from train_throughput import (BATCH, LORA_ALPHA, LORA_R, LR, add_run_args, parse_run_args,  # noqa: E402
+                              peak_rss_mib, read_reviews, run_children, settings, to_chat)
 
 from machine import cpu_line  # benchmarks/machine.py (scripts run from benchmarks/ on sys.path)
 
@@ -150,38 +149,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=400, help="first N reviews as training pairs (default 400)")
     ap.add_argument("--held-out", type=int, default=200, help="the next N reviews as held-out pairs (default 200)")
-    ap.add_argument("--seeds", default="42,1,2", help="comma-separated seeds, one paired run each (default 42,1,2)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 16 pairs, 16 held out, the first seed only")
     ap.add_argument("--only", default="openft,trl", help="comma-separated subset")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads for every trainer (0: torch default)")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
-    ap.add_argument("--data", help=argparse.SUPPRESS)
-    ap.add_argument("--held-out-file", help=argparse.SUPPRESS)
-    ap.add_argument("--seed", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--out", help=argparse.SUPPRESS)
-    a = ap.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    add_run_args(ap, "--held-out-file")
+    a = parse_run_args(ap)
     if a.child:
         return child(a.child, Path(a.data), Path(a.held_out_file), a.seed, Path(a.out), a.threads)
 
     limit, n_held = (16, 16) if a.quick else (a.limit, a.held_out)
-    seeds = [int(x) for x in a.seeds.split(",")][: 1 if a.quick else None]
+    seeds = a.seed_list
     names = a.only.split(",")
-    results: dict[str, list[dict]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         reviews = read_reviews()
         data = write_pairs(reviews[:limit], tmp / "train.jsonl")
         held_out = write_pairs(reviews[limit:limit + n_held], tmp / "held_out.jsonl")
-        for seed in seeds:
-            for name in names:
-                out = tmp / f"{name}-{seed}.json"
-                print(f"running {name} on {limit} pairs, seed {seed} ...", file=sys.stderr, flush=True)
-                subprocess.run([sys.executable, __file__, "--child", name, "--data", str(data), "--held-out-file",
-                                str(held_out), "--seed", str(seed), "--out", str(out), "--threads", str(a.threads)],
-                               check=True, stdout=subprocess.DEVNULL)
-                results[name].append(json.loads(out.read_text()))
+        results = run_children(a, names, seeds, data, "--held-out-file", held_out, tmp, f"{limit} pairs")
 
     def tps(runs):  # all tokens over all wall time
         return sum(r["tokens"] for r in runs) / sum(r["wall_s"] for r in runs)

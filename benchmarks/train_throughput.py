@@ -72,6 +72,43 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+# --- the side-by-side harness (also benchmarks/dpo_throughput.py) --------------------------------
+
+def add_run_args(ap: argparse.ArgumentParser, held_out_file: str) -> None:
+    """The options every side-by-side run takes (seeds, threads) and the hidden ones its child
+    processes get; `held_out_file`: the hidden option naming the held-out data."""
+    ap.add_argument("--seeds", default="42,1,2", help="comma-separated seeds, one paired run each (default 42,1,2)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads for every trainer (0: torch default)")
+    for hidden in ("--child", "--data", held_out_file, "--out"):
+        ap.add_argument(hidden, help=argparse.SUPPRESS)
+    ap.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+
+
+def parse_run_args(ap: argparse.ArgumentParser) -> argparse.Namespace:
+    """The parsed options (`seed_list`: the seeds to run, the first only with --quick); offline hub."""
+    a = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    a.seed_list = [int(x) for x in a.seeds.split(",")][: 1 if a.quick else None]
+    return a
+
+
+def run_children(a: argparse.Namespace, names: list[str], seeds: list[int], data: Path, held_out_file: str,
+                 held_out: Path, tmp: Path, what: str, quiet=lambda name: True) -> dict[str, list[dict]]:
+    """Each trainer in `names` once per seed, each in its own process (the running script with
+    --child); their results, per name in seed order. `quiet(name)`: hide that child's stdout."""
+    results: dict[str, list[dict]] = {name: [] for name in names}
+    for seed in seeds:
+        for name in names:
+            out = tmp / f"{name}-{seed}.json"
+            print(f"running {name} on {what}, seed {seed} ...", file=sys.stderr, flush=True)
+            subprocess.run([sys.executable, sys.argv[0], "--child", name, "--data", str(data), held_out_file,
+                            str(held_out), "--seed", str(seed), "--out", str(out), "--threads", str(a.threads)],
+                           check=True, stdout=subprocess.DEVNULL if quiet(name) else None)
+            results[name].append(json.loads(out.read_text()))
+    return results
+
+
 # --- one trainer per process ---------------------------------------------------------------------
 
 def run_openft(data: Path, tmp: Path, seed: int, base: str = BASE, checkpointing: str | bool = "auto") -> dict:
@@ -226,38 +263,23 @@ def final_loss(r: dict) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=400, help="first N reviews (default 400)")
-    ap.add_argument("--seeds", default="42,1,2", help="comma-separated seeds, one paired run each (default 42,1,2)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 48 examples, the first seed only")
     ap.add_argument("--only", default="openft,trl_default,trl_best", help="comma-separated subset")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads for every trainer (0: torch default)")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
-    ap.add_argument("--data", help=argparse.SUPPRESS)
-    ap.add_argument("--held-out", help=argparse.SUPPRESS)
-    ap.add_argument("--seed", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--out", help=argparse.SUPPRESS)
-    a = ap.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    add_run_args(ap, "--held-out")
+    a = parse_run_args(ap)
     if a.child:
         return child(a.child, Path(a.data), Path(a.held_out), a.seed, Path(a.out), a.threads)
 
     limit = 48 if a.quick else a.limit
-    seeds = [int(x) for x in a.seeds.split(",")][: 1 if a.quick else None]
+    seeds = a.seed_list
     names = a.only.split(",")
-    results: dict[str, list[dict]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         reviews = read_reviews()
         data = write_chat_jsonl(reviews[:limit], tmp / "train.jsonl")
         held_out = write_chat_jsonl(reviews[limit:limit + N_HELD_OUT], tmp / "held_out.jsonl")
-        for seed in seeds:
-            for name in names:
-                out = tmp / f"{name}-{seed}.json"
-                print(f"running {name} on {limit} examples, seed {seed} ...", file=sys.stderr, flush=True)
-                subprocess.run([sys.executable, __file__, "--child", name, "--data", str(data), "--held-out",
-                                str(held_out), "--seed", str(seed), "--out", str(out), "--threads", str(a.threads)],
-                               check=True, stdout=subprocess.DEVNULL if name != "openft" else None)
-                results[name].append(json.loads(out.read_text()))
+        results = run_children(a, names, seeds, data, "--held-out", held_out, tmp, f"{limit} examples",
+                               quiet=lambda name: name != "openft")
     peak = bf16_matmul_peak()
     fpt = lora_flops_per_token()
 

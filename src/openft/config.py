@@ -1,4 +1,5 @@
-"""Settings: flags, then `OPENFT_*` environment variables, then defaults.
+"""Settings: flags, then `OPENFT_*` environment variables, then defaults; and `DataLayout`, where
+each thing lives in the data folder.
 
 Each entry point builds one `Settings()` and passes it down explicitly (no process-wide
 global); tests pass their own. Nothing here touches the disk except
@@ -7,10 +8,73 @@ global); tests pass their own. Nothing here touches the disk except
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    """The data folder's layout, decided once: every path openft keeps under `root` (OPENFT_DATA_DIR).
+    Pure paths; nothing is created here (`Settings.ensure_dirs`)."""
+
+    root: Path
+
+    @property
+    def blobs(self) -> Path:
+        """Uploaded files' content, content-addressed (openft.store.blobs)."""
+        return self.root / "blobs"
+
+    @property
+    def jobs(self) -> Path:
+        """One folder per fine-tuning job: spec, logs, checkpoints, results.csv, the final model."""
+        return self.root / "jobs"
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.jobs / job_id
+
+    @property
+    def exports(self) -> Path:
+        """One folder per model export (GGUF, merged weights)."""
+        return self.root / "exports"
+
+    @property
+    def tmp(self) -> Path:
+        """Scratch space (the data tools' uploaded tables under tmp/data-tools)."""
+        return self.root / "tmp"
+
+    @property
+    def models(self) -> Path:
+        """Converted base models, unless OPENFT_MODEL_CACHE_DIR puts them elsewhere."""
+        return self.root / "models"
+
+    @property
+    def models_file(self) -> Path:
+        """The registered base models (openft.models.registry)."""
+        return self.root / "models.json"
+
+    @property
+    def database(self) -> Path:
+        """The SQLite database, unless OPENFT_DATABASE_URL names another."""
+        return self.root / "openft.db"
+
+    @property
+    def admin_key(self) -> Path:
+        """The admin API key generated at first start (mode 0600)."""
+        return self.root / "admin_key"
+
+    @property
+    def key_secret(self) -> Path:
+        """The secret API keys are hashed with, generated at first start unless OPENFT_KEY_SECRET is set."""
+        return self.root / "key_secret"
+
+    def owned(self) -> tuple[Path, ...]:
+        """What openft writes directly under the root (the folder may hold the operator's files too);
+        the database's files (openft.db*) and temporary key files (.admin_key.*) aside."""
+        return (self.blobs, self.jobs, self.exports, self.tmp, self.models, self.admin_key, self.key_secret,
+                self.models_file)
 
 
 class Settings(BaseSettings):
@@ -68,15 +132,21 @@ class Settings(BaseSettings):
     limit_weight_decay: float = Field(10.0, description="Largest weight_decay.")
     limit_max_grad_norm: float = Field(1e6, description="Largest max_grad_norm.")
 
+    @property
+    def layout(self) -> DataLayout:
+        """Where each thing lives in `data_dir`."""
+        return DataLayout(Path(self.data_dir))
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite:///{(self.data_dir / 'openft.db').resolve()}"
+        return f"sqlite:///{self.layout.database.resolve()}"
 
     def resolved_model_cache_dir(self) -> Path:
-        return (self.model_cache_dir or self.data_dir / "models").resolve()
+        return (self.model_cache_dir or self.layout.models).resolve()
 
     def ensure_dirs(self) -> None:
-        for sub in ("", "blobs", "jobs", "tmp"):
-            (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+        layout = self.layout
+        for folder in (layout.root, layout.blobs, layout.jobs, layout.tmp):
+            folder.mkdir(parents=True, exist_ok=True)
         self.resolved_model_cache_dir().mkdir(parents=True, exist_ok=True)

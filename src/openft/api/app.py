@@ -24,7 +24,7 @@ from openft.store.db import make_engine
 
 def create_app(settings: Settings, *, db=None) -> FastAPI:
     state = AppState(settings=settings, db=db if db is not None else make_engine(settings.resolved_database_url()),
-                     blobs=BlobStore(settings.data_dir / "blobs"))
+                     blobs=BlobStore(settings.layout.blobs))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -14,12 +14,13 @@ from typing import Annotated, Any, Literal
 from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo, WithJsonSchema, field_validator,
                       model_validator)
 
+from openft import vocab
 from openft.config import Settings
 from openft.train import rules
+from openft.train.metrics import reported as reported_metrics
 
 FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
-SUPPORTED_METHODS = ("supervised", "dpo")
-HYPERPARAMETER_KEYS = ("batch_size", "learning_rate_multiplier", "n_epochs")
+HYPERPARAMETER_KEYS = tuple(sorted(vocab.HYPERPARAMETERS))  # as OpenAI lists them in a job object
 _SUFFIX_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -115,7 +116,7 @@ class DpoMethod(Strict):
 
 
 class Method(Strict):
-    type: Literal["supervised", "dpo", "reinforcement"]
+    type: Literal[vocab.OPENAI_METHODS]
     supervised: SupervisedMethod | None = None
     dpo: DpoMethod | None = None
     reinforcement: dict | None = None
@@ -153,7 +154,7 @@ class Integration(Strict):
 
 
 # TrainSpec fields a job may set beside OpenAI's three (LoRA shape, full fine-tuning, schedule...).
-_NOT_OPTIONS = {*rules.RESERVED_HYPERPARAMETERS, *HYPERPARAMETER_KEYS, "beta"}  # beta: DpoHyperparameters
+_NOT_OPTIONS = {*rules.RESERVED_HYPERPARAMETERS, *(k for hps in vocab.METHOD_HYPERPARAMETERS.values() for k in hps)}
 
 
 def train_options() -> list[str]:
@@ -272,19 +273,6 @@ def _names_module(target: str, modules: set[str]) -> bool:
     return any(m == target or m.endswith("." + target) for m in modules)
 
 
-def _check_metadata(v: dict[str, str] | None) -> dict[str, str] | None:
-    if v is None:
-        return v
-    if len(v) > 16:
-        raise ValueError("at most 16 key-value pairs")
-    for k, val in v.items():
-        if len(k) > 64:
-            raise ValueError(f"key {k[:20]!r}... is longer than 64 characters")
-        if len(val) > 512:
-            raise ValueError(f"the value of {k!r} is longer than 512 characters")
-    return v
-
-
 class JobCreate(Strict):
     model: str = Field(max_length=512)
     training_file: str
@@ -306,7 +294,8 @@ class JobCreate(Strict):
     @field_validator("metadata")
     @classmethod
     def _metadata(cls, v):
-        return _check_metadata(v)
+        vocab.check_metadata(v)  # an InvalidRequest, not a ValueError: it passes pydantic by and names the pair
+        return v
 
     def resolved_method(self) -> dict:
         """The `method` object to store: `hyperparameters` folded in, every unset value "auto"."""
@@ -316,17 +305,17 @@ class JobCreate(Strict):
             hp = (self.hyperparameters or SupervisedHyperparameters()).model_dump()
             check_train_options({k: v for k, v in hp.items() if k not in SupervisedHyperparameters.model_fields},
                                 "hyperparameters")
-            return {"type": "supervised", "supervised": {"hyperparameters": hp}}
+            return {"type": vocab.DEFAULT_METHOD, vocab.DEFAULT_METHOD: {"hyperparameters": hp}}
         m = self.method
-        if m.type not in SUPPORTED_METHODS:
+        if m.type not in vocab.SUPPORTED_METHODS:
             raise InvalidRequest(f"Fine-tuning method '{m.type}' is not supported by openft yet; "
-                                 f"supported: {', '.join(SUPPORTED_METHODS)}.", param="method.type",
+                                 f"supported: {', '.join(vocab.SUPPORTED_METHODS)}.", param="method.type",
                                  code="invalid_value")
-        for other in ("supervised", "dpo", "reinforcement"):
+        for other in vocab.OPENAI_METHODS:
             if other != m.type and getattr(m, other) is not None:
                 raise InvalidRequest(f"method.{other} was given but method.type is '{m.type}'.",
                                      param=f"method.{other}", code="invalid_value")
-        sub = getattr(m, m.type) or (SupervisedMethod() if m.type == "supervised" else DpoMethod())
+        sub = getattr(m, m.type) or (SupervisedMethod() if m.type == vocab.SUPERVISED else DpoMethod())
         where = f"method.{m.type}.hyperparameters"
         if self.hyperparameters is not None:
             if "hyperparameters" in sub.model_fields_set:
@@ -376,7 +365,7 @@ def job_hyperparameters(method: dict | None) -> dict:
 
 
 def job_object(row, settings: Settings) -> dict:
-    method = row.method or {"type": "supervised", "supervised": {"hyperparameters": {}}}
+    method = row.method or {"type": vocab.DEFAULT_METHOD, vocab.DEFAULT_METHOD: {"hyperparameters": {}}}
     error = row.error
     if error is not None:
         error = {"code": error.get("code") or "error", "message": error.get("message") or "",
@@ -398,20 +387,12 @@ def event_object(row) -> dict:
             "message": row.message, "data": row.data if row.data is not None else {}, "type": row.type}
 
 
-_CKPT_METRICS = ("step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy",
-                 "full_valid_loss", "full_valid_mean_token_accuracy")
-_DPO_CKPT_METRICS = tuple(f"{p}_{m}" for p in ("train", "valid", "full_valid")
-                          for m in ("reward_accuracy", "reward_margin", "chosen_reward", "rejected_reward"))
-
-
 def checkpoint_object(row) -> dict:
     metrics = dict(row.metrics or {})
     metrics.setdefault("step", row.step_number)
     return {"id": row.id, "object": "fine_tuning.job.checkpoint", "created_at": row.created_at,
             "fine_tuned_model_checkpoint": row.fine_tuned_model_checkpoint, "fine_tuning_job_id": row.job_id,
-            "step_number": row.step_number, "metrics": {
-                **{k: metrics.get(k) for k in _CKPT_METRICS + tuple(k for k in _DPO_CKPT_METRICS if k in metrics)},
-                **{k: v for k, v in metrics.items() if k.startswith("classification/")}}}
+            "step_number": row.step_number, "metrics": reported_metrics(metrics)}
 
 
 def model_object(model_id: str, created: int, owned_by: str) -> dict:

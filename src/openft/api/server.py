@@ -83,7 +83,7 @@ def prepare(settings: Settings):
 
     owner_only(settings)
     settings.ensure_dirs()
-    BlobStore(settings.data_dir / "blobs").remove_stale_uploads()
+    BlobStore(settings.layout.blobs).remove_stale_uploads()
     db = make_engine(settings.resolved_database_url())
     migrate(db)
     return db, ensure_admin_key(settings, db)

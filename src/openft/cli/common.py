@@ -71,8 +71,9 @@ class State:
         for key in (self.api_key, os.environ.get("OPENFT_API_KEY"), openai_env and os.environ.get("OPENAI_API_KEY")):
             if key:
                 return key
-        data_dir = Path(self.data_dir or os.environ.get("OPENFT_DATA_DIR") or "./openft-data")
-        key_file = data_dir / "admin_key"
+        from openft.config import DataLayout
+
+        key_file = DataLayout(Path(self.data_dir or os.environ.get("OPENFT_DATA_DIR") or "./openft-data")).admin_key
         if key_file.is_file():
             key = key_file.read_text().strip()
             if key:

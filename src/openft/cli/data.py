@@ -308,7 +308,7 @@ def synthesize(
     model: Optional[str] = typer.Option(None, "--model", help="Chat model that writes questions and answers."),
     base_url: Optional[str] = typer.Option(None, "--base-url", envvar="OPENFT_BASE_URL",
                                            help="Any OpenAI-compatible API (default: http://127.0.0.1:8000/v1)."),
-    api_key: Optional[str] = typer.Option(None, "--api-key", help="(env OPENAI_API_KEY / OPENFT_API_KEY)"),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="(env OPENFT_API_KEY / OPENAI_API_KEY)"),
     questions: int = typer.Option(5, "--questions", help="Questions asked per passage."),
     chunk_chars: int = typer.Option(3000, "--chunk-chars", help="Passage size, in characters."),
     system: Optional[str] = typer.Option(None, "--system", help="System prompt of the training examples."),
@@ -318,8 +318,6 @@ def synthesize(
     apply_review: Optional[Path] = typer.Option(None, "--apply-review", help="A reviewed .review.jsonl: write the kept and fixed pairs to OUTPUT."),
 ):
     """Question/answer pairs from documents, with a review file; then --apply-review."""
-    import os
-
     from openft.data import synthesize as S
 
     if apply_review is not None:
@@ -333,14 +331,17 @@ def synthesize(
         raise OpenFTError("--model is required: the chat model that writes the questions and answers", param="model")
     from openai import OpenAI
 
-    key = api_key or os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENFT_API_KEY")
-    if not key:
-        try:
-            from openft.cli.common import state
-            key = state().resolved_api_key()
-        except Exception:  # noqa: BLE001 - endpoints like Ollama or vLLM take any key
-            key = "none"
-    client = OpenAI(base_url=base_url or "http://127.0.0.1:8000/v1", api_key=key, max_retries=1, timeout=300)
+    from openft.cli.common import DEFAULT_BASE_URL, State, state
+
+    try:
+        st = state()
+    except RuntimeError:  # used outside the root app (tests, embedding)
+        st = State()
+    try:  # the same order as every other command: --api-key, OPENFT_API_KEY, OPENAI_API_KEY, admin_key
+        key = api_key or st.resolved_api_key()
+    except Exception:  # noqa: BLE001 - endpoints like Ollama or vLLM take any key
+        key = "none"
+    client = OpenAI(base_url=base_url or DEFAULT_BASE_URL, api_key=key, max_retries=1, timeout=300)
     r = S.synthesize(docs, output, client=client, model=model, questions_per_chunk=questions,
                      chunk_chars=chunk_chars, system=system, with_context=with_context, max_tokens=max_tokens,
                      temperature=temperature, progress=lambda m: typer.echo(m, err=True))

@@ -10,6 +10,7 @@ import typer
 from openft.cli.common import (client, fail, fmt_time, parse_key_values, print_json, print_table, resolve_file,
                                typer_app)
 from openft.cli.follow import follow_job, format_event
+from openft.vocab import DPO, METHOD_HYPERPARAMETERS, SUPERVISED, SUPPORTED_METHODS
 
 app = typer_app("Create, inspect and control fine-tuning jobs.")
 
@@ -31,10 +32,10 @@ def parse_auto(value: Optional[str], option: str, kind: type):
 
 def build_method(method: str, n_epochs, batch_size, lr_multiplier, beta=None) -> dict:
     """The `method` request field from CLI options (only the given hyperparameters)."""
-    if method not in ("supervised", "dpo"):
-        fail(f"--method must be supervised or dpo, not {method!r}")
-    hp = {k: v for k, v in (("n_epochs", n_epochs), ("batch_size", batch_size),
-                            ("learning_rate_multiplier", lr_multiplier), ("beta", beta)) if v is not None}
+    if method not in SUPPORTED_METHODS:
+        fail(f"--method must be {' or '.join(SUPPORTED_METHODS)}, not {method!r}")
+    given = dict(zip(METHOD_HYPERPARAMETERS[DPO], (n_epochs, batch_size, lr_multiplier, beta)))  # OpenAI's three, beta
+    hp = {k: v for k, v in given.items() if v is not None}
     return {"type": method, method: {"hyperparameters": hp}}
 
 
@@ -60,7 +61,7 @@ def create(
     batch_size: Optional[str] = typer.Option(None, "--batch-size", help="Batch size (int) or 'auto'."),
     learning_rate_multiplier: Optional[str] = typer.Option(None, "--learning-rate-multiplier", "--lr",
                                                            help="Learning rate multiplier (float) or 'auto'."),
-    method: str = typer.Option("supervised", "--method", help="supervised or dpo."),
+    method: str = typer.Option(SUPERVISED, "--method", help=" or ".join(SUPPORTED_METHODS) + "."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for reproducible runs."),
     metadata: Optional[list[str]] = typer.Option(None, "--metadata", help="KEY=VALUE, repeatable."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Follow the job until it ends."),

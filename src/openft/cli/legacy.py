@@ -16,6 +16,7 @@ import typer
 from openft.cli.common import client, fail, resolve_file, typer_app
 from openft.cli.follow import follow_job
 from openft.cli.jobs import build_method, parse_auto
+from openft.vocab import SUPERVISED
 
 app = typer_app("Legacy commands of the old `openai api` CLI (fine_tunes.*).")
 
@@ -62,10 +63,10 @@ def fine_tunes_create(
         "(a prompt loss weight of 0); another value is reported and not applied."),
 ):
     """Create a fine-tuning job (old syntax); local files are uploaded first, then the job is followed."""
-    method = build_method("supervised", parse_auto(n_epochs, "--n_epochs", int),
+    method = build_method(SUPERVISED, parse_auto(n_epochs, "--n_epochs", int),
                           parse_auto(batch_size, "--batch_size", int),
                           parse_auto(learning_rate_multiplier, "--learning_rate_multiplier", float))
-    hp = method["supervised"]["hyperparameters"]
+    hp = method[SUPERVISED]["hyperparameters"]
     if compute_classification_metrics:
         hp["compute_classification_metrics"] = True
     for key, value in (("classification_n_classes", classification_n_classes),

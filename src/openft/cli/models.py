@@ -53,7 +53,7 @@ def register(name: str = typer.Argument(..., help="The id to register the model 
         fail(f"{path} is not a folder")
     settings = state().settings()
     m = register_local(settings, name, path)
-    print(f"Registered base model {m.id} -> {m.location} (in {Path(settings.data_dir) / 'models.json'})")
+    print(f"Registered base model {m.id} -> {m.location} (in {settings.layout.models_file})")
 
 
 def _project_for_current_key(settings, engine) -> str:
@@ -77,7 +77,7 @@ def export(model: str = typer.Argument(..., help="The model to export (ft:..., a
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         fail(f"--output {output} exists and is not an empty folder")
     settings = state().settings()
-    db_file = Path(settings.data_dir) / "openft.db"
+    db_file = settings.layout.database
     if not settings.database_url and not db_file.exists():
         fail(f"no openft database in {settings.data_dir}; pass the server's --data-dir")
     try:

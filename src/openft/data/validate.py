@@ -21,6 +21,7 @@ from openft.data.estimate import Pace, estimate
 from openft.data.reader import iter_lines, parse_record, table_kind
 from openft.data.tokens import TokenCounter
 from openft.errors import DataError
+from openft.vocab import DPO
 
 MAX_LOCATED_PER_CODE = 50     # located issues kept per code; the rest are only counted
 TOKEN_BATCH = 1024            # examples tokenized together
@@ -224,7 +225,7 @@ def validate_file(path: str | Path, *, tokenizer: Any = None, max_seq_len: int |
                 labels = None
         if counter is not None:
             batch.append((n, ex))
-            if fmt == F.PREFERENCE and method == "dpo":  # DPO trains on both sequences of the pair
+            if fmt == F.PREFERENCE and method == DPO:  # DPO trains on both sequences of the pair
                 batch.append((n, F.to_chat({**rec, "preferred_output": rec.get("non_preferred_output",
                                                                               rec.get("non_preferred_completion"))}, fmt)))
             if len(batch) >= TOKEN_BATCH:
@@ -243,7 +244,7 @@ def validate_file(path: str | Path, *, tokenizer: Any = None, max_seq_len: int |
         rep.add(F.ERROR, "invalid_file_format", first_fmt_line, None,
                 "OpenAI evals format ({input, ideal}); fine-tuning needs chat: "
                 f"`openft data convert {path.name} train.jsonl` makes the ideal answer the assistant message")
-    elif rep.format == F.PREFERENCE and method != "dpo":
+    elif rep.format == F.PREFERENCE and method != DPO:
         rep.add(F.WARNING, "preference_format", first_fmt_line, None,
                 "preference (DPO) data: supervised fine-tuning trains on the preferred output only")
     whole_file = n_lines == 1 and rep.counts["invalid_encoding"] == 1  # UTF-16 or binary: one error says it

@@ -23,21 +23,13 @@ from openft.jobs import naming
 from openft.jobs.integrations import Integrations
 from openft.store.db import checkpoints, jobs
 from openft.store.events import add_event
-
-METRIC_KEYS = ("step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy",
-               "full_valid_loss", "full_valid_mean_token_accuracy")
-DPO_METRIC_KEYS = tuple(f"{p}_{m}" for p in ("train", "valid", "full_valid")  # DPO jobs only (openft.train.dpo)
-                        for m in ("reward_accuracy", "reward_margin", "chosen_reward", "rejected_reward"))
+from openft.train.metrics import reported
+from openft.vocab import DEFAULT_METHOD, HYPERPARAMETERS
 
 
 def _metrics(data: dict) -> dict:
-    """The metrics payload of an event or a checkpoint: the standard keys, the DPO keys present,
-    and any classification/* columns."""
-    return {**{k: _num(data.get(k)) for k in METRIC_KEYS}, **{k: _num(data[k]) for k in DPO_METRIC_KEYS if k in data},
-            **{k: _num(v) for k, v in data.items() if k.startswith("classification/")}}
-
-
-STANDARD_HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
+    """The metrics payload of an event or a checkpoint (openft.train.metrics.reported), as floats."""
+    return {k: _num(v) for k, v in reported(data).items()}
 
 
 def _num(x):
@@ -62,7 +54,7 @@ class DBHooks:
         self.job_id = job["id"]
         self.project_id = job["project_id"]
         self.worker_id = job["worker_id"]
-        self.method_type = (job["method"] or {}).get("type", "supervised")
+        self.method_type = (job["method"] or {}).get("type", DEFAULT_METHOD)
         self.model_id = model_id
         self.poll_seconds = poll_seconds
         self.last_checkpoint: str | None = None
@@ -94,7 +86,7 @@ class DBHooks:
         method[self.method_type] = section
         hp = dict(section.get("hyperparameters") or {})
         for k, v in hyperparameters.items():
-            if k in STANDARD_HYPERPARAMETERS or k in hp:
+            if k in HYPERPARAMETERS or k in hp:
                 hp[k] = v
         section["hyperparameters"] = hp
         return method

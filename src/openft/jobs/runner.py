@@ -32,12 +32,12 @@ from openft.errors import InvalidRequest, OpenFTError
 from openft.ids import file_id as new_file_id
 from openft.jobs import naming, queue, state
 from openft.jobs.hooks import DBHooks
-from openft.store.blobs import BlobStore
+from openft.store.blobs import BlobStore, stored_file
 from openft.store.db import files, jobs, make_engine, models, next_seq
 from openft.train import rules
 from openft.train.faults import fault_point
+from openft.vocab import SUPPORTED_METHODS
 
-SUPPORTED_METHODS = ("supervised", "dpo")
 FILE_PARAMS = ("training_file", "validation_file")
 
 
@@ -58,10 +58,10 @@ def _die_with_parent() -> None:
 def _link_file(engine: sa.Engine, settings: Settings, file_id: str, dest: Path) -> str:
     """Expose a stored file at `dest` (a symlink to its blob, keeping the original extension)."""
     with engine.connect() as conn:
-        row = conn.execute(sa.select(files.c.sha256, files.c.filename).where(files.c.id == file_id)).first()
-    if row is None:
+        found = stored_file(conn, settings.layout, file_id)
+    if found is None:
         raise InvalidRequest(f"File {file_id} no longer exists.", param="training_file", code="file_not_found")
-    blob = BlobStore(Path(settings.data_dir) / "blobs").path(row.sha256)
+    row, blob = found
     if not blob.exists():
         raise InvalidRequest(f"The content of file {file_id} is missing from the blob store.",
                              code="file_not_found")
@@ -127,7 +127,7 @@ def _succeed(settings: Settings, engine: sa.Engine, job: dict, hooks: DBHooks, r
     csv_sha, csv_bytes = None, 0
     if result.results_csv and Path(result.results_csv).exists():
         with open(result.results_csv, "rb") as f:
-            csv_sha, csv_bytes = BlobStore(Path(settings.data_dir) / "blobs").put_stream(f)
+            csv_sha, csv_bytes = BlobStore(settings.layout.blobs).put_stream(f)
     with engine.begin() as conn:
         method = hooks.method_with(conn, dict(result.hyperparameters or {}))
         result_files = [new_file_id()] if csv_sha is not None else []

@@ -22,18 +22,20 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from openft.config import Settings
+from openft.data import formats as F
 from openft.jobs import queue, state
-from openft.store.blobs import BlobStore
-from openft.store.db import files, jobs
-from openft.train import rules
+from openft.store.blobs import stored_file
+from openft.store.db import jobs
 from openft.store.events import add_event
+from openft.train import rules
+from openft.vocab import DPO, SUPERVISED
 
 log = logging.getLogger("openft.jobs")
 
 # Data formats each fine-tuning method trains on.
-METHOD_FORMATS = {"supervised": ("chat", "prompt_completion"), "dpo": ("preference",)}
-FORMAT_SHAPES = {"chat": '{"messages": [...]}', "prompt_completion": '{"prompt": ..., "completion": ...}',
-                 "preference": '{"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": [...]}'}
+METHOD_FORMATS = {SUPERVISED: (F.CHAT, F.PROMPT_COMPLETION), DPO: (F.PREFERENCE,)}
+FORMAT_SHAPES = {F.CHAT: '{"messages": [...]}', F.PROMPT_COMPLETION: '{"prompt": ..., "completion": ...}',
+                 F.PREFERENCE: '{"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": [...]}'}
 MAX_WARNING_EVENTS = 5
 MIN_TRAINING_EXAMPLES = 10
 
@@ -83,11 +85,11 @@ def _check_one(settings: Settings, conn: sa.Connection, job: sa.Row, file_id: st
                tokenizer, method_type: str, max_seq_len: int | None = None
                ) -> tuple[Failure | None, list[str], dict | None]:
     """Validate one file; returns (failure or None, warning messages, the data toolkit's estimate)."""
-    row = conn.execute(sa.select(files).where(files.c.id == file_id, files.c.project_id == job.project_id)).first()
+    found = stored_file(conn, settings.layout, file_id, job.project_id)
     kind = "training" if param == "training_file" else "validation"
-    if row is None:
+    if found is None:
         return Failure("file_not_found", f"The {kind} file {file_id} does not exist (was it deleted?).", param), [], None
-    path = BlobStore(Path(settings.data_dir) / "blobs").path(row.sha256)
+    row, path = found
     if not path.exists():
         return Failure("file_not_found", f"The content of the {kind} file {file_id} is missing.", param), [], None
     report = validate_for_job(path, row.filename, job.method, job.base_model, tokenizer, max_seq_len,

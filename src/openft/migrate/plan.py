@@ -20,12 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from openft.errors import InvalidRequest
+from openft.vocab import DEFAULT_METHOD, MAX_METADATA_KEYS, METHOD_HYPERPARAMETERS, SUPPORTED_METHODS
 
 MIGRATED_FROM = "migrated_from"      # the metadata key that names the source job on the target
-MAX_METADATA_KEYS = 16               # OpenAI's (and openft's) limit on metadata pairs
-# Per method, the hyperparameters OpenAI resolves and openft takes under the same names.
-METHOD_HYPERPARAMETERS = {"supervised": ("n_epochs", "batch_size", "learning_rate_multiplier"),
-                          "dpo": ("n_epochs", "batch_size", "learning_rate_multiplier", "beta")}
 
 
 @dataclass(frozen=True)
@@ -165,7 +162,7 @@ def source_suffix(job: Any) -> str | None:
 def plan_job(job: Any, model_map: ModelMap) -> JobPlan:
     """The target job for a source `job`."""
     method_obj = _get(job, "method")
-    method = _get(method_obj, "type") or "supervised"
+    method = _get(method_obj, "type") or DEFAULT_METHOD
     target, why = model_map.target(_get(job, "model") or "")
     hp, dropped = resolved_hyperparameters(job, method)
     notes = [f"hyperparameter(s) {', '.join(dropped)} not carried over (openft does not take them)"] if dropped else []
@@ -175,14 +172,15 @@ def plan_job(job: Any, model_map: ModelMap) -> JobPlan:
         notes.append(f"its own metadata {MIGRATED_FROM}={source_md[MIGRATED_FROM]} is replaced by this job's id")
     while len(metadata) >= MAX_METADATA_KEYS:
         gone = list(metadata)[-1]
-        notes.append(f"metadata key {gone!r} dropped to make room for {MIGRATED_FROM} (16 keys at most)")
+        notes.append(f"metadata key {gone!r} dropped to make room for {MIGRATED_FROM} "
+                     f"({MAX_METADATA_KEYS} keys at most)")
         del metadata[gone]
     metadata[MIGRATED_FROM] = _get(job, "id")
     if _get(job, "integrations"):
         notes.append("integrations (wandb) are not carried over")
     skip = None
-    if method not in METHOD_HYPERPARAMETERS:
-        skip = f"method {method!r} is not supported by openft (it fine-tunes with supervised or dpo)"
+    if method not in SUPPORTED_METHODS:
+        skip = f"method {method!r} is not supported by openft (it fine-tunes with {' or '.join(SUPPORTED_METHODS)})"
     elif not _get(job, "training_file"):
         skip = "the source job names no training file"
     return JobPlan(source_id=_get(job, "id"), source_model=_get(job, "model") or "", status=_get(job, "status") or "",

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator
 
 from openft.migrate.faults import MigrateError, describe, is_fatal, server_message
 from openft.migrate.plan import MIGRATED_FROM, JobPlan
+from openft.vocab import SUPERVISED
 
 FILE_PREFIX = "migrated-"
 CHUNK = 1 << 20  # bytes per read when streaming a file down
@@ -69,7 +70,7 @@ class Migration:
         self.source_url, self.target_url = source_url, target_url
         self.echo, self.estimator = echo, estimator
         self._target_files: dict[tuple[str, int], str] | None = None   # (filename, bytes) -> target file id
-        self._method_refused: dict[str, str | None] = {"supervised": None}
+        self._method_refused: dict[str, str | None] = {SUPERVISED: None}
         self._tmp = tempfile.TemporaryDirectory(prefix="openft-migrate-")
 
     def close(self) -> None:

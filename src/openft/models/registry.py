@@ -76,7 +76,7 @@ def _smollm2_gguf() -> Path | None:
 
 
 def _local_registry_file(settings: Settings) -> Path:
-    return Path(settings.data_dir) / "models.json"
+    return settings.layout.models_file
 
 
 def _local_models(settings: Settings) -> dict[str, str]:

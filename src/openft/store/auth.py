@@ -42,7 +42,7 @@ def legacy_hash(key: str) -> str:
 
 
 def key_secret_file(settings: Settings) -> Path:
-    return Path(settings.data_dir) / "key_secret"
+    return settings.layout.key_secret
 
 
 def key_secret(settings: Settings) -> bytes:
@@ -81,7 +81,7 @@ def _read_secret(path: Path) -> bytes:
 
 
 def admin_key_file(settings: Settings) -> Path:
-    return Path(settings.data_dir) / "admin_key"
+    return settings.layout.admin_key
 
 
 def _ensure_project(conn: sa.Connection, project_id: str, name: str) -> None:
@@ -130,7 +130,7 @@ def ensure_admin_key(settings: Settings, engine: Engine) -> str | None:
         _add_key(conn, DEFAULT_PROJECT_ID, key, ADMIN_KEY_NAME, secret)
     path = admin_key_file(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".admin_key.{secrets.token_hex(4)}")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(key + "\n")

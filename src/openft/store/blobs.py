@@ -5,6 +5,9 @@ folder tree (`<root>/.upload-*`, owner-only, locked while written), are hashed o
 renamed into place: a blob is never half-written, and identical content is stored once. A
 process killed mid-write leaves its temporary file behind; `remove_stale_uploads` (at server
 start) deletes those that no live writer holds, whichever process shares the folder.
+
+`blob_path` is the one rule for where a blob lives; `stored_file` goes from a file id to its
+`files` row and that path (the only place that does).
 """
 
 from __future__ import annotations
@@ -16,13 +19,37 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
+import sqlalchemy as sa
+
+from openft.config import DataLayout
 from openft.errors import PayloadTooLarge
+from openft.store.db import files
 
 CHUNK = 1 << 20
 TEMP_PREFIX = ".upload-"
 log = logging.getLogger("openft.store")
+
+
+def blob_path(root: Path, sha256: str) -> Path:
+    """Where the blob with this content hash lives under a blob folder (DataLayout.blobs)."""
+    return Path(root) / sha256[:2] / sha256
+
+
+class StoredFile(NamedTuple):
+    row: sa.Row      # the `files` row
+    path: Path       # its content (may be missing: a blob deleted by hand)
+
+
+def stored_file(conn: sa.Connection, layout: DataLayout, file_id: str,
+                project_id: str | None = None) -> StoredFile | None:
+    """A file id's row and blob path; None when there is no such file (in `project_id`, if given)."""
+    query = sa.select(files).where(files.c.id == file_id)
+    if project_id is not None:
+        query = query.where(files.c.project_id == project_id)
+    row = conn.execute(query).first()
+    return None if row is None else StoredFile(row, blob_path(layout.blobs, row.sha256))
 
 
 class BlobStore:
@@ -31,7 +58,7 @@ class BlobStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def path(self, sha256: str) -> Path:
-        return self.root / sha256[:2] / sha256
+        return blob_path(self.root, sha256)
 
     def put_stream(self, stream: BinaryIO, max_bytes: int | None = None) -> tuple[str, int]:
         """Store a stream; returns (sha256, size). Raises PayloadTooLarge past max_bytes."""

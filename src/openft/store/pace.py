@@ -22,8 +22,8 @@ import sqlalchemy as sa
 
 from openft.config import Settings
 from openft.data.estimate import Pace, combine, read_pace
-from openft.store.blobs import BlobStore
-from openft.store.db import files, jobs
+from openft.store.blobs import stored_file
+from openft.store.db import jobs
 from openft.train import rules
 
 HISTORY_JOBS = 5             # the newest this-many matching jobs
@@ -66,12 +66,12 @@ def pace_for_job(settings: Settings, engine: sa.Engine, job, n_examples: int, *,
     if not probe:
         return None
     with engine.connect() as conn:
-        sha = conn.execute(sa.select(files.c.sha256).where(files.c.id == job.training_file)).scalar()
-    if sha is None:
+        found = stored_file(conn, settings.layout, job.training_file)
+    if found is None:
         return None
     from openft.train.probe import run_probe
 
-    pace = run_probe(settings, job.base_model, BlobStore(Path(settings.data_dir) / "blobs").path(sha), n_examples, hp)
+    pace = run_probe(settings, job.base_model, found.path, n_examples, hp)
     if pace is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps({"tokens_per_second": pace.tokens_per_second, "setup_seconds": pace.setup_seconds,
@@ -81,7 +81,7 @@ def pace_for_job(settings: Settings, engine: sa.Engine, job, n_examples: int, *,
 
 def pace_in_data_dir(settings: Settings, base_model: str, method: str = "lora") -> Pace | None:
     """`history_pace` of a data folder that may not exist yet (`openft data validate -m MODEL`)."""
-    if not settings.database_url and not (Path(settings.data_dir) / "openft.db").exists():
+    if not settings.database_url and not settings.layout.database.exists():
         return None
     from openft.store.db import make_engine
 

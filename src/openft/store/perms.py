@@ -14,11 +14,9 @@ import os
 import stat
 from pathlib import Path
 
-from openft.config import Settings
+from openft.config import DataLayout, Settings
 
 UMASK = 0o077
-# What openft keeps in the data folder (config.Settings.ensure_dirs, store.auth, models.registry).
-_OURS = ("blobs", "jobs", "tmp", "models", "admin_key", "key_secret", "models.json")
 log = logging.getLogger("openft.store")
 
 
@@ -29,8 +27,9 @@ def owner_only(settings: Settings) -> int:
     data = Path(settings.data_dir).resolve()
     changed = _tighten(data) if data.exists() else 0
     # Only what openft writes there: the data folder may be shared with the operator's own files.
-    paths = [data / name for name in _OURS]
-    paths += [p for p in data.glob("openft.db*")] + [p for p in data.glob(".admin_key.*")]
+    layout = DataLayout(data)
+    paths = list(layout.owned())
+    paths += [p for p in data.glob(layout.database.name + "*")] + [p for p in data.glob(f".{layout.admin_key.name}.*")]
     for path in paths:
         changed += _tighten(path)
         if path.is_dir() and not path.is_symlink():

@@ -18,11 +18,7 @@ import shutil
 from pathlib import Path
 
 from openft.train.faults import fault_point
-
-CSV_FIELDS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
-_REWARDS = ("reward_accuracy", "reward_margin", "chosen_reward", "rejected_reward")
-DPO_CSV_FIELDS = CSV_FIELDS + tuple(f"{p}_{m}" for p in ("train", "valid") for m in _REWARDS)
-"""A DPO run's columns: the supervised ones, then its rewards (see openft.train.dpo.METRICS)."""
+from openft.train.metrics import CSV_FIELDS, CSV_SOURCES, DPO_CSV_FIELDS
 
 
 def checkpoint_dirs(output_dir: str | Path) -> list[tuple[int, Path]]:
@@ -131,9 +127,8 @@ def prune(output_dir: str | Path, keep: int) -> list[Path]:
 
 
 class ResultsCSV:
-    """results.csv (step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy; with
-    `dpo`, then train_/valid_ reward_accuracy, reward_margin, chosen_reward, rejected_reward;
-    then `extra_fields`, e.g. the classification/* columns).
+    """results.csv (openft.train.metrics.CSV_FIELDS, or DPO_CSV_FIELDS with `dpo`; then
+    `extra_fields`, e.g. the classification/* columns).
 
     On resume, rows after the resumed step (written before a crash) are dropped first."""
 
@@ -156,11 +151,7 @@ class ResultsCSV:
         def fmt(v):
             return "" if v is None else (f"{v:.6f}" if isinstance(v, float) else v)
 
-        self._w.writerow({"step": m["step"], "train_loss": fmt(m.get("train_loss")),
-                          "train_accuracy": fmt(m.get("train_mean_token_accuracy")),
-                          "valid_loss": fmt(m.get("valid_loss")),
-                          "valid_mean_token_accuracy": fmt(m.get("valid_mean_token_accuracy")),
-                          **{k: fmt(m.get(k)) for k in self.fields[len(CSV_FIELDS):]}})
+        self._w.writerow({**{k: fmt(m.get(CSV_SOURCES.get(k, k))) for k in self.fields}, "step": m["step"]})
         self._fh.flush()
 
     def close(self) -> None:

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from openft.errors import InvalidRequest
+from openft.vocab import DEFAULT_METHOD, DPO, SUPERVISED
 
-DEFAULT_METHOD = "supervised"
-OBJECTIVES = {"supervised": "sft", "dpo": "dpo"}  # method.type -> TrainSpec.objective
+OBJECTIVES = {SUPERVISED: "sft", DPO: "dpo"}  # method.type -> TrainSpec.objective
 DEFAULT_CONTEXT = 2048  # tokens, when a model's config names no context length
 # config.json keys that name the context length, in the order transformers' configs use them
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length")

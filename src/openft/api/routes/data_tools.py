@@ -42,6 +42,7 @@ from openft.ids import file_id
 from openft.store.blobs import BlobStore
 from openft.store.db import files, next_seq
 from openft.train import rules
+from openft.vocab import HYPERPARAMETERS
 
 router = APIRouter(prefix="/openft/data")
 
@@ -55,7 +56,7 @@ _MULTIPART_OVERHEAD = 64 * 1024
 
 def _scratch(settings) -> Path:
     """A fresh private folder under `<data_dir>/tmp/data-tools`; stale ones are swept on the way."""
-    root = Path(settings.data_dir) / "tmp" / "data-tools"
+    root = settings.layout.tmp / "data-tools"
     root.mkdir(parents=True, exist_ok=True)
     now = time.time()
     for old in root.iterdir():
@@ -313,8 +314,7 @@ def _report(state: AppState, project: str, fid: str, body: ReportRequest) -> dic
     out.update(object="openft.data.report", id=fid, filename=row.filename, bytes=row.bytes, role=body.role,
                model=body.model, base_model=base, method=kind, tokenizer=tokenizer is not None,
                context_length=rules.model_context_length(model_dir) if model_dir else None, max_seq_len=max_seq_len,
-               hyperparameters=resolved, auto=[k for k in ("n_epochs", "batch_size", "learning_rate_multiplier")
-                                               if hp.get(k, "auto") == "auto"],
+               hyperparameters=resolved, auto=[k for k in HYPERPARAMETERS if hp.get(k, "auto") == "auto"],
                estimate=est)
     return out
 

@@ -22,8 +22,10 @@ from openft.api.schemas import Strict, cursor_page, keyset
 from openft.errors import InvalidRequest, NotFound, OpenFTError
 from openft.eval import datasource, graders
 from openft.ids import new_id
-from openft.store.db import eval_output_items, eval_runs, evals, files, next_seq
+from openft.store.blobs import stored_file
+from openft.store.db import eval_output_items, eval_runs, evals, next_seq
 from openft.store.resolve import resolve_model
+from openft.vocab import check_metadata
 from openft.webhooks import events as webhook_events
 
 router = APIRouter(prefix="/evals")
@@ -46,16 +48,6 @@ class RunCreate(Strict):
     data_source: dict[str, Any]
     name: str | None = Field(None, max_length=512)
     metadata: dict[str, str] | None = None
-
-
-def _check_metadata(md: dict | None) -> None:
-    if md is None:
-        return
-    if len(md) > 16:
-        raise InvalidRequest("metadata may hold at most 16 keys.", param="metadata")
-    for k, v in md.items():
-        if len(k) > 64 or len(v) > 512:
-            raise InvalidRequest("metadata keys are at most 64 and values 512 characters.", param=f"metadata.{k[:64]}")
 
 
 def model_checker(state: AppState, project: str):
@@ -109,7 +101,7 @@ def _page(conn, table, base, cursor_where, after: str | None, limit: int, order:
 @router.post("", status_code=201)
 def create_eval(body: EvalCreate, state: AppState = Depends(get_state), project: str = Depends(get_project)):
     cfg = datasource.eval_config(body.data_source_config)
-    _check_metadata(body.metadata)
+    check_metadata(body.metadata)
     exists = model_checker(state, project)
     names = set()
     for i, spec in enumerate(body.testing_criteria):
@@ -147,7 +139,7 @@ def retrieve_eval(eval_id: str, state: AppState = Depends(get_state), project: s
 @router.post("/{eval_id}")
 def update_eval(eval_id: str, body: EvalUpdate, state: AppState = Depends(get_state),
                 project: str = Depends(get_project)):
-    _check_metadata(body.metadata)
+    check_metadata(body.metadata)
     with state.db.begin() as conn:
         _get_eval(conn, project, eval_id)
         values = {k: v for k, v in (("name", body.name), ("metadata", body.metadata)) if v is not None}
@@ -218,12 +210,10 @@ def _run_response(conn, row, ev, request: Request) -> dict:
 def _read_file(state: AppState, project: str):
     def read(fid: str) -> str:
         with state.db.connect() as conn:
-            row = conn.execute(sa.select(files.c.sha256, files.c.bytes).where(
-                files.c.id == fid, files.c.project_id == project)).first()
-        if row is None:
+            found = stored_file(conn, state.settings.layout, fid, project)
+        if found is None:
             raise InvalidRequest(f"File {fid} not found.", param="data_source.source.id", code="file_not_found")
-        with state.blobs.open(row.sha256) as fh:
-            data = fh.read()
+        data = found.path.read_bytes()
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError:
@@ -234,7 +224,7 @@ def _read_file(state: AppState, project: str):
 @router.post("/{eval_id}/runs", status_code=201)
 def create_run(eval_id: str, body: RunCreate, request: Request, state: AppState = Depends(get_state),
                project: str = Depends(get_project)):
-    _check_metadata(body.metadata)
+    check_metadata(body.metadata)
     with state.db.connect() as conn:
         ev = _get_eval(conn, project, eval_id)
     spec = datasource.check_run_source(body.data_source, ev.data_source_config, read_file=_read_file(state, project),

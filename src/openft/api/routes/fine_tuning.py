@@ -23,6 +23,7 @@ from openft.errors import InvalidRequest, NotFound
 from openft.ids import job_id as new_job_id
 from openft.jobs import state as job_state
 from openft.jobs.integrations import check_installed
+from openft.store.blobs import stored_file
 from openft.store.db import checkpoints, files, job_events, jobs, next_seq
 from openft.store.events import add_event
 from openft.store.resolve import resolve_model
@@ -52,7 +53,7 @@ def _check_file(conn: sa.Connection, project: str, fid: str, param: str) -> None
 def _valid_path(state: AppState, conn: sa.Connection, fid: str | None):
     if not fid:
         return None
-    return state.blobs.path(conn.execute(sa.select(files.c.sha256).where(files.c.id == fid)).scalar())
+    return stored_file(conn, state.settings.layout, fid).path
 
 
 def start_validation(settings, db, jid: str) -> threading.Thread:

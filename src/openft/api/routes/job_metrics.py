@@ -6,17 +6,18 @@ with `type="metrics"` and the step's numbers in `data`). Reading 10,000 of them 
 events list, 100 at a time, is 100 requests; this route reads them in one query and answers
 
     {"object": "fine_tuning.job.metrics", "job_id", "steps": [...], "train_loss": [...], ...,
-     "total_steps", "cursor", "has_more"}
+     "total_steps", "cursor", "has_more", "charts": [...]}
 
 one list per metric, aligned with `steps` (null where a step has no value, e.g. the full
 validation that runs once per epoch). `cursor` is opaque: pass it back as `after` to receive only
 the points written since (a live chart polls with it). A step written twice (a job resumed from
 an earlier checkpoint repeats steps) keeps its latest values, and `steps` is strictly increasing
 within one answer; a client appending a later answer drops its own points from the first
-repeated step on.
+repeated step on. `charts` names the columns and labels them for a chart (see CHARTS): the
+dashboard reads the metric names from it rather than keeping a copy.
 
 Per project: another project's job is a 404, like the other job routes. Knows the tables and
-the metric names of openft.jobs.hooks; knows nothing about training.
+the metric names of openft.train.metrics; knows nothing about training.
 """
 
 from __future__ import annotations
@@ -30,13 +31,26 @@ from fastapi import APIRouter, Depends, Query, Response
 from openft.api.deps import AppState, get_project, get_state
 from openft.api.routes.fine_tuning import get_job_row
 from openft.errors import InvalidRequest
-from openft.jobs.hooks import DPO_METRIC_KEYS, METRIC_KEYS
 from openft.store.db import job_events
+from openft.train import metrics as M
 
 router = APIRouter(prefix="/fine_tuning/jobs")
 
-COLUMNS = tuple(k for k in METRIC_KEYS if k != "step")  # always present, null-filled
-OPTIONAL = DPO_METRIC_KEYS                               # present when any point has them
+COLUMNS = tuple(k for k in M.METRIC_KEYS if k != "step")  # always present, null-filled
+OPTIONAL = M.DPO_METRIC_KEYS                               # present when any point has them
+
+# The charts a client draws (the dashboard's js/chart.js draws these and knows no metric name):
+# (name, title, quantity, values are shares in [0, 1], a log scale makes sense, DPO jobs only).
+_CHARTS = (("loss", "Loss", "loss", False, True, False),
+           ("accuracy", "Token accuracy", "mean_token_accuracy", True, False, False),
+           ("reward_margin", "Reward margin (chosen − rejected)", "reward_margin", False, False, True),
+           ("reward_accuracy", "Reward accuracy (chosen ranked first)", "reward_accuracy", True, False, True))
+CHARTS = [{"name": name, "title": title, "share": share, "log_scale": log, "optional": optional,
+           "series": [{"key": M.key(split, quantity), "label": M.label(split, quantity),
+                       "per_epoch": split == "full_valid"} for split in M.SPLITS]}
+          for name, title, quantity, share, log, optional in _CHARTS]
+"""`charts` of every answer: which columns form which chart, with their labels; `per_epoch` series
+have one point per epoch (drawn as points, never smoothed)."""
 
 
 def _cursor(after: str | None) -> int:
@@ -95,4 +109,4 @@ def job_metrics(jid: str, after: str | None = None, limit: int = Query(100_000, 
     points = [p for p in json.loads("[" + ",".join(r.text for r in rows if r.text) + "]") if p]
     total = next((p.get("total_steps") for p in reversed(points) if p.get("total_steps") is not None), None)
     return json_response({"object": "fine_tuning.job.metrics", "job_id": jid, **columns(points), "total_steps": total,
-                          "cursor": str(rows[-1].seq if rows else since), "has_more": more})
+                          "cursor": str(rows[-1].seq if rows else since), "has_more": more, "charts": CHARTS})

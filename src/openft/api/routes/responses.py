@@ -27,11 +27,11 @@ from openft.api import responses_shapes as shapes
 from openft.api.deps import AppState, get_project, get_state
 from openft.api.generation import SSE_HEADERS
 from openft.api.routes import chat
-from openft.api.routes.evals import _check_metadata
 from openft.api.schemas import cursor_page
 from openft.errors import InvalidRequest, NotFound, OpenFTError, ServerError
 from openft.ids import new_id
 from openft.store.db import next_seq, responses
+from openft.vocab import check_metadata
 
 log = logging.getLogger("openft.api")
 router = APIRouter(prefix="/responses")
@@ -68,7 +68,7 @@ def _refuse_query(request: Request, allowed: tuple[str, ...]) -> None:
 async def create_response(body: shapes.ResponsesRequest, request: Request, state: AppState = Depends(get_state),
                           project: str = Depends(get_project)):
     shapes.refuse_unsupported(body)
-    _check_metadata(body.metadata)
+    check_metadata(body.metadata)
     context: list[dict] = []
     if body.previous_response_id:
         prev = await run_in_threadpool(_load, state, project, body.previous_response_id, previous=True)

@@ -1,6 +1,7 @@
 // Training curves drawn with the vendored uPlot (global `uPlot`): one chart per quantity (loss,
-// token accuracy; reward margin and accuracy for preference jobs), x = step. Knows the metric column names of GET /v1/fine_tuning/jobs/{id}/metrics
-// and nothing about fetching them.
+// token accuracy; reward margin and accuracy for preference jobs), x = step. Which columns of
+// GET /v1/fine_tuning/jobs/{id}/metrics go into which chart, and their labels, come from that
+// answer's `charts` (chartSpecs); knows nothing about fetching them.
 //
 // For tests and the benchmark, each chart's element keeps its state:
 //   el._uplot        the uPlot instance; el._uplot.data = [steps, series 1, ...] as drawn and
@@ -9,7 +10,7 @@
 //   window.openftCharts[name] = the chart object (name: "loss", "accuracy", "reward_margin", "reward_accuracy")
 // and the first draw with points sets the performance mark "openft:charts".
 
-const COLORS = { train: "#2f5bd3", valid: "#c2410c", full: "#1f7a3f" };
+const COLORS = ["#2f5bd3", "#c2410c", "#1f7a3f"];  // a chart's series in order: training, validation, full validation
 
 // TensorBoard's smoothing: an exponential moving average with debiasing (so the first points are
 // not pulled to 0); nulls stay null and do not advance the average. weight in [0, 1).
@@ -26,30 +27,25 @@ export function ema(values, weight) {
   return out;
 }
 
-// Chart specs: which columns go into which chart.
-export const CHARTS = [
-  { name: "loss", title: "Loss", logScaleable: true, series: [
-    { key: "train_loss", label: "training loss", color: COLORS.train, smooth: true },
-    { key: "valid_loss", label: "validation loss", color: COLORS.valid, smooth: true },
-    { key: "full_valid_loss", label: "full validation loss (per epoch)", color: COLORS.full, points: true },
-  ] },
-  { name: "accuracy", title: "Token accuracy", logScaleable: false, unit: true, series: [
-    { key: "train_mean_token_accuracy", label: "training token accuracy", color: COLORS.train, smooth: true },
-    { key: "valid_mean_token_accuracy", label: "validation token accuracy", color: COLORS.valid, smooth: true },
-    { key: "full_valid_mean_token_accuracy", label: "full validation token accuracy (per epoch)", color: COLORS.full, points: true },
-  ] },
-  // Preference (DPO) jobs only: `optional` charts are hidden while none of their series has a value.
-  { name: "reward_margin", title: "Reward margin (chosen − rejected)", logScaleable: false, optional: true, series: [
-    { key: "train_reward_margin", label: "training reward margin", color: COLORS.train, smooth: true },
-    { key: "valid_reward_margin", label: "validation reward margin", color: COLORS.valid, smooth: true },
-    { key: "full_valid_reward_margin", label: "full validation reward margin (per epoch)", color: COLORS.full, points: true },
-  ] },
-  { name: "reward_accuracy", title: "Reward accuracy (chosen ranked first)", logScaleable: false, unit: true, optional: true, series: [
-    { key: "train_reward_accuracy", label: "training reward accuracy", color: COLORS.train, smooth: true },
-    { key: "valid_reward_accuracy", label: "validation reward accuracy", color: COLORS.valid, smooth: true },
-    { key: "full_valid_reward_accuracy", label: "full validation reward accuracy (per epoch)", color: COLORS.full, points: true },
-  ] },
-];
+// Chart specs from the `charts` of GET /v1/fine_tuning/jobs/{id}/metrics, which names the
+// columns and labels them (this file keeps no metric name): {name, title, logScaleable, unit,
+// optional, series: [{key, label, color, smooth, points}]}. A per-epoch series is drawn as points.
+export function chartSpecs(charts) {
+  return charts.map((c) => ({
+    name: c.name, title: c.title, logScaleable: c.log_scale, unit: c.share, optional: c.optional,
+    series: c.series.map((s, i) => ({ key: s.key, label: s.label, color: COLORS[i % COLORS.length],
+                                      smooth: !s.per_epoch, points: s.per_epoch })),
+  }));
+}
+
+// The columns of a metrics answer that its charts name, copied: {steps, <key>: [...]}.
+export function chartColumns(answer) {
+  const cols = { steps: answer.steps.slice() };
+  for (const c of answer.charts) {
+    for (const s of c.series) if (Array.isArray(answer[s.key])) cols[s.key] = answer[s.key].slice();
+  }
+  return cols;
+}
 
 // Steps are whole numbers: no 1.25 ticks.
 const STEP_INCRS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 2500, 5000, 10000, 20000, 50000, 100000, 200000, 500000];
@@ -69,7 +65,7 @@ function faint(hex, alpha) {
 function hasAny(values) { return values.some((v) => v !== null && v !== undefined); }
 
 export class Curves {
-  // el: the element to draw in; spec: one of CHARTS.
+  // el: the element to draw in; spec: one of chartSpecs(...).
   constructor(el, spec) {
     this.el = el;
     this.spec = spec;

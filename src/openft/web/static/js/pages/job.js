@@ -16,19 +16,13 @@
 
 import { api, qs } from "../api.js";
 import { badge, empty, errorBox, every, fmtDuration, fmtNum, fmtTime, h, loading, mount, table, toast } from "../ui.js";
-import { appendColumns, CHARTS, Curves } from "../chart.js";
+import { appendColumns, chartColumns, chartSpecs, Curves } from "../chart.js";
 import { ALLOWED, downloadFile, errorLocation, isTerminal, jobSeconds, modelName, playgroundHref } from "../jobs_view.js";
 
 const POLL_MS = 1000;
 const MAX_EVENTS = 500;   // events kept on the page (newest first)
 
 const num4 = (v) => (v === null || v === undefined ? "—" : Number(v).toFixed(4));
-
-function metricColumns(answer) {
-  const cols = {};
-  for (const [k, v] of Object.entries(answer)) if (Array.isArray(v)) cols[k] = v.slice();
-  return cols;
-}
 
 export async function render(root, { id }, ctx) {
   ctx.setTitle(`Job ${id}`);
@@ -44,7 +38,8 @@ export async function render(root, { id }, ctx) {
     return;
   }
   root.replaceChildren();
-  const cols = metricColumns(metrics);
+  const specs = chartSpecs(metrics.charts);  // the metric names and labels, from the API
+  const cols = chartColumns(metrics);
   let cursor = metrics.cursor, totalSteps = metrics.total_steps;
   const seen = new Set(events.data.map((e) => e.id));
   let eventList = events.data.slice();
@@ -64,10 +59,10 @@ export async function render(root, { id }, ctx) {
   const smoothing = h("input", { type: "range", id: "chart-smoothing", min: "0", max: "0.99", step: "0.01", value: "0" });
   const smoothingOut = h("output", { for: "chart-smoothing", id: "chart-smoothing-value" }, "0");
   const logBox = h("input", { type: "checkbox", id: "chart-log" });
-  const chartEls = CHARTS.map((c) => h("div", { class: "chart-plot", id: `chart-${c.name}`, role: "img",
+  const chartEls = specs.map((c) => h("div", { class: "chart-plot", id: `chart-${c.name}`, role: "img",
                                                   "aria-label": `${c.title} by step` }));
   const noMetrics = h("p", { class: "muted", id: "charts-empty" });
-  const figures = CHARTS.map((c, i) => h("figure", { class: "chart", id: `figure-${c.name}` },
+  const figures = specs.map((c, i) => h("figure", { class: "chart", id: `figure-${c.name}` },
     h("figcaption", {}, c.title), chartEls[i]));
   const chartsGrid = h("div", { class: "charts" }, figures);
   const controls = h("div", { class: "row chart-controls" },
@@ -94,7 +89,7 @@ export async function render(root, { id }, ctx) {
     h("section", {}, h("h2", {}, "Checkpoints"), ckptSlot),
     h("section", {}, h("h2", {}, "Events"), eventsEl));
 
-  const charts = CHARTS.map((spec, i) => new Curves(chartEls[i], spec));
+  const charts = specs.map((spec, i) => new Curves(chartEls[i], spec));
   const redraw = (opts) => {
     const none = !cols.steps?.length;
     noMetrics.textContent = !none ? "" :
@@ -266,7 +261,7 @@ export async function render(root, { id }, ctx) {
     const statusChanged = j.status !== job.status;
     job = j;
     if (m.steps.length) {
-      appendColumns(cols, metricColumns(m));
+      appendColumns(cols, chartColumns(m));
       if (m.total_steps) totalSteps = m.total_steps;
       redraw();
     }
