@@ -116,7 +116,7 @@ def run_openft(data: Path, tmp: Path, seed: int, base: str = BASE, checkpointing
     import peft  # noqa: F401  (imported before the clock starts, as in run_trl)
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
 
-    from openft.train.auto import BASE_LEARNING_RATE
+    from openft.data.auto import BASE_LEARNING_RATE
     from openft.train.hooks import RecordingHooks
     from openft.train.loop import train
     from openft.train.spec import TrainSpec

@@ -46,8 +46,8 @@ def random_model(out: Path) -> str:
 
 
 def row(tokens: int, seed: int = 0):
+    from openft.data.encode import Encoded
     from openft.train.data import pack
-    from openft.train.tokenize import Encoded
 
     rng, exs, used = random.Random(seed), [], 0
     while used < tokens:

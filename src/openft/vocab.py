@@ -29,7 +29,7 @@ DEFAULT_METHOD = SUPERVISED
 
 HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
 """OpenAI's three hyperparameters, each "auto" or a value, in the order the trainer resolves them
-(openft.train.auto); a job object lists them sorted, as OpenAI does."""
+(openft.data.auto); a job object lists them sorted, as OpenAI does."""
 METHOD_HYPERPARAMETERS = {SUPERVISED: HYPERPARAMETERS, DPO: HYPERPARAMETERS + ("beta",)}
 """The hyperparameters OpenAI defines for each method (openft's own training options aside)."""
 

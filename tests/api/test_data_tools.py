@@ -144,7 +144,7 @@ def test_upload_limit_applies(http, api_server):
 def test_report_matches_the_data_toolkit(http, api, api_server, tiny_model_dir):
     from openft.data.light_tokenizer import LightTokenizer
     from openft.data.validate import validate_file
-    from openft.train.auto import resolve_hyperparameters
+    from openft.data.auto import resolve_hyperparameters
 
     data = chat_jsonl(24)
     f = upload(api, data)
@@ -242,7 +242,7 @@ def test_report_without_measure_never_starts_a_probe(tmp_path, monkeypatch):
     import openft.train.probe as probe_mod
     from openft.config import Settings
     from openft.store.db import make_engine, migrate
-    from openft.store.pace import pace_for_job
+    from openft.jobs.pace import pace_for_job
 
     monkeypatch.setattr(probe_mod, "run_probe", lambda *a, **k: pytest.fail("a probe was started"))
     settings = Settings(data_dir=tmp_path, model_cache_dir=tmp_path / "models")

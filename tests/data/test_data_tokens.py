@@ -11,7 +11,7 @@ from openft.data.light_tokenizer import LightTokenizer
 from openft.data.tokens import PretokenCounter, TokenCounter
 from openft.data.validate import distribution, validate_file
 from openft.errors import DataError
-from openft.train.tokenize import encode_example
+from openft.data.encode import encode_example
 
 TEXTS = ["Hello <|im_end|> world", "tabs\tand\n\nnewlines  ", "   ", "", "émoji 🤗 中文 ١٢٣ 12345 ²",
          "don't I'LL we've 'sa", "a\x1cb\x85c\xa0d  \n x", "\ufeffPremise: x", "ends with space ", "\n\nlead"]

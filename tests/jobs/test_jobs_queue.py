@@ -9,8 +9,7 @@ from pathlib import Path
 from jobs_helpers import event_messages, insert_job, job_row
 from openft.config import Settings
 from openft.jobs import naming, queue
-from openft.jobs.backends.local import settings_env
-from openft.jobs.worker import describe_exit
+from openft.jobs.backends.local import describe_exit, settings_env
 from openft.store.db import checkpoints, jobs
 
 

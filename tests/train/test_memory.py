@@ -14,7 +14,7 @@ import torch
 
 from openft.train import memory
 from openft.train.data import MicroBatch, pack
-from openft.train.tokenize import Encoded
+from openft.data.encode import Encoded
 from openft.train.model import build_model, micro_batch_loss
 
 GiB = memory.GiB

@@ -122,8 +122,8 @@ def test_earlier_jobs_of_the_model_give_the_pace(tmp_path, db, settings):
 def test_without_history_a_probe_measures_the_pace_once(tmp_path, db, settings, monkeypatch):
     from openft.store.blobs import BlobStore
     from openft.store.db import files, jobs
-    from openft.store import pace as store_pace
-    from openft.store.pace import pace_for_job
+    from openft.jobs import pace as job_pace
+    from openft.jobs.pace import pace_for_job
     from openft.train import probe
 
     data = write_chat_jsonl(tmp_path / "t.jsonl", 40).read_bytes()
@@ -134,7 +134,7 @@ def test_without_history_a_probe_measures_the_pace_once(tmp_path, db, settings, 
     jid = add_job(db, settings, "openft-tiny", "validating_files", tmp_path / "job", 1000, training_file="file-t")
     with db.connect() as conn:
         job = conn.execute(sa.select(jobs).where(jobs.c.id == jid)).one()
-    monkeypatch.setattr(store_pace, "_probe_file", lambda *a: tmp_path / "pace" / "probe.json")  # none kept yet
+    monkeypatch.setattr(job_pace, "_probe_file", lambda *a: tmp_path / "pace" / "probe.json")  # none kept yet
     pace = pace_for_job(settings, db, job, 40)
     assert pace.source == "a 3-step probe" and pace.tokens_per_second > 0 and pace.setup_seconds > 0
     monkeypatch.setattr(probe, "run_probe", lambda *a, **k: pytest.fail("probed twice"))

@@ -11,7 +11,7 @@ import copy
 import pytest
 
 from openft.errors import DataError
-from openft.train.tokenize import encode_example, encode_examples, render_mask
+from openft.data.encode import encode_example, encode_examples, render_mask
 
 LLAMA3 = ("{{ bos_token }}{% for m in messages %}{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n'"
           " + m['content'] | trim + '<|eot_id|>' }}{% endfor %}"
@@ -167,7 +167,7 @@ def test_batched_encoding_equals_one_at_a_time(tiny_tokenizer, monkeypatch, tmp_
     of a file is reported at its own line."""
     import json
 
-    import openft.train.tokenize as T
+    import openft.data.encode as T
     from openft.train.data import load_dataset
 
     monkeypatch.setattr(T, "BATCH", 3)
@@ -206,7 +206,7 @@ def test_tool_call_arguments_are_rendered_as_served(tiny_tokenizer):
     import copy
 
     from openft.data.formats import template_messages
-    from openft.train.tokenize import chat_spans
+    from openft.data.encode import chat_spans
 
     tok = copy.deepcopy(tiny_tokenizer)
     tok.chat_template = (

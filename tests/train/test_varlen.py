@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from openft.train import attention as A
 from openft.train.data import pack
 from openft.train.model import build_model, micro_batch_loss
-from openft.train.tokenize import encode_example
+from openft.data.encode import encode_example
 
 CPU = torch.device("cpu")
 
@@ -127,7 +127,7 @@ def test_cuda_varlen_path_through_the_model_on_meta(family, monkeypatch):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from openft.train.data import _row
-    from openft.train.tokenize import Encoded
+    from openft.data.encode import Encoded
 
     if A.varlen_kernel() != "torch":
         pytest.skip("needs torch.nn.attention.varlen.varlen_attn and no flash_attn")

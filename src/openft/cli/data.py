@@ -271,9 +271,9 @@ def inspect(
 ):
     """Show how examples are tokenized and which tokens are trained (green, or [[...]] without color)."""
     from openft.data import formats as F
+    from openft.data.encode import encode_example, render_mask
     from openft.data.reader import iter_records
     from openft.errors import DataError
-    from openft.train.tokenize import encode_example, render_mask
 
     if not file.is_file():
         raise OpenFTError(f"{file}: no such file", param="file")

@@ -1,12 +1,12 @@
 """What a fine-tuning job on a dataset would do: epochs "auto" picks, tokens trained, time.
 
-`auto_n_epochs(n)` is the trainer's own rule (`openft.train.auto`, pure arithmetic, no torch).
+`auto_n_epochs(n)` is the rule the trainer follows too (`openft.data.auto`, pure arithmetic, no torch).
 
 Time comes from a pace measured on this machine, never from a table: the trainer writes
 `pace.json` into each job folder (`write_pace`: setup seconds, then processed tokens over
 training seconds, evaluations and checkpoints included), `openft.store.pace` reads those of
-earlier jobs of the same base model (or runs a short probe when there are none) and hands a
-`Pace` to `estimate` / `with_pace`. Without a pace there is no time estimate.
+earlier jobs of the same base model (`openft.jobs.pace` runs a short probe when there are none)
+and a `Pace` is handed to `estimate` / `with_pace`. Without a pace there is no time estimate.
 Seconds = setup + processed tokens / tokens per second, where processed tokens count every
 token of every example each epoch (masked tokens cost the same forward and backward pass).
 
@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from openft.train.auto import auto_n_epochs  # the trainer's rule: estimates match what a job does
+from openft.data.auto import auto_n_epochs  # the trainer's rule too: estimates match what a job does
 
 PACE_FILE = "pace.json"
 

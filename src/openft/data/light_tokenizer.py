@@ -5,7 +5,7 @@ validation only the Rust tokenizer (`tokenizer.json`) and the chat template are 
 `LightTokenizer` loads the first with the `tokenizers` library and renders the second with
 transformers' own `render_jinja_template` (which does not import torch), passing the special
 tokens the way `apply_chat_template` does. It offers the subset of the tokenizer interface
-that `openft.train.tokenize.encode_example` and `openft.data.tokens` use; tests check that
+that `openft.data.encode.encode_example` and `openft.data.tokens` use; tests check that
 it gives the same text and ids as AutoTokenizer on real data.
 
 `load(folder)` returns None when the folder has no `tokenizer.json` (then use AutoTokenizer).

@@ -17,8 +17,8 @@ without a normalizer whose pre-tokenizer regex is known, checked against the rea
 the first texts, and texts containing special-token strings always go to the real tokenizer.
 Otherwise contents are tokenized in batches with the Rust tokenizer.
 
-"Exactly" means the trainer's own `openft.train.tokenize.encode_example` (its mask decides
-what is trained); without it, the chat template plus the rule "assistant content and the
+"Exactly" means `openft.data.encode.encode_example`, the encoding the trainer trains on (its mask
+decides what is trained); without it (`use_trainer=False`), the chat template plus the rule "assistant content and the
 end-of-turn token are trained".
 
 Knows nothing about files, formats other than chat/prompt-completion, or the CLI.
@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from openft.data.encode import encode_example
 from openft.errors import DataError
 
 BIG = 1 << 30  # "no truncation" when counting exactly
@@ -125,14 +126,6 @@ class PretokenCounter:
         return out
 
 
-def _trainer_encode():
-    try:
-        from openft.train.tokenize import encode_example
-    except ImportError:
-        return None
-    return encode_example
-
-
 class TokenCounter:
     """`count(examples) -> [(total_tokens, trained_tokens) | DataError, ...]` for normalized
     examples (chat `{"messages": ...}` or `{"prompt", "completion"}`), before any truncation.
@@ -141,7 +134,7 @@ class TokenCounter:
     def __init__(self, tokenizer: Any, *, use_trainer: bool = True):
         self.tok = tokenizer
         self.backend = getattr(tokenizer, "backend_tokenizer", None)
-        self.encode_example = _trainer_encode() if use_trainer else None
+        self.encode_example = encode_example if use_trainer else None
         self._frames: dict[tuple, tuple[int, int] | None] = {}   # signature -> (total, trained) frame
         self._checked: set[tuple] = set()
         self._system_cache: dict[str, int] = {}

@@ -133,7 +133,7 @@ def validate_file(path: str | Path, *, tokenizer: Any = None, max_seq_len: int |
 
     tokenizer: the base model's tokenizer; enables token statistics, the too-long check
     (against `max_seq_len`) and the estimates. model: its id. pace: this machine's measured
-    training pace (`openft.store.pace`), for the time estimate; without it there is none.
+    training pace (`openft.store.pace`, `openft.jobs.pace`), for the time estimate; without it there is none.
     display_name: how the file is named in messages (the server passes the file id).
     method: the job's method type ("supervised", "dpo"), when known; for "dpo" a preference file is
     not warned about and both sequences of each pair are counted (token statistics and estimates).

@@ -1,12 +1,14 @@
-"""Label log-probabilities from a causal LM, teacher-forced: for each example and each label of
-the label set, log p(label tokens | prompt) summed over the label's tokens; then the normalised
-label distribution, the prediction (the most probable label) and the classification metrics.
+"""Classifying by label scores, the pure half: which examples and labels, and how scores become a choice.
 
-This is how a fine-tuning job computes OpenAI's legacy `classification/*` results columns at each
-epoch end (`epoch_classification`), and what `labels_of_file` reads to check
-`classification_n_classes` at job creation. An example is a chat (its last assistant message is
-the label) or prompt/completion (the completion is the label). Knows torch and the tokenizer,
-nothing about jobs or HTTP.
+A fine-tuning job computes OpenAI's legacy `classification/*` results columns at each epoch end:
+the trainer (openft.train.label_scores) scores every label of the label set after each validation
+prompt with the model (log p(label tokens | prompt), summed over the label's tokens), and
+`classification_results` turns those scores into the normalised label distribution, the
+prediction (the most probable label) and the metrics. `labels_of_file` reads the label set to
+check `classification_n_classes` at job creation. An example is a chat (its last assistant
+message is the label) or prompt/completion (the completion is the label).
+
+Knows nothing about models, torch, jobs or HTTP.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def read_examples(path: str | Path) -> list[tuple[list[dict] | str, str]]:
 
 
 def labels_of_file(path: str | Path) -> list[str]:
-    return sorted({label for _, label in read_examples(path)})
+    return label_set(read_examples(path))
 
 
 def classification_columns(spec) -> tuple[str, ...]:
@@ -53,57 +55,17 @@ def classification_columns(spec) -> tuple[str, ...]:
             "classification/auroc", "classification/auprc", *(f"classification/f{b!r}" for b in betas))
 
 
-def score_labels(model, tokenizer, prompts: list, labels: list[str], device, precision: str = "fp32") -> list[dict]:
-    """Per prompt, {label: summed log-prob of its tokens after the prompt}. One forward pass per
-    prompt over all labels (rows padded on the right)."""
-    import torch
-
-    from openft.train.model import autocast
-
-    label_ids = [tokenizer.encode(lab, add_special_tokens=False) or [tokenizer.eos_token_id] for lab in labels]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    out = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for prompt in prompts:
-                if isinstance(prompt, str):
-                    p_ids = tokenizer.encode(prompt)
-                else:
-                    p_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
-                    if hasattr(p_ids, "input_ids"):
-                        p_ids = p_ids["input_ids"]
-                rows = [list(p_ids) + ids for ids in label_ids]
-                width = max(len(r) for r in rows)
-                ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
-                mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
-                with autocast(device, precision):
-                    logits = model(input_ids=ids, attention_mask=mask).logits.float()
-                logp = torch.log_softmax(logits, dim=-1)
-                scores = {}
-                for k, lab_ids in enumerate(label_ids):
-                    start = len(p_ids)
-                    pos = torch.arange(start - 1, start - 1 + len(lab_ids), device=device)
-                    tok = torch.tensor(lab_ids, device=device)
-                    scores[labels[k]] = float(logp[k, pos, tok].sum())
-                out.append(scores)
-    finally:
-        if was_training:
-            model.train()
-    return out
+def label_set(examples: list[tuple[list[dict] | str, str]]) -> list[str]:
+    """The labels of `read_examples`' pairs, sorted: the classes a prediction chooses between."""
+    return sorted({label for _, label in examples})
 
 
-def epoch_classification(model, tokenizer, spec, device, precision: str) -> dict:
-    """The `classification/*` metrics of the whole validation set (legacy column names)."""
-    examples = read_examples(spec.valid_file)
-    labels = sorted({lab for _, lab in examples})
-    if len(labels) < 2:
-        return {}
-    scores = score_labels(model, tokenizer, [p for p, _ in examples], labels, device, precision)
+def classification_results(truth: list[str], scores: list[dict], labels: list[str], spec) -> dict:
+    """The legacy `classification/*` columns from per-example {label: summed log-prob} scores:
+    each example's prediction is its most probable label (probabilities normalised over `labels`)."""
     probs = [label_probabilities(s) for s in scores]
     preds = [max(p, key=p.get) for p in probs]
-    m = classification_metrics([lab for _, lab in examples], preds, labels=labels, probs=probs,
+    m = classification_metrics(truth, preds, labels=labels, probs=probs,
                                positive=spec.classification_positive_class,
                                betas=sorted({1.0, *(spec.classification_betas or ())}))
     return legacy_columns(m)

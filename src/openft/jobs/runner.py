@@ -104,15 +104,6 @@ def build_spec(settings: Settings, engine: sa.Engine, job: dict, hooks: DBHooks)
     return spec
 
 
-def _resume_point(engine: sa.Engine, job: dict) -> str | None:
-    """The checkpoint to continue from: the one recorded at pause/requeue, else the newest."""
-    path = job["resume_checkpoint"]
-    if path and Path(path).exists():
-        return path
-    with engine.connect() as conn:
-        return queue.resume_point(conn, job["id"])[1]
-
-
 def _write_metadata(spec, job: dict) -> None:
     out = Path(job["output_dir"])
     meta = {"job_id": job["id"], "model": job["model"], "base_model": job["base_model"],
@@ -187,7 +178,8 @@ def run(job_id: str, settings: Settings | None = None) -> int:
         from openft.train.checkpoint import remove_partial
         from openft.train.loop import train  # torch and transformers: seconds to import
 
-        resume_from = _resume_point(engine, job)
+        with engine.connect() as conn:  # the queue's one rule for which checkpoint a job continues from
+            resume_from = queue.resume_point(conn, job_id, job["resume_checkpoint"])[1]
         for leftover in remove_partial(job["output_dir"]):  # a killed run's half-written folders
             print(f"removed the partial folder {leftover} left by an earlier run", file=sys.stderr)
         _write_metadata(spec, job)

@@ -171,7 +171,7 @@ def validate_job(settings: Settings, engine: sa.Engine, job_id: str) -> str | No
                 break
     if estimate and not failure:  # this machine's measured pace (earlier jobs or a probe), outside any transaction
         from openft.data.estimate import with_pace
-        from openft.store.pace import pace_for_job
+        from openft.jobs.pace import pace_for_job
 
         estimate = with_pace(estimate, pace_for_job(settings, engine, job, estimate["n_examples"]))
     with engine.begin() as conn:

@@ -5,11 +5,11 @@ starts in a background thread; `run_once()` handles at most one job and returns.
 child (`python -m openft.jobs.runner JOB_ID`) runs, the worker heartbeats the job's lease and
 watches its row: a cancelled job's child gets a grace period to stop on its own, then is
 killed; a job that was taken away from this worker (lease lost) is killed at once. When the
-child dies without finishing the job, the kernel's OOM counters (openft.jobs.oom) tell an
-out-of-memory kill from other deaths: an OOM kill or a non-zero exit fails the job with an error
-that says what happened (the runner's last output line, read from its pipe); a child killed by
-a signal for another reason (an infrastructure fault) is retried from its newest checkpoint up
-to `settings.runner_max_retries` times, then the job fails. The server never goes down with
+child dies without finishing the job, its backend says what happened (`JobRun.exit()`; the local
+backend tells an out-of-memory kill from other deaths by the kernel's OOM counters): an OOM kill
+or a crash fails the job with an error that says what happened (the runner's last output line);
+a run killed for another reason (an infrastructure fault) is retried from its newest checkpoint
+up to `settings.runner_max_retries` times, then the job fails. The server never goes down with
 it. On `stop`, a running job is put back in the queue to continue from its newest checkpoint.
 One card, two users: when the worker claims a job it first asks the serving engines of its own
 process to give back what they cache beyond their running requests (`release_memory()`): the
@@ -36,8 +36,8 @@ from typing import Callable
 import sqlalchemy as sa
 
 from openft.config import Settings
-from openft.jobs import oom, queue, state
-from openft.jobs.backends.local import LocalBackend, LocalProcess
+from openft.jobs import queue, state
+from openft.jobs.backends import JobRun, StartFailed, open_backend
 from openft.store.db import jobs, make_engine, migrate
 
 log = logging.getLogger("openft.worker")
@@ -63,12 +63,11 @@ class Worker:
         self.stop_grace_seconds = stop_grace_seconds
         self.exit_grace_seconds = exit_grace_seconds
         self.max_attempts = max_attempts
-        self.backend = LocalBackend(settings)
+        self.backend = open_backend(settings)  # job_backend (OPENFT_JOB_BACKEND)
         self._stop = threading.Event()
         self.current_job: str | None = None
-        self.process: LocalProcess | None = None  # the running job's child, if any
+        self.process: JobRun | None = None  # the running job's run, if any
         self._cleaned = False  # leftovers of killed runs removed (once per worker)
-        self._oom_before: dict[str, int] = {}  # OOM counters when the current runner started
         self._release_serving = release_memory
         self._serve_engine = serve_engine
         self._evals = None  # the eval-run executor of run_forever (its engine is released too)
@@ -175,10 +174,9 @@ class Worker:
         job_id = job["id"]
         log.info("running %s (attempt %s)", job_id, job["attempts"])
         self.release_engines(job_id)
-        self._oom_before = oom.snapshot()
         try:
             proc = self.backend.start(job_id, job["output_dir"])
-        except OSError as e:
+        except StartFailed as e:
             self._fail(job_id, "runner_start_failed", f"Could not start the training process: {e}")
             return
         self.process = proc
@@ -190,13 +188,13 @@ class Worker:
         finally:
             self.process = None
 
-    def _watch(self, job_id: str, proc: LocalProcess) -> None:
+    def _watch(self, job_id: str, proc: JobRun) -> None:
         engine = self._engine()
         killed_by_us: str | None = None   # "cancel" | "lease" | "stop"
         cancel_deadline: float | None = None  # stop the child at this time (cancelled, or done and hanging)
         next_beat = time.monotonic() + self.settings.heartbeat_seconds
         tick = max(0.05, min(0.5, self.settings.heartbeat_seconds / 2))
-        while proc.wait(tick) is None:
+        while not proc.wait(tick):
             now = time.monotonic()
             if self._stop.is_set():
                 proc.stop(self.stop_grace_seconds)
@@ -233,9 +231,9 @@ class Worker:
                 cancel_deadline = now + self.exit_grace_seconds
         self._after_exit(job_id, proc, killed_by_us)
 
-    def _after_exit(self, job_id: str, proc: LocalProcess, killed_by_us: str | None) -> None:
+    def _after_exit(self, job_id: str, proc: JobRun, killed_by_us: str | None) -> None:
         engine = self._engine()
-        code = proc.wait(None)
+        proc.wait(None)
         if killed_by_us == "stop":
             queue.requeue(engine, job_id, worker_id=self.worker_id,
                           reason="The worker was stopped while running this job")
@@ -252,21 +250,19 @@ class Worker:
                 step, path = queue.resume_point(conn, job_id)
                 state.pause(conn, job_id, worker_id=self.worker_id, resume_checkpoint=path, step=step)
             return
-        killed_by_oom = oom.killed_since(self._oom_before) if signal_of(code) == signal.SIGKILL else False
-        if signal_of(code) is not None and not killed_by_oom:  # an infrastructure fault: retry, boundedly
+        ended = proc.exit()
+        if ended.retryable:  # an infrastructure fault: retry, boundedly
             retries, limit = row.runner_retries or 0, self.settings.runner_max_retries
-            reason = describe_exit(code, "", oom_killed=killed_by_oom)[1].rstrip(".")
             if retries < limit:
-                r = queue.requeue(engine, job_id, reason=reason, worker_id=self.worker_id,
+                r = queue.requeue(engine, job_id, reason=ended.reason, worker_id=self.worker_id,
                                   retry_of=(retries + 1, limit))
                 if r is not None:
-                    log.warning("%s: %s; retry %d of %d", job_id, reason, retries + 1, limit)
+                    log.warning("%s: %s; retry %d of %d", job_id, ended.reason, retries + 1, limit)
                     return
-            err_code, message = describe_exit(code, proc.log_tail(), oom_killed=killed_by_oom)
-            self._fail(job_id, err_code, f"{message} It was retried {retries} time{'s' if retries != 1 else ''} "
-                                         f"(runner_max_retries={limit}) and is not retried again.")
+            self._fail(job_id, ended.error_code, f"{ended.message} It was retried {retries} "
+                       f"time{'s' if retries != 1 else ''} (runner_max_retries={limit}) and is not retried again.")
             return
-        self._fail(job_id, *describe_exit(code, proc.log_tail(), oom_killed=killed_by_oom))
+        self._fail(job_id, ended.error_code, ended.message)
 
     def _fail(self, job_id: str, code: str, message: str) -> None:
         with self._engine().begin() as conn:
@@ -285,44 +281,6 @@ def poll_until_stopped(run_once, stop: threading.Event, poll_seconds: float, log
             ran = None
         if ran is None:
             stop.wait(poll_seconds)
-
-
-def signal_of(code: int | None) -> int | None:
-    """The signal a runner died of: a negative exit code, or 130 (the runner's own exit after
-    SIGTERM/SIGINT, see runner.main); None for a normal exit."""
-    if code is None:
-        return None
-    if code < 0:
-        return -code
-    return signal.SIGTERM if code == 130 else None
-
-
-def describe_exit(code: int | None, log_tail: str, *, oom_killed: bool | None = None) -> tuple[str, str]:
-    """(error code, message) for a runner that died without finishing its job. `oom_killed`:
-    what the kernel's OOM counters say (openft.jobs.oom.killed_since); a SIGKILL is called
-    out-of-memory only when they recorded a kill."""
-    last = _last_error_line(log_tail)
-    output = f" Last output: {last}" if last else ""
-    sig = signal_of(code)
-    if sig is not None:
-        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
-        if sig == signal.SIGKILL and oom_killed:
-            return ("out_of_memory",
-                    "The training process was killed by the system's out-of-memory killer (SIGKILL; the kernel "
-                    "recorded an OOM kill). Try a smaller batch_size, shorter examples, or a smaller model.")
-        if sig == signal.SIGKILL:
-            why = (" No out-of-memory kill was recorded, so something else killed it." if oom_killed is False
-                   else " Whether it ran out of memory is unknown (no OOM record is readable here).")
-            return "training_process_died", f"The training process was killed by signal 9 (SIGKILL).{why}{output}"
-        how = f"stopped by {name} (exit code {code})" if code == 130 else f"killed by signal {sig} ({name})"
-        return "training_process_died", f"The training process was {how}.{output}"
-    return ("training_process_died",
-            f"The training process exited with code {code} without finishing the job.{output}")
-
-
-def _last_error_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1][:500] if lines else ""
 
 
 def main() -> None:  # `python -m openft.jobs.worker`: the standalone worker (also `openft worker`)

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
+from openft.data.encode import Encoded, encode_examples
 from openft.data.reader import iter_records
 from openft.errors import DataError
-from openft.train.tokenize import Encoded, encode_examples
 
 IGNORE = -100
 

@@ -4,7 +4,7 @@ A line `{"input": {"messages", "tools"?}, "preferred_output": [msg], "non_prefer
 becomes a `Pair`: the prompt's tokens, then the chosen and the rejected answer's tokens (each
 rendered with the model's chat template, cut where the two renderings stop sharing tokens, so
 the template's assistant header stays in the prompt; only the answer tokens and the
-end-of-turn token count, as `openft.train.tokenize` masks them).
+end-of-turn token count, as `openft.data.encode` masks them).
 
 Packing (`pack_pairs`): with openft's attention (CPU and CUDA) a pair is ONE segment of a packed
 row, `prompt + chosen + rejected`, the rejected answer's position ids restarting at the
@@ -41,10 +41,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from openft.data.encode import encode_example
 from openft.data.formats import NON_PREFERRED_KEYS, PREFERRED_KEYS
 from openft.data.reader import iter_records
 from openft.errors import DataError
-from openft.train.tokenize import encode_example
 
 DEFAULT_BETA = 0.1  # TRL's default; "auto" resolves to it
 REFERENCE_FILE = "dpo_reference.pt"

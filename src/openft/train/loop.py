@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 
 from openft.config import Settings
+from openft.data.auto import learning_rate, resolve_hyperparameters
 from openft.data.estimate import write_pace
 from openft.errors import DataError
 from openft.train import checkpoint as ckpt
 from openft.train import memory
-from openft.train.auto import learning_rate, resolve_hyperparameters
 from openft.train import dpo as dpo_
 from openft.train import rules
 from openft.train.data import load_dataset, pack, step_indices
@@ -220,7 +220,8 @@ def _train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: 
         share = dpo_.shares_prompt(model)
         marks["reference log-probabilities"] = time.time() - t_phase
     pack_rows = (lambda examples, budget: dpo_.pack_pairs(examples, budget, share)) if dpo else pack  # noqa: E731
-    from openft.eval.label_scoring import classification_columns, epoch_classification
+    from openft.eval.label_scoring import classification_columns
+    from openft.train.label_scores import epoch_classification
 
     results = ckpt.ResultsCSV(out / "results.csv", keep_until_step=step, dpo=dpo,
                               extra_fields=classification_columns(spec))

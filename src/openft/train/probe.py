@@ -61,8 +61,8 @@ def run_probe(settings: Settings, base_model: str, train_file: str | Path, n_exa
 
 
 def _probe(req: dict) -> dict | None:
+    from openft.data.auto import resolve_hyperparameters
     from openft.data.reader import iter_records
-    from openft.train.auto import resolve_hyperparameters
     from openft.train.hooks import RecordingHooks
     from openft.train.loop import train
     from openft.train.spec import TrainSpec

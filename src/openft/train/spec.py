@@ -2,7 +2,7 @@
 
 Built by the job runner from an API job (or by tests and benchmarks directly). `validate()`
 reports every bad field at once. The spec knows nothing about jobs, HTTP or the database;
-"auto" values stay "auto" here and are resolved from the data by `openft.train.auto`.
+"auto" values stay "auto" here and are resolved from the data by `openft.data.auto`.
 """
 
 from __future__ import annotations
@@ -88,11 +88,11 @@ class TrainSpec:
     method: str = "lora"
     """lora (default), full (all weights), qlora (4-bit base; needs CUDA and bitsandbytes)."""
     n_epochs: Union[int, Auto] = "auto"
-    """Passes over the training data; "auto" follows OpenAI's rule (see openft.train.auto)."""
+    """Passes over the training data; "auto" follows OpenAI's rule (see openft.data.auto)."""
     batch_size: Union[int, Auto] = "auto"
     """Examples per optimizer step (micro-batches are packed by tokens underneath)."""
     learning_rate_multiplier: Union[float, Auto] = "auto"
-    """Multiplier of the method's base learning rate (openft.train.auto.BASE_LEARNING_RATE)."""
+    """Multiplier of the method's base learning rate (openft.data.auto.BASE_LEARNING_RATE)."""
     seed: int = 42
     """Seed for data order, adapter init and dropout: same seed, same data, same losses."""
     lora_r: int = 16

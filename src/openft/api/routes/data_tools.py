@@ -270,11 +270,11 @@ def _resolve_method(body: ReportRequest, fid: str) -> tuple[JobCreate, dict]:
 
 
 def _report(state: AppState, project: str, fid: str, body: ReportRequest) -> dict:
+    from openft.data.auto import resolve_hyperparameters
     from openft.data.estimate import with_pace
+    from openft.jobs.pace import pace_for_job
     from openft.jobs.validate import effective_max_seq_len, tokenizer_for, validate_for_job, wrong_format
-    from openft.store.pace import pace_for_job
     from openft.store.resolve import resolve_model
-    from openft.train.auto import resolve_hyperparameters
 
     row, path = _stored_path(state, project, fid)
     job, method = _resolve_method(body, fid)

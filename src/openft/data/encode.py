@@ -8,6 +8,10 @@ starts) and up to and including i (where it ends), and locate both points in the
 rendering by character offsets, which the fast tokenizer maps to tokens. Legacy
 `{"prompt", "completion"}` examples train on the completion plus EOS.
 
+The trainer (openft.train.data, openft.train.dpo) trains on these encodings, the data toolkit
+counts trained tokens with them (openft.data.tokens) and `openft data inspect` shows them
+(`render_mask`); it lives in `data`, below the trainer, so that the data toolkit never imports the trainer.
+
 Knows nothing about models, batches or files: it sees one example dict and a tokenizer.
 """
 

@@ -9,6 +9,10 @@ Rules (documented in benchmarks/README-train.md and docs/trainer.md):
 - learning_rate_multiplier: 0.05 for batch size 1, 0.1 for 2..15, 0.2 for 16 and more (larger
   batches take larger steps); the learning rate is BASE_LEARNING_RATE[method] * multiplier.
 
+The trainer (openft.train) resolves a job's "auto" values here, and the data toolkit's estimates
+(openft.data.estimate) use the same rules, so an estimate matches what the job does; it lives in
+`data`, below the trainer, so that the data toolkit never imports the trainer.
+
 Pure functions of numbers: knows nothing about files, models or jobs.
 """
 
