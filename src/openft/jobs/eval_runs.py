@@ -11,8 +11,8 @@ fails) becomes an `error` output item and the run goes on. Every status change i
 openft.jobs.eval_state's (the lease itself openft.jobs.lease's).
 
 Test-only fault point (openft.train.faults, inert unless OPENFT_FAULT is set): `eval-item@N`
-fires after this worker wrote its N-th output item of a run (`eval-item@1:hold` stops a run
-after its first item, until the test kills the server).
+fires after this worker wrote its N-th output item of a run, before any other item is written
+(`eval-item@1:hold` stops a run after its first item, until the test kills the server).
 
 Knows the database tables, the serving engine and openft.eval; nothing about HTTP.
 """
@@ -58,6 +58,8 @@ class EvalRunExecutor:
         self._own_serve = self._shared is None
         self._stop = threading.Event()
         self._serve_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._written = 0  # output items this worker wrote of the run it is executing
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -144,15 +146,12 @@ class EvalRunExecutor:
                        + getattr(engine, "max_queue", self.settings.serve_max_queue))
         sem = asyncio.Semaphore(capacity)
 
-        written = 0
+        self._written = 0
 
         async def one(i: int) -> None:
-            nonlocal written
             async with sem:
                 row = await ctx.evaluate(i, run.items[i])
             await asyncio.to_thread(self._write_item, row)
-            written += 1
-            await asyncio.to_thread(fault_point, "eval-item", written)  # test-only, inert by default
 
         tasks = [asyncio.create_task(one(i)) for i in pending]
         watcher = asyncio.create_task(self._watch(run_id, usage, tasks))
@@ -186,11 +185,14 @@ class EvalRunExecutor:
                 return
 
     def _write_item(self, row: dict) -> None:
-        with self.db.begin() as conn:
-            try:
-                conn.execute(eval_output_items.insert().values(**row))
-            except sa.exc.IntegrityError:  # written by an earlier attempt of this run
-                pass
+        with self._write_lock:  # one at a time (the database takes one writer anyway)
+            with self.db.begin() as conn:
+                try:
+                    conn.execute(eval_output_items.insert().values(**row))
+                except sa.exc.IntegrityError:  # written by an earlier attempt of this run
+                    return
+            self._written += 1
+            fault_point("eval-item", self._written)  # test-only, inert by default: holds every later write
 
 
 class StopRequested(Exception):

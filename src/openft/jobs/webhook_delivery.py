@@ -13,6 +13,9 @@ it; anything else waits `webhooks_retry_seconds * 2**(attempt-1)` (at most
 in the database, so they survive a restart. A slow endpoint holds up only its own thread of
 a small pool, never a job.
 
+Test-only fault point (openft.train.faults, inert unless OPENFT_FAULT is set): `webhook-attempt@N`
+fires as a worker starts attempt N of a delivery, before anything is sent.
+
 Knows the webhook tables and settings; nothing about HTTP routes or training.
 """
 
@@ -30,6 +33,7 @@ from openft.config import Settings
 from openft.jobs import lease
 from openft.jobs.lease import poll_until_stopped
 from openft.store.db import webhook_attempts, webhook_deliveries, webhook_endpoints
+from openft.train.faults import fault_point
 from openft.webhooks import signing, targets
 
 log = logging.getLogger("openft.worker.webhooks")
@@ -86,6 +90,7 @@ class WebhookDeliverer:
         with self.db.connect() as conn:
             d = conn.execute(sa.select(webhook_deliveries).where(webhook_deliveries.c.id == delivery_id)).first()
             ep = conn.execute(sa.select(webhook_endpoints).where(webhook_endpoints.c.id == d.endpoint_id)).first()
+        fault_point("webhook-attempt", d.attempts)  # test-only, inert by default
         started = time.time()
         code, error = None, None
         if ep is None or ep.deleted:
