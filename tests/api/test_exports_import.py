@@ -70,3 +70,15 @@ def test_export_records_of_an_older_version_are_imported(tmp_path, model_cache):
         assert [e["id"] for e in http.get("/exports").json()["data"]] == [running["id"]]
     finally:
         server.stop()
+
+
+def test_migration_7_adds_the_exports_table_to_an_old_database(v1_database):
+    import sqlalchemy as sa
+
+    from openft.store import db as dbmod
+
+    engine, old = v1_database
+    assert "exports" not in old
+    assert 7 in dbmod.migrate(engine)
+    assert "exports" in sa.inspect(engine).get_table_names()
+    assert dbmod.migrate(engine) == []
