@@ -44,7 +44,8 @@ def settings(tmp_path, model_cache):
 LATER_COLUMNS = {"jobs": ("workers_lost", "runner_retries"), "api_keys": ("key_hash_kind",)}
 LATER_TABLES = ("evals", "eval_runs", "eval_output_items",  # migration 4
                 "responses",  # migration 5
-                "webhook_endpoints", "webhook_deliveries", "webhook_attempts")  # migration 6
+                "webhook_endpoints", "webhook_deliveries", "webhook_attempts",  # migration 6
+                "exports")  # migration 7
 
 
 @pytest.fixture

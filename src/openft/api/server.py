@@ -76,8 +76,10 @@ def install_log_redaction() -> None:
 
 def prepare(settings: Settings):
     """Owner-only files (umask 0o077 for this process and the job runners it starts; existing
-    files tightened), data folders, abandoned upload files removed, migrated database, admin key.
-    Returns (db engine, newly generated key or None)."""
+    files tightened), data folders, abandoned upload files removed, migrated database (export
+    records of older versions imported into it), admin key. Returns (db engine, newly generated
+    key or None)."""
+    from openft.jobs.exports import import_files
     from openft.store.blobs import BlobStore
     from openft.store.perms import owner_only
 
@@ -86,6 +88,7 @@ def prepare(settings: Settings):
     BlobStore(settings.layout.blobs).remove_stale_uploads()
     db = make_engine(settings.resolved_database_url())
     migrate(db)
+    import_files(settings, db)
     return db, ensure_admin_key(settings, db)
 
 

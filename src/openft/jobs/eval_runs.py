@@ -7,7 +7,12 @@ watches the row, so a cancelled or deleted run stops at once (its requests are c
 engine). A worker that stops puts its run back in the queue; a worker that dies leaves a stale
 heartbeat and the next worker takes the run over. Items already written are never redone, so a
 run survives a server restart. An item that cannot be evaluated (a missing field, a judge that
-fails) becomes an `error` output item and the run goes on.
+fails) becomes an `error` output item and the run goes on. Every status change is
+openft.jobs.eval_state's (the lease itself openft.jobs.lease's).
+
+Test-only fault point (openft.train.faults, inert unless OPENFT_FAULT is set): `eval-item@N`
+fires after this worker wrote its N-th output item of a run, before any other item is written
+(`eval-item@1:hold` stops a run after its first item, until the test kills the server).
 
 Knows the database tables, the serving engine and openft.eval; nothing about HTTP.
 """
@@ -26,10 +31,11 @@ from openft.config import Settings
 from openft.errors import OpenFTError, RateLimited
 from openft.eval import datasource, graders, templates
 from openft.ids import new_id
-from openft.jobs.worker import poll_until_stopped
+from openft.jobs import eval_state
+from openft.jobs.lease import poll_until_stopped
 from openft.store.db import eval_output_items, eval_runs, evals
 from openft.store.resolve import resolve_model
-from openft.webhooks import events as webhook_events
+from openft.train.faults import fault_point
 
 log = logging.getLogger("openft.worker.evals")
 DEFAULT_MAX_TOKENS = 1024  # a completions run without max_completion_tokens stops here
@@ -52,6 +58,8 @@ class EvalRunExecutor:
         self._own_serve = self._shared is None
         self._stop = threading.Event()
         self._serve_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._written = 0  # output items this worker wrote of the run it is executing
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -81,45 +89,24 @@ class EvalRunExecutor:
 
     def claim(self) -> str | None:
         """The oldest queued run, or one whose worker's lease expired (its worker died)."""
-        now = time.time()
-        stale = now - self.settings.lease_seconds
         with self.db.begin() as conn:
-            candidates = conn.execute(sa.select(eval_runs.c.id).where(
-                eval_runs.c.deleted == sa.false(),
-                sa.or_(eval_runs.c.status == "queued",
-                       sa.and_(eval_runs.c.status == "in_progress", eval_runs.c.heartbeat_at < stale)))
-                .order_by(eval_runs.c.seq).limit(5)).scalars().all()
+            candidates, stale = eval_state.candidates(conn, self.settings.lease_seconds)
             for rid in candidates:
-                won = conn.execute(eval_runs.update().where(
-                    eval_runs.c.id == rid, sa.or_(eval_runs.c.status == "queued", sa.and_(
-                        eval_runs.c.status == "in_progress", eval_runs.c.heartbeat_at < stale)))
-                    .values(status="in_progress", worker_id=self.worker_id, heartbeat_at=now)).rowcount
-                if won:
+                if eval_state.claim(conn, rid, self.worker_id, stale):
                     return rid
         return None
 
     def _heartbeat(self, run_id: str, usage: dict) -> bool:
         with self.db.begin() as conn:
-            return bool(conn.execute(eval_runs.update().where(
-                eval_runs.c.id == run_id, eval_runs.c.worker_id == self.worker_id,
-                eval_runs.c.status == "in_progress", eval_runs.c.deleted == sa.false())
-                .values(heartbeat_at=time.time(), usage=usage)).rowcount)
+            return eval_state.heartbeat(conn, run_id, self.worker_id, usage)
 
     def _release(self, run_id: str) -> None:
         with self.db.begin() as conn:
-            conn.execute(eval_runs.update().where(eval_runs.c.id == run_id, eval_runs.c.worker_id == self.worker_id,
-                                                  eval_runs.c.status == "in_progress")
-                         .values(status="queued", worker_id=None, heartbeat_at=None))
+            eval_state.release(conn, run_id, self.worker_id)
 
     def _finish(self, run_id: str, status: str, error: dict | None = None, usage: dict | None = None) -> None:
-        values = {"status": status, "error": error, "finished_at": int(time.time()), "heartbeat_at": time.time()}
-        if usage is not None:
-            values["usage"] = usage
-        with self.db.begin() as conn:
-            q = eval_runs.update().where(eval_runs.c.id == run_id, eval_runs.c.worker_id == self.worker_id,
-                                         eval_runs.c.status == "in_progress").values(**values)
-            if conn.execute(q).rowcount:  # its webhook event commits with the status
-                webhook_events.eval_run_finished(conn, run_id, status)
+        with self.db.begin() as conn:  # its webhook event commits with the status
+            eval_state.finish(conn, run_id, self.worker_id, status, error=error, usage=usage)
 
     def release_memory(self) -> dict | None:
         """The engine's `release_memory()` (a training job is starting), or None if no engine was
@@ -159,6 +146,8 @@ class EvalRunExecutor:
                        + getattr(engine, "max_queue", self.settings.serve_max_queue))
         sem = asyncio.Semaphore(capacity)
 
+        self._written = 0
+
         async def one(i: int) -> None:
             async with sem:
                 row = await ctx.evaluate(i, run.items[i])
@@ -196,11 +185,14 @@ class EvalRunExecutor:
                 return
 
     def _write_item(self, row: dict) -> None:
-        with self.db.begin() as conn:
-            try:
-                conn.execute(eval_output_items.insert().values(**row))
-            except sa.exc.IntegrityError:  # written by an earlier attempt of this run
-                pass
+        with self._write_lock:  # one at a time (the database takes one writer anyway)
+            with self.db.begin() as conn:
+                try:
+                    conn.execute(eval_output_items.insert().values(**row))
+                except sa.exc.IntegrityError:  # written by an earlier attempt of this run
+                    return
+            self._written += 1
+            fault_point("eval-item", self._written)  # test-only, inert by default: holds every later write
 
 
 class StopRequested(Exception):

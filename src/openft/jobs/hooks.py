@@ -19,7 +19,7 @@ import time
 import sqlalchemy as sa
 
 from openft.ids import checkpoint_id
-from openft.jobs import naming
+from openft.jobs import naming, state
 from openft.jobs.integrations import Integrations
 from openft.store.db import checkpoints, jobs
 from openft.store.events import add_event
@@ -69,7 +69,7 @@ class DBHooks:
 
     def fence(self) -> list:
         """WHERE clauses: this job, still running, still under the worker that claimed it."""
-        return [jobs.c.id == self.job_id, jobs.c.status == "running", jobs.c.worker_id == self.worker_id]
+        return [jobs.c.id == self.job_id, *state.owned_by(self.worker_id)]
 
     # -- TrainHooks --------------------------------------------------------------------------
 
@@ -191,7 +191,7 @@ class DBHooks:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(jobs.c.status, jobs.c.requested_action, jobs.c.worker_id)
                                .where(jobs.c.id == self.job_id)).first()
-        if row is None or row.status != "running" or row.worker_id != self.worker_id:
+        if not state.mine(row, self.worker_id):
             self._last_answer = "cancel"
         elif row.requested_action == "pause":
             self._last_answer = "pause"

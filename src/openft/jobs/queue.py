@@ -5,21 +5,22 @@ The status changes themselves are openft.jobs.state's checked transitions (one
 that is correct on SQLite (one writer at a time) and on PostgreSQL (READ COMMITTED re-checks the
 WHERE clause after waiting for a concurrent writer's row lock), so two workers can never both
 claim a job, and a stale worker can never overwrite a job that was reaped and handed to another.
-This module picks which job and which checkpoint.
+The lease mechanics (heartbeat, expiry) are openft.jobs.lease's, on `state.LEASE`. This module
+picks which job and which checkpoint: `resume_point` is the one rule of where a job continues
+from, for the worker, the reaper and the runner alike.
 
 Knows the `jobs`/`checkpoints` tables; knows nothing about processes or training.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from openft.jobs import state
+from openft.jobs import lease, state
 from openft.jobs.state import LOST_PREFIX
 from openft.store.db import checkpoints, jobs
 
@@ -74,14 +75,21 @@ def claim_next(engine: Engine, worker_id: str, data_dir: Path) -> dict | None:
 def heartbeat(engine: Engine, job_id: str, worker_id: str) -> bool:
     """Refresh the lease; False when the job is no longer running under this worker."""
     with engine.begin() as conn:
-        return conn.execute(
-            jobs.update().where(jobs.c.id == job_id, jobs.c.worker_id == worker_id,
-                                jobs.c.status == "running").values(heartbeat_at=time.time())).rowcount == 1
+        return lease.heartbeat(conn, state.LEASE, job_id, worker_id)
 
 
 def resume_point(conn: sa.Connection, job_id: str, recorded: str | None = None) -> tuple[int | None, str | None]:
     """(step, path) to continue `job_id` from: its newest checkpoint on disk, else the one
-    recorded at an earlier pause/requeue when it still exists; (None, None) for the beginning."""
+    recorded at an earlier pause/requeue (`recorded`: jobs.resume_checkpoint) when it still
+    exists; (None, None) for the beginning.
+
+    The one rule (the runner starts from it, the worker and the reaper record it). The newest
+    comes first because a checkpoint row is only written by the run holding the job's lease
+    (openft.jobs.hooks fences it), so the newest is never behind the recorded one: the recorded
+    path is the newest of its time (a pause records the checkpoint it just wrote, a requeue
+    records this function's answer), and a newer one means the job got further since, which
+    must not be trained again. The recorded path is the fallback for when the checkpoint rows
+    are gone or their folders were removed."""
     latest = latest_checkpoint(conn, job_id)
     if latest:
         return latest
@@ -128,11 +136,8 @@ def requeue(engine: Engine, job_id: str, *, reason: str, worker_id: str | None =
 
 def reap_expired(engine: Engine, lease_seconds: float, *, max_attempts: int | None = None) -> list[Reaped]:
     """Requeue running jobs whose heartbeat is older than the lease (their worker vanished)."""
-    cutoff = time.time() - lease_seconds
     with engine.connect() as conn:
-        stale = conn.execute(sa.select(jobs.c.id).where(
-            jobs.c.status == "running",
-            sa.or_(jobs.c.heartbeat_at.is_(None), jobs.c.heartbeat_at < cutoff))).scalars().all()
+        stale, cutoff = lease.expired_ids(conn, state.LEASE, lease_seconds)
     out = []
     for job_id in stale:
         r = requeue(engine, job_id, reason=f"{LOST_PREFIX} for over {lease_seconds:g} s", stale_before=cutoff,

@@ -10,7 +10,8 @@ A running job may also carry `requested_action='pause'` (asked by the API, taken
 resume, honoured by the runner at its next checkpoint).
 
 Every change is one checked `UPDATE jobs ... WHERE id = ? AND status IN (<allowed from>)` (and
-`AND worker_id = ?` where a worker owns the job); the rowcount says whether this caller won, so
+`AND worker_id = ?` where a worker owns the job), written through openft.jobs.lease (`LEASE`:
+queued rows wait, running rows are held); the rowcount says whether this caller won, so
 a stale worker, a slow runner and the API can never overwrite each other. A transition from a
 status its table entry does not allow raises IllegalTransition before anything is written;
 a lost race returns False. A change to a terminal status also enqueues its webhook event
@@ -27,6 +28,7 @@ from typing import Iterable
 
 import sqlalchemy as sa
 
+from openft.jobs import lease
 from openft.store.db import jobs
 from openft.store.events import add_event
 from openft.webhooks import events as webhook_events
@@ -55,6 +57,10 @@ CAN = {"cancel": TRANSITIONS["cancel"][0], "pause": TRANSITIONS["pause"][0], "re
 LOST_PREFIX = "The worker running this job stopped responding"
 
 
+# A job's lease: queued jobs wait for a worker, a running job is held by one (jobs.worker_id).
+LEASE = lease.Leased(jobs, held="running", free="queued")
+
+
 class IllegalTransition(ValueError):
     """A transition asked from a status its table entry does not allow (a programming error)."""
 
@@ -66,12 +72,12 @@ def _apply(conn: sa.Connection, name: str, job_id: str, values: dict, *, from_: 
     if not start or not set(start) <= set(allowed):
         raise IllegalTransition(f"{name}: {job_id} cannot go from {', '.join(start) or 'nothing'} "
                                 f"(allowed from: {', '.join(allowed)})")
-    cond = [jobs.c.id == job_id, jobs.c.status.in_(start), *where]
+    cond = [jobs.c.status.in_(start), *where]
     if worker_id is not None:
         cond.append(jobs.c.worker_id == worker_id)
     if to is not None:
         values = {"status": to, **values}
-    won = conn.execute(jobs.update().where(*cond).values(**values)).rowcount == 1
+    won = lease.update(conn, LEASE, job_id, values, cond)
     if won and to in TERMINAL:  # its webhook deliveries commit with the status change
         webhook_events.job_finished(conn, job_id, to)
     return won
@@ -81,12 +87,23 @@ def _stale(stale_before: float | None) -> list:
     """Fence for the reaper: the job's heartbeat is older than `stale_before` (or missing)."""
     if stale_before is None:
         return []
-    return [sa.or_(jobs.c.heartbeat_at.is_(None), jobs.c.heartbeat_at < stale_before)]
+    return [lease.expired(LEASE, stale_before)]
 
 
 def _released() -> dict:
     """A job no worker holds any more."""
-    return {"worker_id": None, "heartbeat_at": None}
+    return lease.freed()
+
+
+def mine(row, worker_id: str) -> bool:
+    """Is the job `row` (read back: status, worker_id) still running under `worker_id`? The one
+    test of the worker, its heartbeat and the runner's hooks."""
+    return lease.mine(row, LEASE, worker_id)
+
+
+def owned_by(worker_id: str) -> list:
+    """The same test as a WHERE clause (the fence of the runner's writes)."""
+    return lease.owned(LEASE, worker_id)
 
 
 # -- validation ----------------------------------------------------------------------------------
@@ -107,7 +124,7 @@ def claim(conn: sa.Connection, job_id: str, worker_id: str, output_dir: str) -> 
     """queued -> running under `worker_id` (one more attempt)."""
     now = time.time()
     return _apply(conn, "claim", job_id, {
-        "worker_id": worker_id, "heartbeat_at": now, "attempts": jobs.c.attempts + 1,
+        **lease.taken(worker_id, now), "attempts": jobs.c.attempts + 1,
         "started_at": sa.func.coalesce(jobs.c.started_at, int(now)),
         "output_dir": sa.func.coalesce(jobs.c.output_dir, output_dir)})
 

@@ -17,6 +17,9 @@ eval-run engine it owns, and the API's chat engine through the `release_memory` 
 `openft serve` passes in (the worker never imports the API). A release that fails is logged and
 the job starts anyway. At start, the worker deletes the temporary folders killed writers left
 in the folders of jobs that are not running. Status changes go through openft.jobs.state.
+`run_forever` also runs, each in its own thread under this worker's id, the eval-run loop
+(openft.jobs.eval_runs), the webhook delivery loop (openft.jobs.webhook_delivery) and the export
+loop (openft.jobs.exports); every loop is openft.jobs.lease.poll_until_stopped.
 
 Knows the queue and the backend; knows nothing about training internals or HTTP.
 """
@@ -38,6 +41,7 @@ import sqlalchemy as sa
 from openft.config import Settings
 from openft.jobs import queue, state
 from openft.jobs.backends import JobRun, StartFailed, open_backend
+from openft.jobs.lease import poll_until_stopped
 from openft.store.db import jobs, make_engine, migrate
 
 log = logging.getLogger("openft.worker")
@@ -80,6 +84,9 @@ class Worker:
             self.settings.ensure_dirs()
             self.engine = make_engine(self.settings.resolved_database_url())
             migrate(self.engine)
+            from openft.jobs.exports import import_files  # the standalone worker: older versions' records
+
+            import_files(self.settings, self.engine)
         return self.engine
 
     def stop(self) -> None:
@@ -95,18 +102,21 @@ class Worker:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 restore[sig] = signal.signal(sig, lambda *_: self._stop.set())
         log.info("worker %s started", self.worker_id)
+        from openft.jobs import exports, webhook_delivery
         from openft.jobs.eval_runs import EvalRunExecutor, start_thread  # eval runs beside jobs, same lease rules
 
         self._evals = EvalRunExecutor(self.settings, self._engine(), self.worker_id, shared_engine=self._serve_engine)
-        evals_thread = start_thread(self.settings, self._engine(), self.worker_id, self._stop, executor=self._evals)
-        from openft.jobs import webhook_delivery  # webhooks beside them: a slow endpoint never holds a job
-
-        webhooks_thread = webhook_delivery.start_thread(self.settings, self._engine(), self._stop)
+        threads = [
+            start_thread(self.settings, self._engine(), self.worker_id, self._stop, executor=self._evals),
+            # webhooks and exports beside them: a slow endpoint or a long export never holds a job
+            webhook_delivery.start_thread(self.settings, self._engine(), self._stop),
+            exports.start_thread(self.settings, self._engine(), self.worker_id, self._stop),
+        ]
         try:
             poll_until_stopped(self.run_once, self._stop, self.settings.worker_poll_seconds, log)
         finally:
-            evals_thread.join(30)
-            webhooks_thread.join(30)
+            for t in threads:
+                t.join(30)
             for sig, handler in restore.items():
                 signal.signal(sig, handler)
             if self._own_engine and self.engine is not None:
@@ -218,7 +228,7 @@ class Worker:
                 log.warning("heartbeat for %s failed; retrying", job_id, exc_info=True)
                 continue
             taken = row is None or row.status == "queued" or (
-                row.status == "running" and row.worker_id != self.worker_id)
+                row.status == "running" and not state.mine(row, self.worker_id))
             if taken:
                 log.warning("job %s was taken away from this worker; stopping its process", job_id)
                 proc.stop(2.0)
@@ -243,7 +253,7 @@ class Worker:
         with engine.connect() as conn:
             row = conn.execute(sa.select(jobs.c.status, jobs.c.worker_id, jobs.c.requested_action,
                                          jobs.c.runner_retries).where(jobs.c.id == job_id)).first()
-        if row is None or row.status != "running" or row.worker_id != self.worker_id:
+        if not state.mine(row, self.worker_id):
             return  # the runner finished the job (or it was cancelled/taken): nothing to add
         if row.requested_action == "pause":
             with engine.begin() as conn:
@@ -270,17 +280,6 @@ class Worker:
         log.error("job %s failed: %s", job_id, message)
 
 
-def poll_until_stopped(run_once, stop: threading.Event, poll_seconds: float, logger: logging.Logger) -> None:
-    """Call `run_once()` until `stop` is set, waiting `poll_seconds` whenever it found nothing to do
-    (returned None); an exception (a DB hiccup) is logged and never ends the loop."""
-    while not stop.is_set():
-        try:
-            ran = run_once()
-        except Exception:
-            logger.exception("loop error")
-            ran = None
-        if ran is None:
-            stop.wait(poll_seconds)
 
 
 def main() -> None:  # `python -m openft.jobs.worker`: the standalone worker (also `openft worker`)

@@ -239,6 +239,29 @@ webhook_attempts = sa.Table(
     sa.Column("error", sa.Text, nullable=True),
 )
 
+# Model exports (migration 7): one row per export, run by the worker under a lease (worker_id,
+# heartbeat_at) like a job; its result lives in <data_dir>/exports/<id>/<filename>.
+exports = sa.Table(
+    "exports", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("project_id", sa.String(64), nullable=False, index=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("model", sa.String(512), nullable=False),
+    sa.Column("format", sa.String(16), nullable=False),               # merged | gguf | peft
+    sa.Column("quantization", sa.String(16), nullable=True),          # f16 | q8_0 (gguf only)
+    sa.Column("status", sa.String(16), nullable=False, index=True),   # queued | running | succeeded | failed
+    sa.Column("progress", sa.Float, nullable=False, default=0.0),
+    sa.Column("stage", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Integer, nullable=False),
+    sa.Column("finished_at", sa.Integer, nullable=True),
+    sa.Column("bytes", sa.BigInteger, nullable=True),
+    sa.Column("filename", sa.String(1024), nullable=True),
+    sa.Column("error", sa.JSON, nullable=True),                       # {"code", "message"}
+    sa.Column("worker_id", sa.String(128), nullable=True),
+    sa.Column("heartbeat_at", sa.Float, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+)
+
 schema_migrations = sa.Table(
     "schema_migrations", metadata,
     sa.Column("version", sa.Integer, primary_key=True),
@@ -292,6 +315,13 @@ def _m6_webhooks(conn: sa.Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _m7_exports(conn: sa.Connection) -> None:
+    """The exports table (a database made by migration 1 of this code already has it). Exports that
+    older versions kept as `<data_dir>/exports/<id>/export.json` are imported at start-up by
+    openft.jobs.exports.import_files: this migration does not know the data folder."""
+    exports.create(conn, checkfirst=True)
+
+
 # Ordered; append only. Each runs once, in a transaction, and is recorded.
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "initial schema", _m1_initial),
@@ -300,6 +330,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (4, "evals, eval runs and their output items", _m4_evals),
     (5, "stored responses (Responses API)", _m5_responses),
     (6, "webhook endpoints, deliveries and attempts", _m6_webhooks),
+    (7, "model exports as rows (run by the worker under a lease)", _m7_exports),
 ]
 
 

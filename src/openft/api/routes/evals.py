@@ -5,7 +5,8 @@ The API checks everything it can at creation (grader types, templates against th
 judge and run models in this project, files) and answers 400 naming the param; it stores the run
 `queued` with its items, and the worker (openft.jobs.eval_runs) generates, grades and writes the
 output items. result_counts, per_testing_criteria_results and per_model_usage are computed from
-the output items when a run is read. Knows nothing about generation or grading internals.
+the output items when a run is read. A run's status changes (cancel, and the cancel that deleting
+a run or its eval implies) are openft.jobs.eval_state's. Knows nothing about generation or grading internals.
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ from openft.api.schemas import Strict, cursor_page, keyset
 from openft.errors import InvalidRequest, NotFound, OpenFTError
 from openft.eval import datasource, graders
 from openft.ids import new_id
+from openft.jobs import eval_state
 from openft.store.blobs import stored_file
 from openft.store.db import eval_output_items, eval_runs, evals, next_seq
 from openft.store.resolve import resolve_model
 from openft.vocab import check_metadata
-from openft.webhooks import events as webhook_events
 
 router = APIRouter(prefix="/evals")
-RUN_STATUSES = ("queued", "in_progress", "completed", "canceled", "failed")
+RUN_STATUSES = eval_state.STATUSES
 
 
 class EvalCreate(Strict):
@@ -153,9 +154,8 @@ def delete_eval(eval_id: str, state: AppState = Depends(get_state), project: str
     with state.db.begin() as conn:
         _get_eval(conn, project, eval_id)
         conn.execute(evals.update().where(evals.c.id == eval_id).values(deleted=True))
-        conn.execute(eval_runs.update().where(eval_runs.c.eval_id == eval_id, eval_runs.c.status.in_(
-            ("queued", "in_progress"))).values(status="canceled"))
-        conn.execute(eval_runs.update().where(eval_runs.c.eval_id == eval_id).values(deleted=True))
+        eval_state.delete(conn, list(conn.execute(sa.select(eval_runs.c.id).where(
+            eval_runs.c.eval_id == eval_id)).scalars()))
     return {"object": "eval.deleted", "deleted": True, "eval_id": eval_id}
 
 
@@ -276,11 +276,8 @@ def cancel_run(eval_id: str, run_id: str, request: Request, state: AppState = De
     with state.db.begin() as conn:
         ev = _get_eval(conn, project, eval_id)
         row = _get_run(conn, project, eval_id, run_id)
-        done = conn.execute(eval_runs.update().where(eval_runs.c.id == run_id, eval_runs.c.status.in_(
-            ("queued", "in_progress"))).values(status="canceled", finished_at=int(time.time()))).rowcount
-        if not done:
+        if not eval_state.cancel(conn, run_id):
             raise InvalidRequest(f"Run {run_id} is {row.status} and cannot be cancelled.", param="run_id")
-        webhook_events.eval_run_finished(conn, run_id, "canceled")
         return _run_response(conn, _get_run(conn, project, eval_id, run_id), ev, request)
 
 
@@ -290,9 +287,7 @@ def delete_run(eval_id: str, run_id: str, state: AppState = Depends(get_state),
     with state.db.begin() as conn:
         _get_eval(conn, project, eval_id)
         _get_run(conn, project, eval_id, run_id)
-        conn.execute(eval_runs.update().where(eval_runs.c.id == run_id).values(
-            deleted=True, status=sa.case((eval_runs.c.status.in_(("queued", "in_progress")), "canceled"),
-                                         else_=eval_runs.c.status)))
+        eval_state.delete(conn, [run_id])
     return {"object": "eval.run.deleted", "deleted": True, "run_id": run_id}
 
 
