@@ -37,7 +37,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from openft.config import Settings
+from openft.config import DataLayout, Settings
 from openft.errors import NotFound
 from openft.ids import new_id
 from openft.jobs import lease
@@ -65,7 +65,7 @@ class Stopped(Exception):
 # -- the records ---------------------------------------------------------------------------------
 
 def folder(data_dir: Path, export_id: str) -> Path:
-    return (Path(data_dir) / "exports" / export_id).resolve()
+    return (DataLayout(Path(data_dir)).exports / export_id).resolve()
 
 
 def public(row) -> dict:
@@ -113,7 +113,7 @@ def import_files(settings: Settings, db: sa.Engine) -> int:
     """Import the `export.json` records older versions wrote into the table (each once); one that
     was queued or running belonged to a process that is gone and becomes failed (`interrupted`).
     Returns how many were imported."""
-    root = Path(settings.data_dir) / "exports"
+    root = settings.layout.exports
     recs = []
     for f in sorted(root.glob("export-*/export.json")) if root.exists() else []:
         try:

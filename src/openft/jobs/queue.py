@@ -20,6 +20,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from openft.config import DataLayout
 from openft.jobs import lease, state
 from openft.jobs.state import LOST_PREFIX
 from openft.store.db import checkpoints, jobs
@@ -33,7 +34,7 @@ class Reaped:
 
 
 def job_output_dir(data_dir: Path, job_id: str) -> str:
-    return str((Path(data_dir) / "jobs" / job_id).resolve())
+    return str(DataLayout(Path(data_dir)).job_dir(job_id).resolve())
 
 
 def latest_checkpoint(conn: sa.Connection, job_id: str) -> tuple[int, str] | None:
