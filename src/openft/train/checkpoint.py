@@ -131,17 +131,15 @@ def prune(output_dir: str | Path, keep: int) -> list[Path]:
 
 
 class ResultsCSV:
-    """results.csv (step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy; with
-    `dpo`, then train_/valid_ reward_accuracy, reward_margin, chosen_reward, rejected_reward;
-    then `extra_fields`, e.g. the classification/* columns).
+    """results.csv (step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy; then
+    `extra_fields`, the objective's: a DPO run's train_/valid_ reward_accuracy, reward_margin,
+    chosen_reward, rejected_reward, or the classification/* columns).
 
     On resume, rows after the resumed step (written before a crash) are dropped first."""
 
-    def __init__(self, path: str | Path, keep_until_step: int = 0, dpo: bool = False,
-                 extra_fields: tuple[str, ...] = ()):
+    def __init__(self, path: str | Path, keep_until_step: int = 0, extra_fields: tuple[str, ...] = ()):
         self.path = Path(path)
-        # DPO's reward columns, then any extra ones as given (classification/* columns)
-        self.fields = (DPO_CSV_FIELDS if dpo else CSV_FIELDS) + tuple(extra_fields)
+        self.fields = CSV_FIELDS + tuple(extra_fields)
         rows = []
         if keep_until_step and self.path.exists():
             with open(self.path, newline="") as fh:
