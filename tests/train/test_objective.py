@@ -43,8 +43,8 @@ class SelfTaught(SFT):
     calls: list = []
 
     def step_batches(self, model, examples, budget):
-        first_param = next(p for p in model.parameters() if p.requires_grad)
-        self.calls.append((model.training, first_param.detach().clone()))
+        weights = torch.cat([p.detach().flatten() for p in model.parameters() if p.requires_grad])
+        self.calls.append((model.training, weights.clone()))
         model.eval()
         made = []
         with torch.no_grad():

@@ -164,7 +164,7 @@ def _train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: 
     # --- data: the objective's examples, tokenized with loss masks, truncated to the context ---
     t_phase = time.time()
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    objective: Objective = OBJECTIVES[spec.objective](spec, tokenizer, device, precision)
+    objective: Objective = OBJECTIVES[spec.objective](spec, tokenizer, device, precision)  # the one pick
     max_len = rules.truncation_length(rules.model_context_length(base_dir), spec.max_seq_len)
     train_data = objective.load(spec.train_file, max_len, "training_file")
     valid_data = objective.load(spec.valid_file, max_len, "validation_file") if spec.valid_file else None

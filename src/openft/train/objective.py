@@ -112,5 +112,5 @@ class Objective(Protocol):
         `evaluate`'s (SFT: the classification/* columns when the spec asks for them)."""
 
 
-OBJECTIVES: dict[str, type] = {"sft": SFT, "dpo": DPO}
+OBJECTIVES: dict[str, type[Objective]] = {"sft": SFT, "dpo": DPO}
 """The spec's objective -> its class (openft.train.spec.OBJECTIVES names the same ones)."""
