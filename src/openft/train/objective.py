@@ -47,7 +47,8 @@ class Example(Protocol):
     """One training example as the loop sees it (for its memory plan and the pack budget)."""
 
     n_trained: int
-    """What it adds to a step's `n_target` (SFT: its trained tokens; DPO: 1, a pair)."""
+    """Its trained positions as the memory plan counts them (SFT: trained tokens; DPO counts a
+    pair as 1); SFT and DPO also make it their share of a step's `n_target`."""
 
     def __len__(self) -> int:
         """Tokens it takes in a packed row."""
