@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from openft.train.faults import fault_point
-from openft.train.metrics import CSV_FIELDS, CSV_SOURCES, DPO_CSV_FIELDS
+from openft.train.metrics import CSV_FIELDS, CSV_SOURCES
 
 
 def checkpoint_dirs(output_dir: str | Path) -> list[tuple[int, Path]]:
@@ -127,16 +127,14 @@ def prune(output_dir: str | Path, keep: int) -> list[Path]:
 
 
 class ResultsCSV:
-    """results.csv (openft.train.metrics.CSV_FIELDS, or DPO_CSV_FIELDS with `dpo`; then
-    `extra_fields`, e.g. the classification/* columns).
+    """results.csv (openft.train.metrics.CSV_FIELDS; then `extra_fields`, the objective's: a DPO
+    run's train_/valid_ reward columns (metrics.DPO_CSV_FIELDS), or the classification/* columns).
 
     On resume, rows after the resumed step (written before a crash) are dropped first."""
 
-    def __init__(self, path: str | Path, keep_until_step: int = 0, dpo: bool = False,
-                 extra_fields: tuple[str, ...] = ()):
+    def __init__(self, path: str | Path, keep_until_step: int = 0, extra_fields: tuple[str, ...] = ()):
         self.path = Path(path)
-        # DPO's reward columns, then any extra ones as given (classification/* columns)
-        self.fields = (DPO_CSV_FIELDS if dpo else CSV_FIELDS) + tuple(extra_fields)
+        self.fields = CSV_FIELDS + tuple(extra_fields)
         rows = []
         if keep_until_step and self.path.exists():
             with open(self.path, newline="") as fh:

@@ -9,7 +9,8 @@ token is never a target. A row carries its example boundaries (`cu_seqlens`, `ma
 trained positions (`target_index`), computed here on the host, so that the training step needs
 no read-back from the GPU to find them. The loss of a step is the sum of token
 losses over all micro-batches divided by the step's trained-token count, so packing changes
-speed, not the optimizer step.
+speed, not the optimizer step. `StepBatches` is what an objective hands the loop for one step
+(openft.train.objective): its micro-batches, the divisor of its loss and the tokens it processed.
 
 Knows nothing about models, optimizers or jobs.
 """
@@ -78,6 +79,14 @@ def step_indices(n: int, batch_size: int, seed: int, step: int) -> tuple[int, li
     return epoch, epoch_order(n, seed, epoch)[i * batch_size:(i + 1) * batch_size]
 
 
+@dataclass(frozen=True)
+class StepBatches:
+    """The micro-batches of one optimizer step (made by an objective, run by the loop)."""
+    batches: list     # micro-batches in order; each is one `Objective.loss` call (forward and backward)
+    n_target: int     # the step's loss is the sum of the micro-batches' losses divided by this
+    tokens: int       # tokens the step processed (the run's trained_tokens and measured pace)
+
+
 @dataclass
 class MicroBatch:
     input_ids: torch.Tensor     # (1, T) long
@@ -111,7 +120,10 @@ def _row(examples: list[Encoded]) -> MicroBatch:
         pos += range(len(e))
         lab += [IGNORE] + [t if m else IGNORE for t, m in zip(e.input_ids[1:], e.mask[1:])]
         cu.append(cu[-1] + len(e))
-    as_t = lambda x: torch.tensor(x, dtype=torch.long).unsqueeze(0)
+
+    def as_t(x):
+        return torch.tensor(x, dtype=torch.long).unsqueeze(0)
+
     targets = [t for t in range(len(lab) - 1) if lab[t + 1] != IGNORE]
     return MicroBatch(as_t(ids), as_t(pos), as_t(lab), len(examples), torch.tensor(cu, dtype=torch.int32),
                       max((len(e) for e in examples), default=0), torch.tensor(targets, dtype=torch.long))

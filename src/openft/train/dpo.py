@@ -30,6 +30,8 @@ a reference forward with PEFT's adapter disabled 0.48 s (+37% on every step of e
 the same pairs' reference computed once 0.57 s (once per run); the cache also makes the
 reference of an `ft:` continuation its starting adapter, which disabling the adapter cannot.
 
+`DPO` (at the end) is this as a training objective (openft.train.objective) for the one loop.
+
 Knows nothing about jobs, files other than the one it reads, or optimizers.
 """
 
@@ -45,10 +47,12 @@ from openft.data.encode import encode_example
 from openft.data.formats import NON_PREFERRED_KEYS, PREFERRED_KEYS
 from openft.data.reader import iter_records
 from openft.errors import DataError
+from openft.train import metrics as M
+from openft.train.data import StepBatches
 
 DEFAULT_BETA = 0.1  # TRL's default; "auto" resolves to it
 REFERENCE_FILE = "dpo_reference.pt"
-METRICS = ("reward_accuracy", "reward_margin", "chosen_reward", "rejected_reward")
+METRICS = M.REWARD_QUANTITIES
 """Per prefix (train_, valid_, full_valid_): TRL's rewards/accuracies, rewards/margins,
 rewards/chosen, rewards/rejected."""
 
@@ -63,7 +67,7 @@ class Pair:
     truncated: bool = False
     ref: tuple[float, float] | None = None  # reference (chosen, rejected) log-probabilities
 
-    n_trained = 1  # a step's loss is a mean over pairs (openft.train.loop divides by this sum)
+    n_trained = 1  # a step's loss is a mean over pairs (the loop divides by this sum: StepBatches.n_target)
 
     def __len__(self) -> int:
         """Tokens of the pair as one packed segment (prompt once)."""
@@ -265,12 +269,10 @@ def metrics_of(tally: dict, prefix: str) -> dict:
     dev = [k for k, v in tally.items() if torch.is_tensor(v)]
     t = dict(tally, **dict(zip(dev, torch.stack([tally[k].double() for k in dev]).tolist()))) if dev else tally
     n = max(t.get("n", 0), 1)
-    return {f"{prefix}_loss": t.get("loss", 0.0) / n,
-            f"{prefix}_mean_token_accuracy": t.get("correct", 0) / max(t.get("tokens", 0), 1),
-            f"{prefix}_reward_accuracy": t.get("won", 0) / n,
-            f"{prefix}_reward_margin": (t.get("chosen", 0.0) - t.get("rejected", 0.0)) / n,
-            f"{prefix}_chosen_reward": t.get("chosen", 0.0) / n,
-            f"{prefix}_rejected_reward": t.get("rejected", 0.0) / n}
+    value = {"loss": t.get("loss", 0.0) / n, "mean_token_accuracy": t.get("correct", 0) / max(t.get("tokens", 0), 1),
+             "reward_accuracy": t.get("won", 0) / n, "reward_margin": (t.get("chosen", 0.0) - t.get("rejected", 0.0)) / n,
+             "chosen_reward": t.get("chosen", 0.0) / n, "rejected_reward": t.get("rejected", 0.0) / n}
+    return {M.key(prefix, q): value[q] for q in M.QUANTITIES + M.REWARD_QUANTITIES}
 
 
 @torch.no_grad()
@@ -331,3 +333,53 @@ def attach_reference(model, datasets: dict, out_dir: str | Path, budget: int | N
     torch.save(saved, tmp)
     tmp.replace(path)
     return True
+
+
+# --- the objective (openft.train.objective) --------------------------------------------------------
+
+class DPO:
+    """Preference pairs as a training objective: the loop's examples are `Pair`s, a step's loss
+    is the mean DPO loss over its pairs, its metrics the rewards (`metrics_of`)."""
+
+    pace_suffix = "-dpo"  # both sequences of a pair, the prompt computed once: a pace of its own
+    csv_columns = M.DPO_CSV_FIELDS[len(M.CSV_FIELDS):]
+
+    def __init__(self, spec, tokenizer, device, precision: str):
+        self.spec, self.tokenizer, self.device, self.precision = spec, tokenizer, device, precision
+        self.beta = DEFAULT_BETA
+        self.share = True  # pairs share their prompt in a row; decided by the model in `prepare`
+
+    def load(self, path: str, max_len: int | None, display_name: str) -> PairData:
+        return load_pairs(self.tokenizer, path, max_len, display_name)
+
+    def resolve(self, hyperparameters: dict) -> None:
+        if "beta" not in hyperparameters:
+            hyperparameters["beta"] = DEFAULT_BETA if self.spec.beta == "auto" else float(self.spec.beta)
+        self.beta = hyperparameters["beta"]
+
+    def prepare(self, model, data: dict, out: Path, budget: int | None, resumed: bool, hooks) -> str | None:
+        """The reference policy: the starting model's log-probabilities, once (cached in `out`)."""
+        if attach_reference(model, data, out, budget, self.precision, self.device, resumed=resumed):
+            hooks.on_event("Computed the reference model's log-probabilities of every pair.")
+        self.share = shares_prompt(model)
+        return "reference log-probabilities"
+
+    def pack(self, examples: list[Pair], budget: int | None) -> list[PairBatch]:
+        return pack_pairs(examples, budget, self.share)
+
+    def step_batches(self, model, examples: list[Pair], budget: int | None) -> StepBatches:
+        return StepBatches(pack_pairs(examples, budget, self.share), n_target=sum(e.n_trained for e in examples),
+                           tokens=sum(e.n_sequence_tokens for e in examples))
+
+    def loss(self, model, batch: PairBatch, tally: dict) -> torch.Tensor:
+        loss, _, _ = pairs_loss(model, batch.to(self.device), self.precision, self.beta, tally)
+        return loss
+
+    def metrics(self, tally: dict, prefix: str) -> dict:
+        return metrics_of(tally, prefix)
+
+    def evaluate(self, model, batches: list[PairBatch], prefix: str) -> dict:
+        return evaluate_pairs(model, batches, self.precision, self.device, self.beta, prefix)
+
+    def epoch_metrics(self, model) -> dict:
+        return {}

@@ -23,7 +23,8 @@ class TrainHooks(Protocol):
 
     def on_metrics(self, data: dict) -> None:
         """Every step: step, train_loss, train_mean_token_accuracy, total_steps; plus valid_loss,
-        valid_mean_token_accuracy, full_valid_loss, full_valid_mean_token_accuracy when measured."""
+        valid_mean_token_accuracy, full_valid_loss, full_valid_mean_token_accuracy when measured;
+        plus the objective's own (openft.train.objective: DPO's rewards, classification/*)."""
 
     def on_progress(self, step: int, total_steps: int, trained_tokens: int, estimated_finish: int | None) -> None:
         """After every step; estimated_finish is a Unix time from the measured pace."""

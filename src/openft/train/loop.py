@@ -1,14 +1,15 @@
 """The training loop: one function, top to bottom (nanoGPT / litgpt style).
 
-`train(spec, hooks, settings, resume_from)` loads the base model, tokenizes and packs the
-data, resolves "auto" hyperparameters, then runs optimizer steps of `batch_size` examples,
-reporting metrics, progress and checkpoints through `hooks` and polling `hooks.should_stop()`
-between steps. `estimated_finish` follows the mean time of the last steps; when it stops, the
-run writes its measured pace (`pace.json`, see openft.data.estimate) for later estimates.
-With `spec.objective == "dpo"` the examples are preference pairs and the step's loss is DPO's
-(openft.train.dpo: its data, packing, loss, metrics and reference policy); the loop is the same.
-It knows nothing about jobs, the database or HTTP: the job runner turns the hook calls into
-events and rows.
+`train(spec, hooks, settings, resume_from)` loads the base model and the data, resolves "auto"
+hyperparameters, then runs optimizer steps of `batch_size` examples, reporting metrics,
+progress and checkpoints through `hooks` and polling `hooks.should_stop()` between steps.
+`estimated_finish` follows the mean time of the last steps; when it stops, the run writes its
+measured pace (`pace.json`, see openft.data.estimate) for later estimates.
+
+What an example is, the micro-batches a step runs, their loss, validation and the metrics come
+from the run's objective (openft.train.objective), picked once from the spec's; this
+loop is the same for all of them and has no objective of its own. It knows nothing about jobs,
+the database or HTTP: the job runner turns the hook calls into events and rows.
 """
 
 from __future__ import annotations
@@ -29,14 +30,19 @@ from openft.data.auto import learning_rate, resolve_hyperparameters
 from openft.data.estimate import write_pace
 from openft.errors import DataError
 from openft.train import checkpoint as ckpt
-from openft.train import memory
-from openft.train import dpo as dpo_
-from openft.train import rules
-from openft.train.data import load_dataset, pack, step_indices
+from openft.train import memory, rules
+from openft.train import metrics as M
+from openft.train.data import step_indices
 from openft.train.faults import fault_point
 from openft.train.hooks import TrainHooks
-from openft.train.model import (build_model, evaluate, micro_batch_loss, pick_compile, pick_device, pick_lora_sum,
-                                pick_precision)
+from openft.train.model import (
+    build_model,
+    pick_compile,
+    pick_device,
+    pick_lora_sum,
+    pick_precision,
+)
+from openft.train.objective import OBJECTIVES, Objective
 from openft.train.spec import TrainSpec
 
 DEFAULT_PACK_TOKENS = 4096
@@ -131,6 +137,14 @@ def train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: s
                                                     free_total)) from e
 
 
+def _eval_window(valid: list, step: int, eval_every: int, bs: int) -> list:
+    """The validation examples measured at `step`: max(bs, 8) of them (at most all), the window
+    moving on by that many at each evaluation so that the run sees the whole set in turn."""
+    k = min(len(valid), max(bs, 8))
+    start = (step // eval_every * k) % len(valid)
+    return [valid[(start + j) % len(valid)] for j in range(k)]
+
+
 def _train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: str | None, seen: dict) -> TrainResult:
     from transformers import AutoTokenizer
 
@@ -148,14 +162,13 @@ def _train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: 
     base_dir = materialize(settings, spec.base_model)
     marks = {"start-up": time.time() - t_enter}  # seconds of each setup phase, reported in one event
 
-    # --- data: tokenize with loss masks, truncate to the context -------------------------------
+    # --- data: the objective's examples, tokenized with loss masks, truncated to the context ---
     t_phase = time.time()
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    objective: Objective = OBJECTIVES[spec.objective](spec, tokenizer, device, precision)  # the one pick
     max_len = rules.truncation_length(rules.model_context_length(base_dir), spec.max_seq_len)
-    dpo = spec.objective == "dpo"
-    load = dpo_.load_pairs if dpo else load_dataset
-    train_data = load(tokenizer, spec.train_file, max_len, "training_file")
-    valid_data = load(tokenizer, spec.valid_file, max_len, "validation_file") if spec.valid_file else None
+    train_data = objective.load(spec.train_file, max_len, "training_file")
+    valid_data = objective.load(spec.valid_file, max_len, "validation_file") if spec.valid_file else None
     for name, d in (("training", train_data), ("validation", valid_data)):
         if d and d.n_truncated:
             hooks.on_event(f"{d.n_truncated} of {d.n_lines} {name} examples were longer than {max_len} tokens "
@@ -172,8 +185,7 @@ def _train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: 
     state = ckpt.load_trainer_state(resume_from) if resume_from else None
     hp = state["hyperparameters"] if state else resolve_hyperparameters(
         len(train_data), spec.n_epochs, spec.batch_size, spec.learning_rate_multiplier)
-    if dpo and "beta" not in hp:
-        hp["beta"] = dpo_.DEFAULT_BETA if spec.beta == "auto" else float(spec.beta)
+    objective.resolve(hp)
     hooks.on_resolved(hp)
     n, bs = len(train_data), hp["batch_size"]
     steps_per_epoch = math.ceil(n / bs)
@@ -211,27 +223,12 @@ def _train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: 
         hooks.on_event(f"Resumed from checkpoint at step {step}.")
     else:
         _write_run_info(out, spec, base_dir, device, precision, hp, n)
-    share = False
-    if dpo:  # the reference policy: the starting model's log-probabilities, once (cached in `out`)
-        t_phase = time.time()
-        if dpo_.attach_reference(model, {"train": train_data, "valid": valid_data}, out, budget, precision, device,
-                                 resumed=bool(state)):
-            hooks.on_event("Computed the reference model's log-probabilities of every pair.")
-        share = dpo_.shares_prompt(model)
-        marks["reference log-probabilities"] = time.time() - t_phase
-    pack_rows = (lambda examples, budget: dpo_.pack_pairs(examples, budget, share)) if dpo else pack  # noqa: E731
-    from openft.eval.label_scoring import classification_columns
-    from openft.train.label_scores import epoch_classification
-
-    results = ckpt.ResultsCSV(out / "results.csv", keep_until_step=step, dpo=dpo,
-                              extra_fields=classification_columns(spec))
-    full_valid = pack_rows(valid_data.examples, budget) if valid_data else []
-
-    def measure(batches, prefix: str) -> dict:
-        if dpo:
-            return dpo_.evaluate_pairs(model, batches, precision, device, hp["beta"], prefix)
-        loss, acc = evaluate(model, batches, precision, device)
-        return {f"{prefix}_loss": loss, f"{prefix}_mean_token_accuracy": acc}
+    t_phase = time.time()
+    phase = objective.prepare(model, {"train": train_data, "valid": valid_data}, out, budget, bool(state), hooks)
+    if phase:
+        marks[phase] = time.time() - t_phase
+    results = ckpt.ResultsCSV(out / "results.csv", keep_until_step=step, extra_fields=objective.csv_columns)
+    full_valid = objective.pack(valid_data.examples, budget) if valid_data else []
     n_trainable = sum(p.numel() for p in params)
     hooks.on_event(f"Setup took {time.time() - t_enter:.1f} s: "
                    + ", ".join(f"{k} {v:.1f} s" for k, v in marks.items()) + ".")
@@ -253,8 +250,7 @@ def _train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: 
         # the pace after this run's first step (kernel selection, allocator warm-up count as setup)
         warm = step - start_step > 1
         t0, s0, k0 = (t_first, start_step + 1, first_tokens) if warm else (t_start, start_step, start_tokens)
-        # a DPO run's pace (both sequences of a pair, the prompt computed once) is kept apart from SFT's
-        write_pace(out, base_model=spec.base_model, method=spec.method + ("-dpo" if dpo else ""), device=device.type,
+        write_pace(out, base_model=spec.base_model, method=spec.method + objective.pace_suffix, device=device.type,
                    setup_seconds=t0 - t_enter, steps=step - s0, processed_tokens=trained_tokens - k0,
                    seconds=time.time() - t0)
         last = ckpt.checkpoint_dirs(out)
@@ -268,18 +264,13 @@ def _train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: 
     t_first, first_tokens = t_start, trained_tokens     # when this run's first step ended
     while step < total_steps:
         _, idx = step_indices(n, bs, spec.seed, step)
-        examples = [train_data.examples[i] for i in idx]
-        n_target = sum(e.n_trained for e in examples)  # the step's loss is a mean over these tokens
-        loss_sum, correct, tally = 0.0, 0, {}
-        rows = pack_rows(examples, budget)
-        for k, mb in enumerate(rows):
+        batches = objective.step_batches(model, [train_data.examples[i] for i in idx], budget)
+        tally: dict = {}  # what the step's micro-batches add up to (the objective's metrics read it)
+        for k, mb in enumerate(batches.batches):
             if k and hooks.should_stop() == "cancel":  # big steps: do not wait for the step to end
                 optimizer.zero_grad(set_to_none=True)
                 return finish("cancelled")
-            ls, _, c = (dpo_.pairs_loss(model, mb.to(device), precision, hp["beta"], tally) if dpo
-                        else micro_batch_loss(model, mb.to(device), precision))
-            (ls / n_target).backward()
-            loss_sum, correct = loss_sum + ls.detach(), correct + c  # on the device: read once, below
+            (objective.loss(model, mb, tally) / batches.n_target).backward()
         fault_point("step", step + 1)  # test-only, inert by default (openft.train.faults)
         if spec.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, spec.max_grad_norm)
@@ -287,22 +278,18 @@ def _train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: 
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        trained_tokens += sum(e.n_sequence_tokens if dpo else len(e) for e in examples)
+        trained_tokens += batches.tokens
 
-        metrics = {"step": step, "train_loss": float(loss_sum) / n_target,
-                   "train_mean_token_accuracy": int(correct) / n_target, "total_steps": total_steps}
-        if dpo:
-            metrics.update(dpo_.metrics_of(tally, "train"))
+        # the keys every step reports, in this order (TrainHooks.on_metrics); then the objective's own
+        metrics = {"step": step, **{M.key("train", q): None for q in M.QUANTITIES}, "total_steps": total_steps}
+        metrics.update(objective.metrics(tally, "train"))
         epoch_end = step % steps_per_epoch == 0 or step == total_steps
         if valid_data and (step % eval_every == 0 or epoch_end):
-            k = min(len(valid_data), max(bs, 8))
-            start = (step // eval_every * k) % len(valid_data)
-            window = [valid_data.examples[(start + j) % len(valid_data)] for j in range(k)]
-            metrics.update(measure(pack_rows(window, budget), "valid"))
+            window = _eval_window(valid_data.examples, step, eval_every, bs)
+            metrics.update(objective.evaluate(model, objective.pack(window, budget), "valid"))
         if valid_data and epoch_end:
-            metrics.update(measure(full_valid, "full_valid"))
-        if valid_data and epoch_end and spec.compute_classification_metrics:  # legacy classification/* columns
-            metrics.update(epoch_classification(model, tokenizer, spec, device, precision))
+            metrics.update(objective.evaluate(model, full_valid, "full_valid"))
+            metrics.update(objective.epoch_metrics(model))
         hooks.on_metrics(metrics)
         results.write(metrics)
         now = time.time()

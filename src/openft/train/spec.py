@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from typing import Literal, Union
 
 from openft.errors import InvalidRequest
+from openft.train.rules import OBJECTIVES as METHOD_OBJECTIVES
 
 Auto = Literal["auto"]
 METHODS = ("lora", "full", "qlora")
-OBJECTIVES = ("sft", "dpo")
+OBJECTIVES = tuple(dict.fromkeys(METHOD_OBJECTIVES.values()))  # "sft", "dpo": one per method type
 SCHEDULES = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
