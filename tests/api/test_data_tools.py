@@ -10,7 +10,7 @@ import json
 import httpx
 import pytest
 
-from tests.api.helpers import chat_jsonl, upload
+from tests.support.data import chat_jsonl, upload
 
 CSV = "review,sentiment,notes\n" + "".join(
     f"Review {i}: it was {'great' if i % 2 else 'awful'}.,{'positive' if i % 2 else 'negative'},n{i}\n"

@@ -6,7 +6,7 @@ import codecs
 import json
 
 import pytest
-from datahelpers import chat, write_jsonl
+from tests.support.data import chat, write_jsonl
 
 from openft.data.validate import validate_file
 

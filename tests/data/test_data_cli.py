@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from datahelpers import chat, write_jsonl
+from tests.support.data import chat, write_jsonl
 
 from openft.data.reader import table_kind
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from datahelpers import chat, write_jsonl
+from tests.support.data import chat, write_jsonl
 
 from openft.data.convert import convert_file, guess_mapping, parse_mapping
 from openft.data.validate import validate_file

@@ -8,7 +8,7 @@ import codecs
 import json
 
 import pytest
-from datahelpers import chat
+from tests.support.data import chat
 
 from openft.data.reader import iter_records
 from openft.data.validate import validate_file

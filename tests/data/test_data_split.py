@@ -6,7 +6,7 @@ import json
 from collections import Counter
 
 import pytest
-from datahelpers import chat, write_jsonl
+from tests.support.data import chat, write_jsonl
 
 from openft.data.split import overlap, split_file
 from openft.errors import InvalidRequest

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from datahelpers import chat, write_jsonl
+from tests.support.data import chat, write_jsonl
 
 from openft.data.estimate import Pace, auto_n_epochs, estimate, human_duration
 from openft.data.light_tokenizer import LightTokenizer

@@ -14,7 +14,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from jobs_helpers import PROJECT
+from tests.support.jobs import PROJECT
 from openft.store.db import make_engine, migrate, projects
 
 PG_URL = os.environ.get("OPENFT_TEST_POSTGRES_URL")

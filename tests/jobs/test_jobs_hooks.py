@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from jobs_helpers import event_messages, insert_job, job_row
+from tests.support.jobs import event_messages, insert_job, job_row
 from openft.jobs import queue
 from openft.jobs.hooks import DBHooks, step_message
 from openft.store.db import checkpoints, job_events, jobs

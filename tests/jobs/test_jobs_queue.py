@@ -6,7 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from jobs_helpers import event_messages, insert_job, job_row
+from tests.support.jobs import event_messages, insert_job, job_row
 from openft.config import Settings
 from openft.jobs import naming, queue
 from openft.jobs.backends.local import settings_env

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from jobs_helpers import PROJECT, event_messages, insert_job, job_row
+from tests.support.jobs import PROJECT, event_messages, insert_job, job_row
 from openft.errors import NotFound
 from openft.jobs import oom, queue, state
 from openft.jobs.worker import Worker

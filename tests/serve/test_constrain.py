@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from serve_util import collect, run
+from tests.support.serving import collect, run
 
 from openft.serve.tools import HERMES, LLAMA3, MISTRAL, ToolCallParser, answer_grammar, detect
 from openft.serve.types import GenerationRequest, SamplingParams, ToolChoice

@@ -10,7 +10,7 @@ from openft.errors import InvalidRequest
 from openft.serve.export import export_model
 from openft.serve.types import GenerationRequest, SamplingParams
 
-from serve_util import collect, run
+from tests.support.serving import collect, run
 
 PROMPT = "The quick brown fox jumps over the lazy dog, then"
 

@@ -13,7 +13,7 @@ import torch
 
 from openft.serve.types import Delta, GenerationRequest, SamplingParams
 
-from serve_util import collect, make_adapter, run
+from tests.support.serving import collect, make_adapter, run
 
 QUESTIONS = ["Hi", "Write a short poem about the sea, with rhymes.",
              "What is the capital of France? Answer in one word, then explain why in two sentences."]
@@ -241,7 +241,7 @@ def test_adapter_trained_by_openft_on_qwen3_served_beside_the_base(engine_factor
     from openft.train.hooks import RecordingHooks
     from openft.train.loop import train
     from openft.train.spec import TrainSpec
-    from tests.conftest import write_chat_jsonl
+    from tests.support.data import write_chat_jsonl
 
     data = write_chat_jsonl(tmp_path / "train.jsonl", 12)
     spec = TrainSpec(base_model="tiny-qwen3", train_file=str(data), output_dir=str(tmp_path / "job"), n_epochs=2,

@@ -8,7 +8,7 @@ import pytest
 
 from openft.serve.export import export_model
 
-from ollama_template import execute, parse_modelfile, render_chat
+from tests.support.ollama_template import execute, parse_modelfile, render_chat
 
 CONVERSATIONS = [
     [{"role": "user", "content": "What is the capital of France?"}],

@@ -79,7 +79,7 @@ def test_a_compiled_run_checkpoints_and_resumes(tmp_path, model_cache):
     from openft.config import Settings
     from openft.train.hooks import RecordingHooks
     from openft.train.loop import train
-    from tests.conftest import write_chat_jsonl
+    from tests.support.data import write_chat_jsonl
 
     settings = Settings(data_dir=tmp_path / "data", model_cache_dir=model_cache)
     spec = TrainSpec(base_model="openft-tiny", train_file=str(write_chat_jsonl(tmp_path / "t.jsonl", 8)),

@@ -12,7 +12,7 @@ from openft.data.estimate import read_pace, with_pace, write_pace
 from openft.train.hooks import RecordingHooks
 from openft.train.loop import train
 from openft.train.spec import TrainSpec
-from tests.conftest import write_chat_jsonl
+from tests.support.data import write_chat_jsonl
 
 
 @pytest.fixture

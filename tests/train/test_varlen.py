@@ -250,7 +250,7 @@ def test_training_step_equals_the_reference(tiny_model_dir, tiny_tokenizer, monk
 @pytest.mark.parametrize("choice", ["flex", "varlen"])
 def test_dpo_forks_through_flex_equal_the_reference(tiny_model_dir, tiny_tokenizer, monkeypatch, tmp_path, choice):
     from openft.train import dpo
-    from tests.train.dpo_data import write_pairs
+    from tests.support.data import write_pairs
 
     pairs = dpo.load_pairs(tiny_tokenizer, write_pairs(tmp_path / "p.jsonl", 6), None).examples
     ref_model = lora_model(tiny_model_dir, monkeypatch, "packed")

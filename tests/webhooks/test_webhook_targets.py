@@ -15,7 +15,7 @@ import openai
 import pytest
 import sqlalchemy as sa
 
-from webhook_helpers import Receiver
+from tests.support.receiver import Receiver
 from openft.jobs import state
 from openft.jobs.webhook_delivery import WebhookDeliverer, backoff
 from openft.store.db import jobs, make_engine, migrate, webhook_attempts, webhook_deliveries, webhook_endpoints

@@ -29,6 +29,7 @@ from openft.ids import new_id
 from openft.jobs.worker import poll_until_stopped
 from openft.store.db import eval_output_items, eval_runs, evals
 from openft.store.resolve import resolve_model
+from openft.train.faults import fault_point
 from openft.webhooks import events as webhook_events
 
 log = logging.getLogger("openft.worker.evals")
@@ -163,6 +164,11 @@ class EvalRunExecutor:
             async with sem:
                 row = await ctx.evaluate(i, run.items[i])
             await asyncio.to_thread(self._write_item, row)
+            try:  # test-only, inert by default (openft.train.faults): OPENFT_FAULT=eval-item:raise
+                fault_point("eval-item")
+            except RuntimeError:  # stops this worker here, as a server stop at this moment would
+                self._stop.set()
+                raise StopRequested() from None
 
         tasks = [asyncio.create_task(one(i)) for i in pending]
         watcher = asyncio.create_task(self._watch(run_id, usage, tasks))
