@@ -40,9 +40,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import BATCH, LORA_ALPHA, LORA_R, LR, peak_rss_mib, read_reviews, settings, to_chat  # noqa: E402
-
 from machine import cpu_line  # benchmarks/machine.py (scripts run from benchmarks/ on sys.path)
+from train_throughput import BATCH, LORA_ALPHA, LORA_R, LR, peak_rss_mib, read_reviews, settings, to_chat  # noqa: E402
 
 BETA = 0.1
 MODEL = "smollm2-135m-instruct"

@@ -350,7 +350,9 @@ def main() -> None:
         if server:
             asyncio.run(run_http(server.url, server.key, plan[:2], 4, 2))  # warm-up: loads base + adapters
             eng_stats, eng_wall = asyncio.run(run_http(server.url, server.key, plan, args.max_tokens, args.concurrency))
-            alone = lambda m: asyncio.run(run_http(server.url, server.key, [(m, plan[0][1])], args.max_tokens, 1))[0][0]
+
+            def alone(m):
+                return asyncio.run(run_http(server.url, server.key, [(m, plan[0][1])], args.max_tokens, 1))[0][0]
         else:
             from openft.serve.engine import Engine
 
@@ -358,8 +360,9 @@ def main() -> None:
             asyncio.run(run_engine(engine, args.base, adapters, plan[:5], 4, 5))
             eng_stats, eng_wall = asyncio.run(run_engine(engine, args.base, adapters, plan, args.max_tokens,
                                                          args.concurrency))
-            alone = lambda m: asyncio.run(run_engine(engine, args.base, adapters, [(m, plan[0][1])],
-                                                     args.max_tokens, 1))[0][0]
+
+            def alone(m):
+                return asyncio.run(run_engine(engine, args.base, adapters, [(m, plan[0][1])], args.max_tokens, 1))[0][0]
         base_t = statistics.median(alone(args.base).tpot for _ in range(3))
         adapter_t = statistics.median(alone(model_ids[0]).tpot for _ in range(3))
         if not server:
@@ -386,10 +389,11 @@ def main() -> None:
 
 def _adapter_dir(data_dir: Path, model_id: str) -> str:
     """The adapter folder of a fine-tuned model, from the server's database (for the naive baseline)."""
+    import sqlalchemy as sa
+
     from openft.config import Settings
     from openft.store.db import make_engine
     from openft.store.resolve import resolve_model
-    import sqlalchemy as sa
 
     settings = Settings(data_dir=data_dir)
     engine = make_engine(settings.resolved_database_url())

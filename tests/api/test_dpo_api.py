@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 
 import openai
 import pytest
 
-from tests.support.data import chat_jsonl, dpo_method, pref_jsonl, upload
+from tests.support.data import chat_jsonl, dpo_method, pair, pref_jsonl, upload
 from tests.support.servers import API, ServerSpec
 from tests.support.wait import wait_job
 

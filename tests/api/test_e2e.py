@@ -13,8 +13,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.support.servers import API, ServerSpec
 from tests.support.data import chat_jsonl, upload
+from tests.support.servers import API, ServerSpec
 from tests.support.wait import wait_job, wait_until
 
 MSG = [{"role": "system", "content": "Classify the review as positive or negative."},

@@ -18,7 +18,6 @@ import pytest
 from tests.support.servers import LiveServer, ServerSpec
 from tests.support.wait import wait_until
 
-
 SERVER = ServerSpec(worker=False)
 
 

@@ -11,8 +11,8 @@ import stat
 import openai
 import pytest
 
-from tests.support.servers import ApiServer
 from tests.support.data import chat_jsonl, upload
+from tests.support.servers import ApiServer
 from tests.support.wait import wait_job
 
 

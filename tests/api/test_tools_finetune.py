@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from tests.support.wait import wait_job
 from tests.support.models import make_tool_model, register
+from tests.support.wait import wait_job
 
 CITIES = ["Paris", "Rome", "Oslo", "Lima"]
 WEATHER = {"type": "function", "function": {

@@ -14,14 +14,13 @@ import io
 import os
 import signal
 import socket
-import time
 from pathlib import Path
 
 import openai
 import pytest
 
-from tests.support.servers import LiveServer
 from tests.support.data import write_chat_jsonl
+from tests.support.servers import LiveServer
 from tests.support.wait import wait_job, wait_until
 
 OOM_CLAIM = "out-of-memory killer"  # what describe_exit says only when the kernel recorded an OOM kill

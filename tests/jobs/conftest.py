@@ -14,8 +14,8 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from tests.support.jobs import PROJECT
 from openft.store.db import make_engine, migrate, projects
+from tests.support.jobs import PROJECT
 
 PG_URL = os.environ.get("OPENFT_TEST_POSTGRES_URL")
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.support.data import chat_rows, write_jsonl
-from tests.support.jobs import event_messages, insert_job, job_row, store_file
 from openft.jobs import queue
 from openft.jobs.hooks import DBHooks
 from openft.jobs.worker import Worker
 from openft.store.db import job_events, jobs
+from tests.support.data import chat_rows, write_jsonl
+from tests.support.jobs import event_messages, insert_job, job_row, store_file
 
 WANDB = {"type": "wandb", "wandb": {"project": "openft-tests", "name": "tiny-run", "entity": None,
                                     "tags": ["ci", "tiny"]}}

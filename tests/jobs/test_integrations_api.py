@@ -4,7 +4,6 @@ that is not installed is a 400 naming `integrations`; a malformed integration is
 
 from __future__ import annotations
 
-import socket
 import sys
 
 import openai

@@ -20,13 +20,13 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from tests.support.data import chat_rows, write_jsonl
-from tests.support.jobs import event_messages, insert_job, job_row, store_file
-from tests.support.wait import wait_until
 from openft.jobs.backends.local import settings_env
 from openft.jobs.worker import Worker
 from openft.store.blobs import BlobStore
 from openft.store.db import checkpoints, files, job_events, jobs, models
+from tests.support.data import chat_rows, write_jsonl
+from tests.support.jobs import event_messages, insert_job, job_row, store_file
+from tests.support.wait import wait_until
 
 METRIC_KEYS = {"step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy",
                "full_valid_loss", "full_valid_mean_token_accuracy", "total_steps"}

@@ -6,12 +6,12 @@ import threading
 import time
 from pathlib import Path
 
-from tests.support.jobs import event_messages, insert_job, job_row
 from openft.config import Settings
 from openft.jobs import naming, queue
 from openft.jobs.backends.local import settings_env
 from openft.jobs.worker import describe_exit
 from openft.store.db import checkpoints, jobs
+from tests.support.jobs import event_messages, insert_job, job_row
 
 
 def _add_checkpoint(engine, jid: str, step: int, path: Path, deleted: bool = False) -> None:

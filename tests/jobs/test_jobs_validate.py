@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import time
 
-from tests.support.data import chat_rows, write_jsonl
-from tests.support.jobs import event_messages, insert_job, job_row, store_file
 from openft.jobs import queue
 from openft.jobs.validate import recover_at_start, validate_job
 from openft.store.db import jobs
+from tests.support.data import chat_rows, write_jsonl
+from tests.support.jobs import event_messages, insert_job, job_row, store_file
 
 
 def _job(settings, engine, tmp_path, train: list, valid: list | None = None, **kw) -> str:

@@ -17,13 +17,13 @@ import time
 import psutil
 import sqlalchemy as sa
 
-from tests.support.data import chat_rows, write_jsonl
-from tests.support.jobs import event_messages, insert_job, job_row, store_file
-from tests.support.wait import wait_until
 from openft.jobs import queue
 from openft.jobs.backends.local import settings_env
 from openft.jobs.worker import Worker
 from openft.store.db import jobs
+from tests.support.data import chat_rows, write_jsonl
+from tests.support.jobs import event_messages, insert_job, job_row, store_file
+from tests.support.wait import wait_until
 
 
 def _valid_job(settings, engine, tmp_path, **kw) -> str:

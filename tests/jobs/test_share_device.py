@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.wait import wait_eval_run, wait_job, wait_until
 from tests.support.data import write_chat_jsonl
+from tests.support.wait import wait_eval_run, wait_job, wait_until
 
 MESSAGES = [{"role": "user", "content": "Say something about the sea."}]
 

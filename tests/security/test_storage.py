@@ -4,12 +4,10 @@ refuses writes answered with a clear 503 in OpenAI's shape instead of a tracebac
 
 from __future__ import annotations
 
-import io
 import os
 import stat
 import subprocess
 import threading
-import time
 
 import httpx
 import openai

@@ -10,7 +10,6 @@ import torch
 
 from openft.errors import ContextLengthExceeded, InvalidRequest, RateLimited
 from openft.serve.types import Delta, Finish, GenerationRequest, SamplingParams, Usage
-
 from tests.support.serving import collect, run
 from tests.support.wait import wait_until
 
@@ -60,7 +59,7 @@ def test_mixed_adapter_batch_equals_each_adapter_alone_with_peft(engine_factory,
     ids = prompt_ids(tiny_tokenizer)
     expected = {a: peft_greedy(tiny_model_dir, a, ids, 16) for a in set(choices)}
     assert len({tuple(v) for v in expected.values()}) == 4  # the adapters do change the output
-    for a, (_, finishes, usage, items) in zip(choices, results):
+    for a, (_, _finishes, usage, items) in zip(choices, results):
         assert token_ids(items) == expected[a]
         assert usage.prompt_tokens == len(ids)
 

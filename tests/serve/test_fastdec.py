@@ -15,7 +15,6 @@ from openft.serve.runner import ModelRunner, Slot
 from openft.serve.sampling import sample_batch
 from openft.serve.static_decode import StaticDecoder, bucket_len, bucket_rows
 from openft.serve.types import Finish, GenerationRequest, SamplingParams, Usage
-
 from tests.support.serving import collect, run
 
 

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from openft.serve.types import Delta, GenerationRequest, SamplingParams
-
 from tests.support.serving import collect, make_adapter, run
 
 QUESTIONS = ["Hi", "Write a short poem about the sea, with rhymes.",
@@ -111,7 +110,7 @@ def test_greedy_equals_generate_with_concurrent_requests(engine_factory, arch, a
     assert type(runner).__name__ == "GeneralRunner" and runner.peak_rows == 3
     ref = load(arch[arch_type])
     outs = []
-    for q, n, (_, finishes, usage, items) in zip(QUESTIONS, lengths, results):
+    for q, n, (_, _finishes, usage, items) in zip(QUESTIONS, lengths, results):
         ids = chat_ids(runner.tokenizer, q)
         want = hf_greedy(ref, ids, n, runner.eos_ids)
         assert token_ids(items) == want and len(want) > 3

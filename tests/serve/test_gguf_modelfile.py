@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 
 from openft.serve.export import export_model
-
 from tests.support.ollama_template import execute, parse_modelfile, render_chat
 
 CONVERSATIONS = [

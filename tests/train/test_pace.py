@@ -4,7 +4,6 @@ follows the real time of the last steps."""
 
 from __future__ import annotations
 
-
 import pytest
 import sqlalchemy as sa
 
@@ -120,9 +119,9 @@ def test_earlier_jobs_of_the_model_give_the_pace(tmp_path, db, settings):
 
 @pytest.mark.slow
 def test_without_history_a_probe_measures_the_pace_once(tmp_path, db, settings, monkeypatch):
+    from openft.store import pace as store_pace
     from openft.store.blobs import BlobStore
     from openft.store.db import files, jobs
-    from openft.store import pace as store_pace
     from openft.store.pace import pace_for_job
     from openft.train import probe
 

@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.support.data import chat_jsonl
-from tests.support.web import drop, shot, signed_in, top_shot
+from tests.support.web import drop, signed_in, top_shot
 
 NEW = "/jobs/new?model=openft-tiny"
 

@@ -5,8 +5,6 @@ through the run's report_url, and a new run appearing and finishing without a re
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.support.wait import wait_eval_run

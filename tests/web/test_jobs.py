@@ -40,7 +40,7 @@ def http(server, key=None):
 
 def chart(page, name):
     out = page.evaluate(CHART_JS, f"#chart-{name}")
-    return {label: values for label, values in zip(out["labels"], out["data"])}, out["distr"]
+    return dict(zip(out["labels"], out["data"])), out["distr"]
 
 
 def test_empty_list_says_how_to_start(page, live_server):

@@ -13,10 +13,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.support.servers import API, ServerSpec
 from tests.support.data import chat_jsonl, upload
+from tests.support.servers import API, ServerSpec
 from tests.support.wait import wait_job
-
 
 SERVER = ServerSpec(API, worker=False)
 

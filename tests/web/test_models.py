@@ -4,11 +4,9 @@ until it completes, then downloaded; deleting the fine-tuned model after confirm
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import struct
-import time
 from pathlib import Path
 
 import pytest

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.servers import LiveServer
 from tests.support.receiver import DELIVERING_ENV, Receiver
+from tests.support.servers import LiveServer
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ import openai
 import pytest
 import sqlalchemy as sa
 
-from tests.support.receiver import DELIVERING_ENV, Receiver
 from openft.store.db import webhook_attempts, webhook_deliveries
-from tests.support.servers import LiveServer, other_client
 from tests.support.data import write_chat_jsonl
+from tests.support.receiver import DELIVERING_ENV, Receiver
+from tests.support.servers import LiveServer, other_client
 from tests.support.wait import wait_until
 
 ALL = ["fine_tuning.job.succeeded", "fine_tuning.job.failed", "fine_tuning.job.cancelled",
