@@ -25,8 +25,8 @@ from openft.config import Settings
 from openft.jobs import queue, state
 from openft.store.blobs import BlobStore
 from openft.store.db import files, jobs
-from openft.train import rules
 from openft.store.events import add_event
+from openft.train import rules
 
 log = logging.getLogger("openft.jobs")
 

@@ -19,8 +19,12 @@ from __future__ import annotations
 import json
 import re
 import threading
+from typing import TYPE_CHECKING
 
 from openft.errors import InvalidRequest, ServerError
+
+if TYPE_CHECKING:
+    import torch
 
 JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
@@ -124,7 +128,7 @@ class Guide:
             self._grammars[lark] = grammar
         return grammar
 
-    def matcher(self, grammar: str) -> "Matcher":
+    def matcher(self, grammar: str) -> Matcher:
         from llguidance import LLMatcher
 
         m = LLMatcher(self.tokenizer, grammar, log_level=0)
@@ -132,7 +136,7 @@ class Guide:
             raise InvalidRequest(f"The output constraint cannot be enforced: {m.get_error()}", param="response_format")
         return Matcher(m)
 
-    def mask(self, logits: "torch.Tensor", rows: list[tuple["Matcher", int]]) -> None:
+    def mask(self, logits: torch.Tensor, rows: list[tuple[Matcher, int]]) -> None:
         """Set the logits of the tokens each row's grammar forbids to -inf, in place.
         logits: [batch, vocab] float32 on CPU; rows: (matcher, batch row) of the constrained rows.
 

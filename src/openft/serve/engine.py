@@ -44,7 +44,7 @@ _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 @dataclass(eq=False)
 class _Seq(Slot):
-    req: "_Req | None" = None
+    req: _Req | None = None
     index: int = 0
     out_ids: list[int] = field(default_factory=list)
     gen: random.Random | None = None  # its own stream of uniforms (sampling.make_generator)

@@ -30,7 +30,7 @@ def owner_only(settings: Settings) -> int:
     changed = _tighten(data) if data.exists() else 0
     # Only what openft writes there: the data folder may be shared with the operator's own files.
     paths = [data / name for name in _OURS]
-    paths += [p for p in data.glob("openft.db*")] + [p for p in data.glob(".admin_key.*")]
+    paths += list(data.glob("openft.db*")) + list(data.glob(".admin_key.*"))
     for path in paths:
         changed += _tighten(path)
         if path.is_dir() and not path.is_symlink():

@@ -111,7 +111,10 @@ def _row(examples: list[Encoded]) -> MicroBatch:
         pos += range(len(e))
         lab += [IGNORE] + [t if m else IGNORE for t, m in zip(e.input_ids[1:], e.mask[1:])]
         cu.append(cu[-1] + len(e))
-    as_t = lambda x: torch.tensor(x, dtype=torch.long).unsqueeze(0)
+
+    def as_t(x):
+        return torch.tensor(x, dtype=torch.long).unsqueeze(0)
+
     targets = [t for t in range(len(lab) - 1) if lab[t + 1] != IGNORE]
     return MicroBatch(as_t(ids), as_t(pos), as_t(lab), len(examples), torch.tensor(cu, dtype=torch.int32),
                       max((len(e) for e in examples), default=0), torch.tensor(targets, dtype=torch.long))

@@ -28,15 +28,21 @@ from openft.config import Settings
 from openft.data.estimate import write_pace
 from openft.errors import DataError
 from openft.train import checkpoint as ckpt
-from openft.train import memory
-from openft.train.auto import learning_rate, resolve_hyperparameters
 from openft.train import dpo as dpo_
-from openft.train import rules
+from openft.train import memory, rules
+from openft.train.auto import learning_rate, resolve_hyperparameters
 from openft.train.data import load_dataset, pack, step_indices
 from openft.train.faults import fault_point
 from openft.train.hooks import TrainHooks
-from openft.train.model import (build_model, evaluate, micro_batch_loss, pick_compile, pick_device, pick_lora_sum,
-                                pick_precision)
+from openft.train.model import (
+    build_model,
+    evaluate,
+    micro_batch_loss,
+    pick_compile,
+    pick_device,
+    pick_lora_sum,
+    pick_precision,
+)
 from openft.train.spec import TrainSpec
 
 DEFAULT_PACK_TOKENS = 4096

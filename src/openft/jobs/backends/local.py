@@ -22,7 +22,6 @@ from pathlib import Path
 
 from openft.config import Settings
 
-
 _NOT_FOR_CHILDREN = {"api_key"}  # a runner needs no credentials
 
 
