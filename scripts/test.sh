@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs openft with its test dependencies into .venv (CPU torch first, pinned), then runs the
-# whole test suite offline except GPU tests (about 16 minutes on 2 cores). Extra arguments go to
+# Installs openft with its test dependencies into .venv (CPU torch first, pinned), lints (ruff), then
+# runs the whole test suite offline except GPU tests (about 16 minutes on 2 cores). Extra arguments go to
 # pytest instead, e.g. `scripts/test.sh -m "not slow"` (the fast loop) or `-k files`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,4 +21,6 @@ if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ]; then
     || echo "warning: could not install chromium; the browser tests will be skipped" >&2
 fi
 if [ "$#" -eq 0 ]; then set -- -m "not gpu"; fi
+# Lint first: a violation fails the run before any test starts ([tool.ruff] in pyproject.toml).
+python -m ruff check .
 python -m pytest "$@"
