@@ -8,7 +8,7 @@ import openai
 import pytest
 
 from tests.support.servers import LiveServer
-from tests.support.wait import RUN_DONE, wait_eval_run, wait_until
+from tests.support.wait import wait_eval_run, wait_until
 
 ITEM_SCHEMA = {"type": "object", "properties": {"text": {"type": "string"}, "label": {"type": "string"}},
                "required": ["text", "label"]}
@@ -39,10 +39,6 @@ def _source(items, max_tokens=3, model="openft-tiny"):
             "sampling_params": {"max_completion_tokens": max_tokens, "temperature": 0, "seed": 1}}
 
 
-def wait_run(api, eval_id, run_id, statuses=RUN_DONE, timeout=300):
-    return wait_eval_run(api, eval_id, run_id, statuses, timeout)
-
-
 def test_sdk_create_run_retrieve_output_items(api):
     ev = _eval(api)
     assert ev.object == "eval" and ev.data_source_config.type == "custom"
@@ -51,7 +47,7 @@ def test_sdk_create_run_retrieve_output_items(api):
     items = [{"text": f"review {i}", "label": "positive"} for i in range(6)] + [{"text": "no label here"}]
     run = api.evals.runs.create(ev.id, name="r1", data_source=_source(items))
     assert run.object == "eval.run" and run.status in ("queued", "in_progress")
-    run = wait_run(api, ev.id, run.id)
+    run = wait_eval_run(api, ev.id, run.id)
     assert run.status == "completed", run.error
     errors = [o.sample.error for o in api.evals.runs.output_items.list(run.id, eval_id=ev.id, status="error")]
     assert run.result_counts.total == 7 and run.result_counts.errored == 1, errors
@@ -82,7 +78,7 @@ def test_jsonl_source_grades_given_samples(api):
                {"item": {"text": "b", "label": "yes"}, "sample": {"output_text": "no"}}]
     run = api.evals.runs.create(ev.id, data_source={"type": "jsonl",
                                                     "source": {"type": "file_content", "content": content}})
-    run = wait_run(api, ev.id, run.id)
+    run = wait_eval_run(api, ev.id, run.id)
     assert (run.result_counts.passed, run.result_counts.failed) == (1, 1)
     assert run.per_model_usage == []
 
@@ -124,12 +120,12 @@ def test_cancel_run_stops_it(api):
     ev = _eval(api)
     items = [{"text": f"review {i}", "label": "positive"} for i in range(64)]
     run = api.evals.runs.create(ev.id, data_source=_source(items, max_tokens=1000))
-    wait_run(api, ev.id, run.id, statuses=("in_progress",))
+    wait_eval_run(api, ev.id, run.id, statuses=("in_progress",))
     cancelled = api.evals.runs.cancel(run.id, eval_id=ev.id)
     assert cancelled.status == "canceled"
     # the worker drops the cancelled run's requests and moves on: a new run completes meanwhile
     quick = api.evals.runs.create(ev.id, data_source=_source(items[:1], max_tokens=2))
-    assert wait_run(api, ev.id, quick.id, timeout=60).status == "completed"
+    assert wait_eval_run(api, ev.id, quick.id, timeout=60).status == "completed"
     final = api.evals.runs.retrieve(run.id, eval_id=ev.id)
     assert final.status == "canceled"
     done = final.result_counts.passed + final.result_counts.failed + final.result_counts.errored
@@ -201,7 +197,7 @@ def test_run_survives_a_server_restart(tmp_path, model_cache):
     second = LiveServer(data, model_cache, env=waves).start()
     try:
         api = second.client()
-        final = wait_run(api, ev.id, run.id)
+        final = wait_eval_run(api, ev.id, run.id)
         assert final.status == "completed" and final.result_counts.total == 24
         assert final.result_counts.passed + final.result_counts.failed == 24
         after = {o.id for o in api.evals.runs.output_items.list(run.id, eval_id=ev.id, limit=100)}
@@ -220,7 +216,7 @@ def test_file_id_source(api, tmp_path):
     ev = api.evals.create(name="f", data_source_config={"type": "custom", "item_schema": ITEM_SCHEMA},
                           testing_criteria=[{"type": "string_check", "name": "l", "input": "{{item.label}}",
                                              "reference": "yes", "operation": "eq"}])
-    run = wait_run(api, ev.id, api.evals.runs.create(ev.id, data_source={
+    run = wait_eval_run(api, ev.id, api.evals.runs.create(ev.id, data_source={
         "type": "jsonl", "source": {"type": "file_id", "id": f.id}}).id)
     assert (run.result_counts.total, run.result_counts.passed, run.result_counts.failed) == (2, 1, 1)
     with pytest.raises(openai.BadRequestError) as e:
@@ -238,7 +234,7 @@ def test_llm_judges_run_through_the_engine(api):
          "pass_threshold": 0}])
     content = [{"item": {"text": f"review {i}", "label": "positive"}, "sample": {"output_text": "positive"}}
                for i in range(3)]
-    run = wait_run(api, ev.id, api.evals.runs.create(ev.id, data_source={
+    run = wait_eval_run(api, ev.id, api.evals.runs.create(ev.id, data_source={
         "type": "jsonl", "source": {"type": "file_content", "content": content}}).id)
     assert run.status == "completed" and run.result_counts.errored == 0 and run.result_counts.total == 3
     usage = {u.run_model_name: u for u in run.per_model_usage}

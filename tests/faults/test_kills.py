@@ -122,11 +122,13 @@ def test_server_killed_mid_upload_with_a_job_running_and_one_queued(tmp_path, mo
         wait_until(lambda: (once / "step@5").exists(), 180, what="the runner to hold at step 5", interval=0.2)
         queued = client.fine_tuning.jobs.create(model="openft-tiny", training_file=train_id, suffix="queued",
                                                 method={"type": "supervised", "supervised": {"hyperparameters": hp}})
-        wait_until(lambda: client.fine_tuning.jobs.retrieve(queued.id).status == "queued", 60, what="the second job to queue", interval=0.2)
+        wait_until(lambda: client.fine_tuning.jobs.retrieve(queued.id).status == "queued", 60,
+                   what="the second job to queue", interval=0.2)
         assert "Checkpoint created at step 4" in " ".join(_messages(client, running.id))
         blobs = server.data_dir / "blobs"
         upload = _start_upload(server.port, server.api_key, 4_000_000)
-        wait_until(lambda: any(p.stat().st_size > 0 for p in blobs.glob(".upload-*")), 60, what="the upload to reach the disk", interval=0.2)
+        wait_until(lambda: any(p.stat().st_size > 0 for p in blobs.glob(".upload-*")), 60,
+                   what="the upload to reach the disk", interval=0.2)
         os.kill(server.proc.pid, signal.SIGKILL)  # the server, its embedded worker and (with it) the runner
         server.proc.wait(30)
         upload.close()

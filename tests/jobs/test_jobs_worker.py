@@ -40,7 +40,8 @@ def _standalone_worker_running(engine, settings, jid):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: job_row(engine, jid)["status"] == "running", 60, interval=0.05, what="the job to be claimed")
-        yield proc, wait_until(lambda: next(iter(psutil.Process(proc.pid).children()), None), 30, interval=0.02, what="the runner")
+        yield proc, wait_until(lambda: next(iter(psutil.Process(proc.pid).children()), None), 30, interval=0.02,
+                               what="the runner")
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -34,8 +34,9 @@ def chat_rows(n: int = 12, *, seed: int = 0, system: str = SYSTEM) -> list[dict]
 def prompt_completion_rows(n: int = 12, *, seed: int = 0) -> list[dict]:
     """The same reviews in the legacy prompt/completion format."""
     rng = random.Random(seed)
-    return [{"prompt": f"Review {i}: it was {w}. Sentiment:", "completion": f" {'negative' if w in BAD else 'positive'}"}
-            for i, w in ((i, rng.choice(WORDS)) for i in range(n))]
+    words = [rng.choice(WORDS) for _ in range(n)]
+    return [{"prompt": f"Review {i}: it was {w}. Sentiment:", "completion": " negative" if w in BAD else " positive"}
+            for i, w in enumerate(words)]
 
 
 def jsonl(rows) -> bytes:
