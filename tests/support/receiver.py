@@ -60,7 +60,10 @@ class Receiver:
             with self.lock:
                 return list(self.requests[:n]) if len(self.requests) >= n else None
 
-        return wait_until(arrived, timeout, what=f"{n} webhook request(s) (got {len(self.requests)})", interval=0.02)
+        try:
+            return wait_until(arrived, timeout, what=f"{n} webhook request(s)", interval=0.02)
+        except AssertionError as e:
+            raise AssertionError(f"received {len(self.requests)} of {n} webhook requests") from e
 
     def events(self, n: int = 1, timeout: float = 60.0) -> list[dict]:
         return [json.loads(body) for _, body in self.wait(n, timeout)]
