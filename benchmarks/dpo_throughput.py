@@ -38,10 +38,20 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import (BATCH, LORA_ALPHA, LORA_R, LR, add_run_args, parse_run_args,  # noqa: E402
-                              peak_rss_mib, read_reviews, run_children, settings, to_chat)
-
 from machine import cpu_line  # benchmarks/machine.py (scripts run from benchmarks/ on sys.path)
+from train_throughput import (  # noqa: E402
+    BATCH,
+    LORA_ALPHA,
+    LORA_R,
+    LR,
+    add_run_args,
+    parse_run_args,
+    peak_rss_mib,
+    read_reviews,
+    run_children,
+    settings,
+    to_chat,
+)
 
 BETA = 0.1
 MODEL = "smollm2-135m-instruct"

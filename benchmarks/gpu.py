@@ -195,8 +195,10 @@ def serve_child(base: str, base_dir: str | None, data: Path, out: Path, n_conc: 
             plain = st.requests_plan(n_conc, [base])
 
             engine = open_engine(s)
-            run = lambda plan, conc, toks=max_tokens: asyncio.run(  # noqa: E731
-                st.run_engine(engine, base, adapters, plan, toks, conc))
+
+            def run(plan, conc, toks=max_tokens, engine=engine):
+                return asyncio.run(st.run_engine(engine, base, adapters, plan, toks, conc))
+
             print("in-process engine:", flush=True)
             res["engine"] = measure(run, two, plain)
             engine.close()
@@ -355,7 +357,9 @@ def print_training(results: dict[str, list[dict]], seeds: list[int], cuda: bool)
     print("|" + "|".join("-" * w for w in (28, 7, 8, 18, 8, 8, 14, 12, 15)) + "|")
     for name, runs in results.items():
         r0 = runs[0]
-        m = lambda f: statistics.fmean(f(r) for r in runs)  # noqa: E731
+        def m(f, runs=runs):
+            return statistics.fmean(f(r) for r in runs)
+
         print(f"| {LABEL[name]:<27}|{r0['steps']:>6} |{r0['tokens']:>7} |{m(lambda r: r['tokens'] / r['loop_s']):>17.1f} |"
               f"{m(lambda r: r['wall_s']):>7.1f} |{m(lambda r: r['loop_s']):>7.1f} |{max(r['peak_mib'] for r in runs):>13.0f} |"
               f"{m(tt.final_loss):>11.4f} |{m(lambda r: r['eval_loss']):>14.4f} |")

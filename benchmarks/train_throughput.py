@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import statistics
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -306,7 +306,7 @@ def main() -> None:
           f"last 5 steps (same batches, same trained tokens for every trainer); held-out loss = every final adapter on\n"
           f"{N_HELD_OUT} held-out reviews, one mask, fp32; both losses are means over the seeds")
     if len(names) > 1:
-        print(f"\nper seed (final loss / held-out loss):")
+        print("\nper seed (final loss / held-out loss):")
         print("| seed |" + "|".join(f" {n:>21} " for n in names) + "|")
         print("|------|" + "|".join("-" * 23 for _ in names) + "|")
         for k, seed in enumerate(seeds):

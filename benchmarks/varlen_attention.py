@@ -115,6 +115,7 @@ def main() -> None:
     if a.quick:
         a.tokens, a.repeats = 1024, 1
     from machine import cpu_line
+
     from openft.train.model import pick_device, pick_precision
 
     device = pick_device(a.device)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs openft with its test dependencies into .venv (CPU torch first, pinned), then runs the
-# whole test suite offline except GPU tests (about 16 minutes on 2 cores). Extra arguments go to
+# Installs openft with its test dependencies into .venv (CPU torch first, pinned), lints (ruff), then
+# runs the whole test suite offline except GPU tests (about 16 minutes on 2 cores). Extra arguments go to
 # pytest instead, e.g. `scripts/test.sh -m "not slow"` (the fast loop) or `-k files`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,4 +23,6 @@ fi
 # The docs site (mkdocs.yml, strict): a broken link or a page missing from its nav fails here (no --quiet: it hides them).
 site=$(mktemp -d); python -m mkdocs build --strict --site-dir "$site"; rm -rf "$site"
 if [ "$#" -eq 0 ]; then set -- -m "not gpu"; fi
+# Lint first: a violation fails the run before any test starts ([tool.ruff] in pyproject.toml).
+python -m ruff check .
 python -m pytest "$@"

@@ -1,27 +1,24 @@
-"""Shared fixtures: settings in a temporary data folder, a shared model cache, a live server.
+"""Shared fixtures: settings in a temporary data folder, a shared model cache, live servers.
 
-The live server is the real thing: `python -m openft serve` in a subprocess on a free port
-(API, embedded worker, SQLite), driven by the official `openai` SDK.
+`server` (alias `live_server`) is the module's live server: the real thing, `python -m openft
+serve` in a subprocess on a free port (API, embedded worker, SQLite), driven by the official
+`openai` SDK; a module that needs another one says so in `SERVER = ServerSpec(...)`.
+`thread_server` runs the server in the test's own process. Helpers live in tests/support/.
 """
 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.support.servers import ADMIN_KEY, ServerSpec, in_process_server, running
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-ADMIN_KEY = "sk-openft-test-admin"
 
 
 @pytest.fixture(scope="session")
@@ -84,111 +81,28 @@ def tiny_tokenizer(tiny_model_dir):
     return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveServer:
-    """A real openft server process on a free port; `argv` picks how it is started
-    (default: the CLI, `python -m openft serve`). Stopped with SIGTERM."""
-
-    argv = ("-m", "openft", "serve")
-
-    def __init__(self, data_dir: Path, model_cache: Path, env: dict | None = None):
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        self.api_key = ADMIN_KEY
-        self.data_dir = data_dir
-        self.log = data_dir.parent / f"server-{self.port}.log"
-        self.env = {**os.environ, "OPENFT_DATA_DIR": str(data_dir), "OPENFT_MODEL_CACHE_DIR": str(model_cache),
-                    "OPENFT_API_KEY": ADMIN_KEY, "OPENFT_HOST": "127.0.0.1", "OPENFT_PORT": str(self.port),
-                    "OPENFT_WORKER_POLL_SECONDS": "0.2",
-                    "OPENFT_HEARTBEAT_SECONDS": "0.5", "OPENFT_LEASE_SECONDS": "5", **(env or {})}
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "LiveServer":
-        data_dir = self.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self._logf = open(self.log, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, *self.argv],
-            env=self.env, stdout=self._logf, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"server did not start:\n{self.log.read_text()[-4000:]}")
-
-    def stop(self) -> int | None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if getattr(self, "_logf", None):
-            self._logf.close()
-        return self.proc.returncode if self.proc else None
-
-    def client(self, api_key: str | None = None):
-        from openai import OpenAI
-
-        return OpenAI(base_url=self.base_url, api_key=api_key or self.api_key, max_retries=0, timeout=120)
-
-    def db(self):
-        from openft.config import Settings
-        from openft.store.db import make_engine
-
-        return make_engine(Settings(data_dir=self.data_dir).resolved_database_url())
-
-    def new_key(self, project: str) -> tuple[str, str]:
-        """(project id, API key) of a key of `project`, made the way `openft keys create` makes one
-        (HMAC with this server's secret)."""
-        from openft.config import Settings
-        from openft.store.auth import create_key, key_secret
-
-        db = self.db()
-        try:
-            return create_key(db, project, secret=key_secret(Settings(data_dir=self.data_dir)))
-        finally:
-            db.dispose()
+@pytest.fixture(scope="module")
+def server(request, tmp_path_factory, model_cache):
+    """The module's live server, started as the module's `SERVER` (a tests.support.servers.ServerSpec)
+    says; without one, `openft serve` with its embedded worker."""
+    spec = getattr(request.module, "SERVER", None) or ServerSpec()
+    name = request.module.__name__.rpartition(".")[2]
+    with running(spec.server(tmp_path_factory.mktemp(name) / "data", model_cache)) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
-def live_server(tmp_path_factory, model_cache):
-    server = LiveServer(tmp_path_factory.mktemp("server") / "data", model_cache).start()
-    yield server
-    server.stop()
+def live_server(server):
+    return server
+
+
+@pytest.fixture
+def thread_server(settings):
+    """API + embedded worker in this process (`ServerThread`), on the test's settings."""
+    with in_process_server(settings, worker=True) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
 def client(live_server):
     return live_server.client()
-
-
-def write_chat_jsonl(path: Path, n: int = 12, *, seed: int = 0) -> Path:
-    """A small valid chat dataset (n examples) for job tests."""
-    import json
-    import random
-
-    rng = random.Random(seed)
-    words = ["great", "awful", "fine", "superb", "bad", "lovely", "poor", "nice"]
-    with open(path, "w") as f:
-        for i in range(n):
-            w = rng.choice(words)
-            label = "positive" if w in ("great", "fine", "superb", "lovely", "nice") else "negative"
-            f.write(json.dumps({"messages": [
-                {"role": "system", "content": "Classify the review as positive or negative."},
-                {"role": "user", "content": f"Review {i}: the product was {w}."},
-                {"role": "assistant", "content": label}]}) + "\n")
-    return path

@@ -5,22 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import LiveServer
-
-
-class ApiServer(LiveServer):
-    """`openft.api.server.run` in a subprocess, independent of the CLI."""
-
-    argv = ("-m", "openft.api.server")
+from tests.support.servers import API, ServerSpec, running
 
 
 @pytest.fixture(scope="module")
 def api_server(tmp_path_factory, model_cache):
     """A server without the embedded worker: jobs stay where the API and the validator put them."""
-    server = ApiServer(tmp_path_factory.mktemp("api") / "data", model_cache,
-                       env={"OPENFT_EMBEDDED_WORKER": "false", "OPENFT_MAX_UPLOAD_BYTES": "200000"}).start()
-    yield server
-    server.stop()
+    spec = ServerSpec(API, worker=False, env={"OPENFT_MAX_UPLOAD_BYTES": "200000"})
+    with running(spec.server(tmp_path_factory.mktemp("api") / "data", model_cache)) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

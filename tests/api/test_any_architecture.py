@@ -9,18 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from tests.api.conftest import ApiServer
+from tests.support.servers import API, ServerSpec
 
 MSG = [{"role": "user", "content": "Write a short poem about the sea."}]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, model_cache):
-    """float32 so that the answers can be compared with transformers' own generate token for token."""
-    s = ApiServer(tmp_path_factory.mktemp("anyarch") / "data", model_cache,
-                  env={"OPENFT_EMBEDDED_WORKER": "false", "OPENFT_SERVE_DTYPE": "float32"}).start()
-    yield s
-    s.stop()
+# float32 so that the answers can be compared with transformers' own generate token for token
+SERVER = ServerSpec(API, worker=False, env={"OPENFT_SERVE_DTYPE": "float32"})
 
 
 @pytest.fixture(scope="module")

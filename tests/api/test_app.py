@@ -62,17 +62,10 @@ def test_openapi_schema_renders(app):
 
 
 def test_server_thread(settings):
-    import socket
+    from tests.support.servers import in_process_server
 
-    from openft.api.server import ServerThread
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with ServerThread(settings.model_copy(update={"port": port}), worker=False) as srv:
-        from openai import OpenAI
-
-        client = OpenAI(base_url=srv.base_url, api_key=settings.api_key, max_retries=0)
-        assert [f.id for f in client.files.list()] == []
+    with in_process_server(settings, worker=False) as srv:
+        port = srv.settings.port
+        assert [f.id for f in srv.client.files.list()] == []
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/health")

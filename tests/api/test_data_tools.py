@@ -10,7 +10,7 @@ import json
 import httpx
 import pytest
 
-from tests.api.helpers import chat_jsonl, upload
+from tests.support.data import chat_jsonl, upload
 
 CSV = "review,sentiment,notes\n" + "".join(
     f"Review {i}: it was {'great' if i % 2 else 'awful'}.,{'positive' if i % 2 else 'negative'},n{i}\n"
@@ -142,9 +142,9 @@ def test_upload_limit_applies(http, api_server):
 
 
 def test_report_matches_the_data_toolkit(http, api, api_server, tiny_model_dir):
+    from openft.data.auto import resolve_hyperparameters
     from openft.data.light_tokenizer import LightTokenizer
     from openft.data.validate import validate_file
-    from openft.data.auto import resolve_hyperparameters
 
     data = chat_jsonl(24)
     f = upload(api, data)
@@ -241,8 +241,8 @@ def test_report_without_measure_never_starts_a_probe(tmp_path, monkeypatch):
 
     import openft.train.probe as probe_mod
     from openft.config import Settings
-    from openft.store.db import make_engine, migrate
     from openft.jobs.pace import pace_for_job
+    from openft.store.db import make_engine, migrate
 
     monkeypatch.setattr(probe_mod, "run_probe", lambda *a, **k: pytest.fail("a probe was started"))
     settings = Settings(data_dir=tmp_path, model_cache_dir=tmp_path / "models")

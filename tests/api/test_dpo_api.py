@@ -7,37 +7,18 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 
 import openai
 import pytest
 
-from tests.api.conftest import ApiServer
-from tests.api.helpers import chat_jsonl, upload, wait_status
-from tests.train.dpo_data import pair
+from tests.support.data import chat_jsonl, dpo_method, pair, pref_jsonl, upload
+from tests.support.servers import API, ServerSpec
+from tests.support.wait import wait_job
 
 DONE = {"succeeded", "failed", "cancelled"}
 
 
-def pref_jsonl(n: int, seed: int = 0, *, broken: dict | None = None) -> bytes:
-    import random
-
-    rng = random.Random(seed)
-    lines = [pair(i, rng.choice(["great", "superb", "awful", "bad"])) for i in range(n)]
-    for line_no, change in (broken or {}).items():
-        lines[line_no - 1] = change(lines[line_no - 1])
-    return ("\n".join(json.dumps(x) for x in lines) + "\n").encode()
-
-
-def dpo_method(**hp) -> dict:
-    return {"type": "dpo", "dpo": {"hyperparameters": hp}}
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, model_cache):
-    s = ApiServer(tmp_path_factory.mktemp("dpo") / "data", model_cache).start()
-    yield s
-    s.stop()
+SERVER = ServerSpec(API)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +33,7 @@ def dpo_job(api, server):
     job = api.fine_tuning.jobs.create(model="openft-tiny", training_file=train.id, validation_file=valid.id,
                                       suffix="dpo", method=dpo_method(n_epochs=2, batch_size=4, lora_r=8))
     created = job
-    job = wait_status(api, job.id, DONE, timeout=480)
+    job = wait_job(api, job.id, DONE, timeout=480)
     assert job.status == "succeeded", (job.error, server.log.read_text()[-3000:])
     return created, job
 
@@ -90,11 +71,11 @@ def test_sft_then_dpo_from_ft_model(api, server):
     sft = api.fine_tuning.jobs.create(model="openft-tiny", training_file=upload(api, chat_jsonl(10)).id,
                                       method={"type": "supervised", "supervised": {"hyperparameters": {
                                           "n_epochs": 1, "batch_size": 5}}})
-    sft = wait_status(api, sft.id, DONE, timeout=480)
+    sft = wait_job(api, sft.id, DONE, timeout=480)
     assert sft.status == "succeeded", sft.error
     job = api.fine_tuning.jobs.create(model=sft.fine_tuned_model, training_file=upload(api, pref_jsonl(10)).id,
                                       method=dpo_method(n_epochs=1, batch_size=5, beta=0.5))
-    job = wait_status(api, job.id, DONE, timeout=480)
+    job = wait_job(api, job.id, DONE, timeout=480)
     assert job.status == "succeeded", (job.error, server.log.read_text()[-3000:])
     assert job.method.dpo.hyperparameters.beta == 0.5
     first = next(e.data for e in list(api.fine_tuning.jobs.list_events(job.id, limit=100))[::-1] if e.type == "metrics")
@@ -105,7 +86,7 @@ def test_sft_then_dpo_from_ft_model(api, server):
 def _failed(api, data: bytes, method: dict) -> openai.types.fine_tuning.FineTuningJob:
     f = upload(api, data, "data.jsonl")
     job = api.fine_tuning.jobs.create(model="openft-tiny", training_file=f.id, method=method)
-    job = wait_status(api, job.id, DONE | {"queued", "running"}, timeout=120)
+    job = wait_job(api, job.id, DONE | {"queued", "running"}, timeout=120)
     assert job.status == "failed", job.status
     assert job.error.param == "training_file"
     return job

@@ -13,18 +13,15 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.api.conftest import ApiServer
-from tests.api.helpers import chat_jsonl, upload, wait_status
+from tests.support.data import chat_jsonl, upload
+from tests.support.servers import API, ServerSpec
+from tests.support.wait import wait_job, wait_until
 
 MSG = [{"role": "system", "content": "Classify the review as positive or negative."},
        {"role": "user", "content": "Review 99: the product was great."}]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, model_cache):
-    s = ApiServer(tmp_path_factory.mktemp("e2e") / "data", model_cache).start()
-    yield s
-    s.stop()
+SERVER = ServerSpec(API)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +33,7 @@ def trained(server):
         model="openft-tiny", training_file=train.id, validation_file=valid.id, suffix="e2e",
         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 4, "lora_r": 8}}})
     assert job.hyperparameters.learning_rate_multiplier == "auto"
-    job = wait_status(api, job.id, {"succeeded", "failed", "cancelled"}, timeout=480)
+    job = wait_job(api, job.id, {"succeeded", "failed", "cancelled"}, timeout=480)
     assert job.status == "succeeded", (job.error, (server.log.read_text()[-3000:]))
     return api, job
 
@@ -161,15 +158,9 @@ def test_continue_from_fine_tuned_model_then_delete(trained, server):
 
 
 def _wait_event(api, job_id: str, prefix: str, timeout: float = 300.0):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for e in api.fine_tuning.jobs.list_events(job_id, limit=100):
-            if e.message.startswith(prefix):
-                return e
-        time.sleep(0.3)
-    raise AssertionError(f"no event {prefix!r} for {job_id}")
+    return wait_until(lambda: next((e for e in api.fine_tuning.jobs.list_events(job_id, limit=100)
+                                    if e.message.startswith(prefix)), None),
+                      timeout, what=f"an event {prefix!r} of {job_id}", interval=0.3)
 
 
 @pytest.mark.slow
@@ -180,10 +171,10 @@ def test_pause_resume_and_cancel_a_running_job(server, trained):
                                       hyperparameters={"n_epochs": 3, "batch_size": 1})
     _wait_event(api, job.id, "Step 2/")
     assert api.fine_tuning.jobs.pause(job.id).status == "running"  # a request until the runner checkpoints
-    paused = wait_status(api, job.id, {"paused"}, timeout=300)
+    paused = wait_job(api, job.id, {"paused"}, timeout=300)
     assert paused.hyperparameters.n_epochs == 3 and paused.hyperparameters.batch_size == 1
     assert api.fine_tuning.jobs.resume(job.id).status == "queued"
-    done = wait_status(api, job.id, {"succeeded", "failed"}, timeout=480)
+    done = wait_job(api, job.id, {"succeeded", "failed"}, timeout=480)
     assert done.status == "succeeded", done.error
     steps = [e.data["step"] for e in api.fine_tuning.jobs.list_events(job.id, limit=200) if e.type == "metrics"]
     assert max(steps) == 90
@@ -239,7 +230,7 @@ def test_a_file_with_a_byte_order_mark_trains(server):
     train = upload(api, codecs.BOM_UTF8 + chat_jsonl(12, seed=3), "bom.jsonl")
     job = api.fine_tuning.jobs.create(model="openft-tiny", training_file=train.id,
                                       hyperparameters={"n_epochs": 1, "batch_size": 4})
-    done = wait_status(api, job.id, {"succeeded", "failed", "cancelled"}, timeout=480)
+    done = wait_job(api, job.id, {"succeeded", "failed", "cancelled"}, timeout=480)
     assert done.status == "succeeded", done.error  # failed with "Unexpected UTF-8 BOM" before
     assert done.trained_tokens > 0
 

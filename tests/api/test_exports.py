@@ -16,14 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import LiveServer
+from tests.support.servers import LiveServer, ServerSpec
+from tests.support.wait import wait_until
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, model_cache):
-    s = LiveServer(tmp_path_factory.mktemp("exports") / "data", model_cache).start()
-    yield s
-    s.stop()
+SERVER = ServerSpec()  # exports run on the worker: the embedded one
 
 
 @pytest.fixture(scope="module")
@@ -73,14 +69,13 @@ def test_base_models_carry_metadata(server, http, tiny_model_dir):
 
 def _wait(http, export_id: str, timeout: float = 240) -> tuple[dict, list[float]]:
     seen: list[float] = []
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+
+    def finished():
         e = http.get(f"/exports/{export_id}").json()
         seen.append(e["progress"])
-        if e["status"] in ("succeeded", "failed"):
-            return e, seen
-        time.sleep(0.1)
-    raise AssertionError(f"export {export_id} stayed {e['status']}")
+        return e if e["status"] in ("succeeded", "failed") else None
+
+    return wait_until(finished, timeout, what=f"export {export_id} to finish"), seen
 
 
 def test_gguf_export_runs_in_background_and_downloads(http, other_http):
@@ -183,11 +178,12 @@ def test_an_export_running_in_another_server_reads_as_running_there(tmp_path, mo
                           timeout=60).json()["id"] for fmt in ("gguf", "merged", "gguf")]
         seen = httpx.get(f"{second.base_url}/exports/{ids[-1]}", headers=headers, timeout=60).json()
         assert seen["status"] in ("queued", "running"), seen   # the first server is still on ids[0]
-        deadline = time.time() + 180
-        while (got := [httpx.get(f"{second.base_url}/exports/{i}", headers=headers, timeout=60).json()
-                       for i in ids]) and any(g["status"] in ("queued", "running") for g in got):
-            assert time.time() < deadline, got
-            time.sleep(0.3)
+
+        def all_done():
+            got = [httpx.get(f"{second.base_url}/exports/{i}", headers=headers, timeout=60).json() for i in ids]
+            return None if any(g["status"] in ("queued", "running") for g in got) else got
+
+        got = wait_until(all_done, 180, what="the three exports to finish", interval=0.3)
         assert [g["status"] for g in got] == ["succeeded"] * 3, got
         r = httpx.get(f"{second.base_url}/exports/{ids[0]}/content", headers=headers, timeout=60)
         assert r.status_code == 200 and r.content[:4] == b"GGUF"

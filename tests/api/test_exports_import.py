@@ -10,7 +10,7 @@ import time
 
 import httpx
 
-from tests.conftest import LiveServer
+from tests.support.servers import LiveServer
 
 
 def _old_record(root, eid: str, project: str, **values) -> dict:

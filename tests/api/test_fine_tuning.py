@@ -10,7 +10,8 @@ import openai
 import pytest
 import sqlalchemy as sa
 
-from tests.api.helpers import chat_jsonl, upload, wait_status
+from tests.support.data import chat_jsonl, upload
+from tests.support.wait import wait_job
 
 MODEL = "openft-tiny"
 
@@ -45,7 +46,7 @@ def test_create_method_form_echoes_auto(api, train_file, valid_file):
                   "organization_id", "status", "hyperparameters", "method", "training_file", "validation_file",
                   "result_files", "trained_tokens", "seed", "suffix", "metadata", "integrations", "error"):
         assert field in raw, field
-    job = wait_status(api, job.id, {"queued"})
+    job = wait_job(api, job.id, {"queued"})
     assert job.hyperparameters.batch_size == "auto"  # still "auto" until the job starts
     warns = [e.message for e in api.fine_tuning.jobs.list_events(job.id) if e.level == "warn"]
     assert not any("wandb" in m for m in warns)  # used by the runner now (openft.jobs.integrations), no warning
@@ -136,7 +137,7 @@ def test_list_cursor_and_metadata_filter(api, train_file):
 
 def test_events_newest_first_with_cursor(api, train_file):
     job = api.fine_tuning.jobs.create(model=MODEL, training_file=train_file)
-    wait_status(api, job.id, {"queued"})
+    wait_job(api, job.id, {"queued"})
     events = api.fine_tuning.jobs.list_events(job.id, limit=100).data
     assert events[-1].message == f"Created fine-tuning job: {job.id}"
     assert any(e.message.startswith("Validating training file") for e in events)
@@ -153,7 +154,7 @@ def test_events_newest_first_with_cursor(api, train_file):
 
 def test_state_changes_and_invalid_ones(api, api_server, train_file):
     job = api.fine_tuning.jobs.create(model=MODEL, training_file=train_file)
-    wait_status(api, job.id, {"queued"})
+    wait_job(api, job.id, {"queued"})
     assert api.fine_tuning.jobs.pause(job.id).status == "paused"
     assert api.fine_tuning.jobs.pause(job.id).status == "paused"  # idempotent
     assert api.fine_tuning.jobs.resume(job.id).status == "queued"
@@ -190,12 +191,12 @@ def test_invalid_training_file_fails_with_located_error(api, train_file):
     lines[3] = '{"messages": [{"role": "user", "content": "no closing brace"}'
     bad = upload(api, ("\n".join(lines) + "\n").encode(), "bad.jsonl").id
     job = api.fine_tuning.jobs.create(model=MODEL, training_file=bad)
-    job = wait_status(api, job.id, {"failed"})
+    job = wait_job(api, job.id, {"failed"})
     assert job.error.param == "training_file"
     assert job.error.code == "invalid_json"
     assert "bad.jsonl:4" in job.error.message and job.finished_at
     few = upload(api, chat_jsonl(3), "few.jsonl").id
-    job = wait_status(api, api.fine_tuning.jobs.create(model=MODEL, training_file=few).id, {"failed"})
+    job = wait_job(api, api.fine_tuning.jobs.create(model=MODEL, training_file=few).id, {"failed"})
     assert job.error.code == "invalid_n_examples"
     assert api.fine_tuning.jobs.list_events(job.id).data[0].level == "error"
 

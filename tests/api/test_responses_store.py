@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import LiveServer
+from tests.support.servers import LiveServer
 
 GREEDY = dict(model="openft-tiny", temperature=0)
 

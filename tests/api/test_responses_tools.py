@@ -27,7 +27,7 @@ ASK = [{"role": "user", "content": "What is the weather in Oslo?"}]
 @pytest.fixture(scope="module")
 def hermes(api_server, tiny_model_dir, tmp_path_factory):
     """The tiny model with a Hermes/Qwen tool template (built as the chat route's tool tests build it)."""
-    from tests.api.test_tools import make_tool_model, register
+    from tests.support.models import make_tool_model, register
 
     register(api_server.data_dir, MODEL, make_tool_model(tiny_model_dir, tmp_path_factory.mktemp("hermes") / "m"))
     return MODEL

@@ -11,8 +11,9 @@ import stat
 import openai
 import pytest
 
-from tests.api.conftest import ApiServer
-from tests.api.helpers import chat_jsonl, upload, wait_status
+from tests.support.data import chat_jsonl, upload
+from tests.support.servers import ApiServer
+from tests.support.wait import wait_job
 
 
 @pytest.mark.slow
@@ -29,7 +30,7 @@ def test_first_start_key_restart_and_revalidation(tmp_path, model_cache):
             server.client(api_key="sk-openft-test-admin").models.list()
         api = server.client(api_key=key)
         job = api.fine_tuning.jobs.create(model="openft-tiny", training_file=upload(api, chat_jsonl(12)).id)
-        wait_status(api, job.id, {"queued"})
+        wait_job(api, job.id, {"queued"})
     finally:
         assert server.stop() == 0  # SIGTERM: a clean exit
 
@@ -43,7 +44,7 @@ def test_first_start_key_restart_and_revalidation(tmp_path, model_cache):
     again = ApiServer(data, model_cache, env=env).start()
     try:
         api = again.client(api_key=key)  # the same key still works
-        assert wait_status(api, job.id, {"queued"}).status == "queued"
+        assert wait_job(api, job.id, {"queued"}).status == "queued"
         new_output = again.log.read_text()[len(log_before):] if again.log == server.log else again.log.read_text()
         assert not re.search(r"generated an admin API key", new_output)
     finally:

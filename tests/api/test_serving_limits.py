@@ -4,24 +4,21 @@ its slot (the generation is cancelled, not run to its 2000 tokens)."""
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import openai
 import pytest
 
-from tests.api.conftest import ApiServer
+from tests.support.servers import API, ServerSpec, running
+from tests.support.wait import wait_until
 
 MSG = [{"role": "user", "content": "Tell me a long story."}]
 
 
 @pytest.fixture(scope="module")
 def one_slot(tmp_path_factory, model_cache):
-    server = ApiServer(tmp_path_factory.mktemp("slot") / "data", model_cache,
-                       env={"OPENFT_EMBEDDED_WORKER": "false", "OPENFT_SERVE_MAX_BATCH": "1",
-                            "OPENFT_SERVE_MAX_QUEUE": "0"}).start()
-    yield server
-    server.stop()
+    spec = ServerSpec(API, worker=False, env={"OPENFT_SERVE_MAX_BATCH": "1", "OPENFT_SERVE_MAX_QUEUE": "0"})
+    with running(spec.server(tmp_path_factory.mktemp("slot") / "data", model_cache)) as server:
+        yield server
 
 
 def test_busy_is_429_and_disconnect_cancels(one_slot):
@@ -35,26 +32,20 @@ def test_busy_is_429_and_disconnect_cancels(one_slot):
     assert int(e.value.response.headers["retry-after"]) >= 1
     assert e.value.body["type"] == "rate_limit_exceeded"
     stream.close()  # hang up
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            r = client.chat.completions.create(model="openft-tiny", messages=MSG, max_tokens=1)
-            break
-        except openai.RateLimitError:
-            assert time.monotonic() < deadline, "the cancelled stream still holds the engine's only slot"
-            time.sleep(0.1)
+    r = _wait_free(client, 30, "the cancelled stream to free the engine's only slot")
     assert r.choices[0].finish_reason == "length"
     assert "client disconnected from /v1/chat/completions mid-stream; generation cancelled" in one_slot.log.read_text()
 
 
-def _wait_free(client, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while True:
+def _wait_free(client, timeout: float = 60.0, what: str = "the abandoned request to free the engine's only slot"):
+    """A one-token answer, once the engine's only slot is free (until then each try is a 429)."""
+    def answer():
         try:
             return client.chat.completions.create(model="openft-tiny", messages=MSG, max_tokens=1)
         except openai.RateLimitError:
-            assert time.monotonic() < deadline, "the abandoned request still holds the engine's only slot"
-            time.sleep(0.1)
+            return None
+
+    return wait_until(answer, timeout, what=what)
 
 
 def test_disconnect_cancels_a_non_streaming_request(one_slot):

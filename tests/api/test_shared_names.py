@@ -19,7 +19,8 @@ from openft.config import Settings
 from openft.store.blobs import stored_file
 from openft.store.events import add_event
 from openft.train import metrics as M
-from tests.api.helpers import chat_jsonl, upload, wait_status
+from tests.support.data import chat_jsonl, upload
+from tests.support.wait import wait_job
 
 CRITERIA = [{"type": "string_check", "name": "l", "input": "{{item.label}}", "reference": "yes", "operation": "eq"}]
 SOURCE_CONFIG = {"type": "custom", "item_schema": {"type": "object", "properties": {"label": {"type": "string"}}}}
@@ -42,7 +43,7 @@ def test_metadata_limits_are_one_check_with_one_error(api, metadata, param):
                                          metadata=metadata))
     assert job == ev and job["param"] == param and job["code"] == "invalid_value"
     assert "metadata" in job["message"]
-    fine = {k: v for k, v in list(metadata.items())[:1]}
+    fine = dict(list(metadata.items())[:1])
     fine = {k[:vocab.MAX_METADATA_KEY_CHARS]: v[:vocab.MAX_METADATA_VALUE_CHARS] for k, v in fine.items()}
     made = api.evals.create(name="e", data_source_config=SOURCE_CONFIG, testing_criteria=CRITERIA, metadata=fine)
     run = _error(lambda: api.evals.runs.create(made.id, data_source={
@@ -53,8 +54,8 @@ def test_metadata_limits_are_one_check_with_one_error(api, metadata, param):
 
 def test_metrics_answer_names_and_labels_its_columns(api, api_server):
     f = upload(api, chat_jsonl(12))
-    job = wait_status(api, api.fine_tuning.jobs.create(model="openft-tiny", training_file=f.id).id, {"queued"})
-    point = {k: 0.5 for k in M.METRIC_KEYS + M.DPO_METRIC_KEYS}
+    job = wait_job(api, api.fine_tuning.jobs.create(model="openft-tiny", training_file=f.id).id, {"queued"})
+    point = dict.fromkeys(M.METRIC_KEYS + M.DPO_METRIC_KEYS, 0.5)
     db = api_server.db()
     try:
         with db.begin() as conn:

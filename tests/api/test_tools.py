@@ -12,7 +12,8 @@ from pathlib import Path
 import openai
 import pytest
 
-TEMPLATE = Path(__file__).with_name("hermes_template.jinja")
+from tests.support.models import make_tool_model, register
+
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather in a city.",
     "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12},
@@ -22,28 +23,6 @@ TIME = {"type": "function", "function": {
     "name": "get_time", "parameters": {"type": "object", "properties": {"zone": {"type": "string", "maxLength": 6}},
                                        "required": ["zone"], "additionalProperties": False}}}
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
-
-
-def make_tool_model(tiny_model_dir: str, out: Path) -> Path:
-    """The tiny model with a Hermes/Qwen-style tool template and, as in Qwen's vocabulary,
-    `<tool_call>` and `</tool_call>` as added (not special) tokens, the embeddings grown to match."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    tok.add_tokens(["<tool_call>", "</tool_call>"])
-    tok.chat_template = TEMPLATE.read_text()
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    model.resize_token_embeddings(len(tok))
-    model.save_pretrained(str(out))
-    tok.save_pretrained(str(out))
-    return out
-
-
-def register(data_dir: Path, name: str, folder: Path) -> None:
-    from openft.config import Settings
-    from openft.models import register_local
-
-    register_local(Settings(data_dir=data_dir), name, folder)
 
 
 @pytest.fixture(scope="module")

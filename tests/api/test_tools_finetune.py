@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from tests.api.helpers import wait_status
-from tests.api.test_tools import make_tool_model, register
+from tests.support.models import make_tool_model, register
+from tests.support.wait import wait_job
 
 CITIES = ["Paris", "Rome", "Oslo", "Lima"]
 WEATHER = {"type": "function", "function": {
@@ -39,7 +39,7 @@ def test_fine_tuned_tiny_model_returns_parsed_tool_calls(live_server, client, ti
         model="tiny-tools", training_file=f.id, suffix="tools",
         method={"type": "supervised", "supervised": {"hyperparameters": {
             "n_epochs": 25, "batch_size": 1, "learning_rate_multiplier": 10, "method": "full"}}})
-    job = wait_status(client, job.id, {"succeeded", "failed", "cancelled"}, timeout=900)
+    job = wait_job(client, job.id, {"succeeded", "failed", "cancelled"}, timeout=900)
     assert job.status == "succeeded", (job.error, live_server.log.read_text()[-3000:])
 
     ask = [{"role": "user", "content": "What is the weather in Oslo?"}]

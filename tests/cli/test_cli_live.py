@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 import pytest
 from typer.testing import CliRunner
 
 from openft.cli import app
-from tests.conftest import write_chat_jsonl
+from tests.support.data import write_chat_jsonl
+from tests.support.wait import JOB_STATES, wait_job, wait_until
 
 runner = CliRunner()
 FT_MODEL = re.compile(r"Fine-tuned model: (ft:\S+)")
@@ -214,13 +214,9 @@ def test_legacy_create_follow_results(data):
 def test_pause_resume_cancel(data, client):
     job = json.loads(cli("jobs", "create", "-t", str(data["train"]), "-m", "openft-tiny", "--n-epochs", "25",
                          "--batch-size", "1").stdout)
-    deadline = time.time() + 120
-    while client.fine_tuning.jobs.retrieve(job["id"]).status == "validating_files" and time.time() < deadline:
-        time.sleep(0.2)
+    wait_job(client, job["id"], JOB_STATES - {"validating_files"}, timeout=120)
     cli("jobs", "pause", job["id"])
-    deadline = time.time() + 120
-    while client.fine_tuning.jobs.retrieve(job["id"]).status != "paused" and time.time() < deadline:
-        time.sleep(0.3)
+    wait_job(client, job["id"], {"paused"}, timeout=120)
     paused = cli("jobs", "follow", job["id"])  # stops at a pause, exit 0
     assert "Job paused" in paused.stdout
     assert json.loads(cli("jobs", "resume", job["id"]).stdout)["status"] == "queued"
@@ -240,7 +236,7 @@ def test_serve_no_worker_then_openft_worker(tmp_path, model_cache, data):
     import sqlalchemy as sa
     from openai import OpenAI
 
-    from tests.conftest import ADMIN_KEY, free_port
+    from tests.support.servers import ADMIN_KEY, free_port
 
     port, data_dir = free_port(), tmp_path / "data"
     env = {**os.environ, "OPENFT_API_KEY": ADMIN_KEY, "OPENFT_MODEL_CACHE_DIR": str(model_cache),
@@ -250,20 +246,18 @@ def test_serve_no_worker_then_openft_worker(tmp_path, model_cache, data):
                                  "--data-dir", str(data_dir)], env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
+        def healthy():
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
+                return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
             except httpx.HTTPError:
-                time.sleep(0.2)
+                return False
+
+        wait_until(healthy, 60, what="the server to answer /health", interval=0.2)
         api = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=ADMIN_KEY, max_retries=0)
         base = ["--base-url", f"http://127.0.0.1:{port}/v1", "--api-key", ADMIN_KEY]
         job_id = cli(*base, "jobs", "create", "-t", str(data["train"]), "-m", "openft-tiny", "--n-epochs", "1",
                      "-q").stdout.strip()
-        deadline = time.time() + 120
-        while api.fine_tuning.jobs.retrieve(job_id).status == "validating_files" and time.time() < deadline:
-            time.sleep(0.2)
+        wait_job(api, job_id, JOB_STATES - {"validating_files"}, timeout=120)
         assert api.fine_tuning.jobs.retrieve(job_id).status == "queued"
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("OPENFT_MODEL_CACHE_DIR", str(model_cache))

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from openft.cli import app
 from openft.cli.common import CliError, State, error_line, parse_key_values
 from openft.cli.jobs import build_method, parse_auto
-from tests.conftest import free_port
+from tests.support.servers import free_port
 
 runner = CliRunner()
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from datahelpers import SHARED_DATA
 from typer.testing import CliRunner
+
+from tests.support.data import SHARED_DATA
 
 
 @pytest.fixture

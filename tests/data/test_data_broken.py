@@ -6,9 +6,9 @@ import codecs
 import json
 
 import pytest
-from datahelpers import chat, write_jsonl
 
 from openft.data.validate import validate_file
+from tests.support.data import chat, write_jsonl
 
 
 def codes(rep):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from datahelpers import chat, write_jsonl
 
 from openft.data.reader import table_kind
+from tests.support.data import chat, write_jsonl
 
 
 def test_validate_human_report(tmp_path, run_data):

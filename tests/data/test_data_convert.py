@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from datahelpers import chat, write_jsonl
 
 from openft.data.convert import convert_file, guess_mapping, parse_mapping
 from openft.data.validate import validate_file
 from openft.errors import DataError, InvalidRequest
+from tests.support.data import chat, write_jsonl
 
 
 def read(path):

@@ -8,11 +8,11 @@ import codecs
 import json
 
 import pytest
-from datahelpers import chat
 
 from openft.data.reader import iter_records
 from openft.data.validate import validate_file
 from openft.errors import DataError
+from tests.support.data import chat
 
 
 def bom_file(path, rows, *, blank_at: int | None = None):

@@ -6,10 +6,10 @@ import json
 from collections import Counter
 
 import pytest
-from datahelpers import chat, write_jsonl
 
 from openft.data.split import overlap, split_file
 from openft.errors import InvalidRequest
+from tests.support.data import chat, write_jsonl
 
 
 def read(path):

@@ -7,8 +7,15 @@ import json
 
 import pytest
 
-from openft.data.synthesize import (apply_review, chunk_text, clean_answer, html_to_text, parse_questions,
-                                    read_document, review_path)
+from openft.data.synthesize import (
+    apply_review,
+    chunk_text,
+    clean_answer,
+    html_to_text,
+    parse_questions,
+    read_document,
+    review_path,
+)
 from openft.errors import DataError
 
 DOC = """# The Eiffel Tower

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 
-from datahelpers import chat, write_jsonl
-
+from openft.data.encode import encode_example
 from openft.data.estimate import Pace, auto_n_epochs, estimate, human_duration
 from openft.data.light_tokenizer import LightTokenizer
 from openft.data.tokens import PretokenCounter, TokenCounter
 from openft.data.validate import distribution, validate_file
 from openft.errors import DataError
-from openft.data.encode import encode_example
+from tests.support.data import chat, write_jsonl
 
 TEXTS = ["Hello <|im_end|> world", "tabs\tand\n\nnewlines  ", "   ", "", "émoji 🤗 中文 ١٢٣ 12345 ²",
          "don't I'LL we've 'sa", "a\x1cb\x85c\xa0d  \n x", "\ufeffPremise: x", "ends with space ", "\n\nlead"]

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from openft.cli import app
-from tests.conftest import write_chat_jsonl
+from tests.support.data import write_chat_jsonl
 
 runner = CliRunner()
 

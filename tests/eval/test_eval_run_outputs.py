@@ -6,23 +6,23 @@ runs in float32 so that equality is exact rather than at the mercy of bfloat16 n
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from tests.conftest import LiveServer, write_chat_jsonl
+from tests.support.data import write_chat_jsonl
+from tests.support.servers import ServerSpec
+from tests.support.wait import wait_eval_run, wait_job
 
 REVIEWS = ["the product was great.", "awful, it broke in a day", "Fine.", "superb value for the money!",
            "bad", "lovely colours but it is too small for me", "poor", "nice"]
 SYSTEM = "Classify the review as positive or negative."
 
 
+SERVER = ServerSpec(env={"OPENFT_SERVE_DTYPE": "float32"})
+
+
 @pytest.fixture(scope="module")
-def api(tmp_path_factory, model_cache):
-    server = LiveServer(tmp_path_factory.mktemp("server") / "data", model_cache,
-                        env={"OPENFT_SERVE_DTYPE": "float32"}).start()
-    yield server.client()
-    server.stop()
+def api(server):
+    return server.client()
 
 
 def fine_tune(api, tmp_path) -> str:
@@ -30,10 +30,7 @@ def fine_tune(api, tmp_path) -> str:
     job = api.fine_tuning.jobs.create(model="openft-tiny", training_file=f.id,
                                       hyperparameters={"n_epochs": 3, "batch_size": 4,
                                                        "learning_rate_multiplier": 10})
-    deadline = time.time() + 300
-    while job.status not in ("succeeded", "failed", "cancelled") and time.time() < deadline:
-        time.sleep(0.5)
-        job = api.fine_tuning.jobs.retrieve(job.id)
+    job = wait_job(api, job.id, timeout=300)
     assert job.status == "succeeded", job.error
     return job.fine_tuned_model
 
@@ -45,10 +42,7 @@ def run_outputs(api, eval_id: str, model: str) -> dict[str, str]:
         "input_messages": {"type": "template", "template": [{"role": "system", "content": SYSTEM},
                                                             {"role": "user", "content": "{{item.text}}"}]},
         "sampling_params": {"max_completion_tokens": 6, "temperature": 0, "seed": 3}})
-    deadline = time.time() + 300
-    while run.status not in ("completed", "failed", "canceled") and time.time() < deadline:
-        time.sleep(0.3)
-        run = api.evals.runs.retrieve(run.id, eval_id=eval_id)
+    run = wait_eval_run(api, eval_id, run.id, timeout=300)
     assert run.status == "completed", run.error
     items = api.evals.runs.output_items.list(run.id, eval_id=eval_id, limit=100).data
     return {it.datasource_item["text"]: it.sample.output[0].content for it in items}

@@ -4,12 +4,11 @@ answers 400 naming the param; a missing field errors one item and the run goes o
 
 from __future__ import annotations
 
-import time
-
 import openai
 import pytest
 
-from tests.conftest import LiveServer
+from tests.support.servers import LiveServer
+from tests.support.wait import wait_eval_run, wait_until
 
 ITEM_SCHEMA = {"type": "object", "properties": {"text": {"type": "string"}, "label": {"type": "string"}},
                "required": ["text", "label"]}
@@ -40,16 +39,6 @@ def _source(items, max_tokens=3, model="openft-tiny"):
             "sampling_params": {"max_completion_tokens": max_tokens, "temperature": 0, "seed": 1}}
 
 
-def wait_run(api, eval_id, run_id, statuses=("completed", "failed", "canceled"), timeout=300):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        run = api.evals.runs.retrieve(run_id, eval_id=eval_id)
-        if run.status in statuses:
-            return run
-        time.sleep(0.3)
-    raise AssertionError(f"run {run_id} stayed {run.status}")
-
-
 def test_sdk_create_run_retrieve_output_items(api):
     ev = _eval(api)
     assert ev.object == "eval" and ev.data_source_config.type == "custom"
@@ -58,7 +47,7 @@ def test_sdk_create_run_retrieve_output_items(api):
     items = [{"text": f"review {i}", "label": "positive"} for i in range(6)] + [{"text": "no label here"}]
     run = api.evals.runs.create(ev.id, name="r1", data_source=_source(items))
     assert run.object == "eval.run" and run.status in ("queued", "in_progress")
-    run = wait_run(api, ev.id, run.id)
+    run = wait_eval_run(api, ev.id, run.id)
     assert run.status == "completed", run.error
     errors = [o.sample.error for o in api.evals.runs.output_items.list(run.id, eval_id=ev.id, status="error")]
     assert run.result_counts.total == 7 and run.result_counts.errored == 1, errors
@@ -89,7 +78,7 @@ def test_jsonl_source_grades_given_samples(api):
                {"item": {"text": "b", "label": "yes"}, "sample": {"output_text": "no"}}]
     run = api.evals.runs.create(ev.id, data_source={"type": "jsonl",
                                                     "source": {"type": "file_content", "content": content}})
-    run = wait_run(api, ev.id, run.id)
+    run = wait_eval_run(api, ev.id, run.id)
     assert (run.result_counts.passed, run.result_counts.failed) == (1, 1)
     assert run.per_model_usage == []
 
@@ -131,12 +120,12 @@ def test_cancel_run_stops_it(api):
     ev = _eval(api)
     items = [{"text": f"review {i}", "label": "positive"} for i in range(64)]
     run = api.evals.runs.create(ev.id, data_source=_source(items, max_tokens=1000))
-    wait_run(api, ev.id, run.id, statuses=("in_progress",))
+    wait_eval_run(api, ev.id, run.id, statuses=("in_progress",))
     cancelled = api.evals.runs.cancel(run.id, eval_id=ev.id)
     assert cancelled.status == "canceled"
     # the worker drops the cancelled run's requests and moves on: a new run completes meanwhile
     quick = api.evals.runs.create(ev.id, data_source=_source(items[:1], max_tokens=2))
-    assert wait_run(api, ev.id, quick.id, timeout=60).status == "completed"
+    assert wait_eval_run(api, ev.id, quick.id, timeout=60).status == "completed"
     final = api.evals.runs.retrieve(run.id, eval_id=ev.id)
     assert final.status == "canceled"
     done = final.result_counts.passed + final.result_counts.failed + final.result_counts.errored
@@ -178,19 +167,19 @@ def test_update_list_delete(api):
 @pytest.mark.slow
 def test_run_survives_a_server_restart(tmp_path, model_cache):
     data = tmp_path / "data"
-    # 64 items in 16 waves of 4: the server stops after the first item, long before the last (with 24
-    # items a fast run once finished them all while the server was stopping)
-    waves = {"OPENFT_SERVE_MAX_BATCH": "4", "OPENFT_SERVE_MAX_QUEUE": "0"}
-    first = LiveServer(data, model_cache, env=waves).start()
+    waves = {"OPENFT_SERVE_MAX_BATCH": "4", "OPENFT_SERVE_MAX_QUEUE": "0"}  # 24 items in 6 waves of 4
+    # The fault point stops the first server's worker right after the run's first output item is
+    # written, as a server stop at that moment would: the run goes back to the queue mid-run, every
+    # time, however fast the machine (openft.jobs.eval_runs, openft.train.faults).
+    first = LiveServer(data, model_cache, env={**waves, "OPENFT_FAULT": "eval-item:raise"}).start()
     try:
         api = first.client()
         ev = _eval(api)
-        items = [{"text": f"review {i}", "label": "positive"} for i in range(64)]
+        items = [{"text": f"review {i}", "label": "positive"} for i in range(24)]
         run = api.evals.runs.create(ev.id, data_source=_source(items, max_tokens=48))
-        deadline = time.time() + 120
-        while not list(api.evals.runs.output_items.list(run.id, eval_id=ev.id, limit=100)):
-            assert time.time() < deadline, "no item was written"
-            time.sleep(0.2)
+        wait_until(lambda: list(api.evals.runs.output_items.list(run.id, eval_id=ev.id, limit=100))
+                   and api.evals.runs.retrieve(run.id, eval_id=ev.id).status == "queued", 120,
+                   what="the run to stop after its first item", interval=0.2)
     finally:
         first.stop()
     db = first.db()
@@ -204,15 +193,15 @@ def test_run_survives_a_server_restart(tmp_path, model_cache):
             kept = conn.execute(sa.select(eval_output_items.c.id).where(eval_output_items.c.run_id == run.id)).all()
     finally:
         db.dispose()
-    assert status == "queued" and 0 < len(kept) < 64  # stopped mid-run, back in the queue
+    assert status == "queued" and 0 < len(kept) < 24  # stopped mid-run, back in the queue
     second = LiveServer(data, model_cache, env=waves).start()
     try:
         api = second.client()
-        final = wait_run(api, ev.id, run.id)
-        assert final.status == "completed" and final.result_counts.total == 64
-        assert final.result_counts.passed + final.result_counts.failed == 64
+        final = wait_eval_run(api, ev.id, run.id)
+        assert final.status == "completed" and final.result_counts.total == 24
+        assert final.result_counts.passed + final.result_counts.failed == 24
         after = {o.id for o in api.evals.runs.output_items.list(run.id, eval_id=ev.id, limit=100)}
-        assert {r[0] for r in kept} <= after and len(after) == 64  # what was done before was kept, not redone
+        assert {r[0] for r in kept} <= after and len(after) == 24  # what was done before was kept, not redone
     finally:
         second.stop()
 
@@ -227,7 +216,7 @@ def test_file_id_source(api, tmp_path):
     ev = api.evals.create(name="f", data_source_config={"type": "custom", "item_schema": ITEM_SCHEMA},
                           testing_criteria=[{"type": "string_check", "name": "l", "input": "{{item.label}}",
                                              "reference": "yes", "operation": "eq"}])
-    run = wait_run(api, ev.id, api.evals.runs.create(ev.id, data_source={
+    run = wait_eval_run(api, ev.id, api.evals.runs.create(ev.id, data_source={
         "type": "jsonl", "source": {"type": "file_id", "id": f.id}}).id)
     assert (run.result_counts.total, run.result_counts.passed, run.result_counts.failed) == (2, 1, 1)
     with pytest.raises(openai.BadRequestError) as e:
@@ -245,7 +234,7 @@ def test_llm_judges_run_through_the_engine(api):
          "pass_threshold": 0}])
     content = [{"item": {"text": f"review {i}", "label": "positive"}, "sample": {"output_text": "positive"}}
                for i in range(3)]
-    run = wait_run(api, ev.id, api.evals.runs.create(ev.id, data_source={
+    run = wait_eval_run(api, ev.id, api.evals.runs.create(ev.id, data_source={
         "type": "jsonl", "source": {"type": "file_content", "content": content}}).id)
     assert run.status == "completed" and run.result_counts.errored == 0 and run.result_counts.total == 3
     usage = {u.run_model_name: u for u in run.per_model_usage}

@@ -14,35 +14,21 @@ import io
 import os
 import signal
 import socket
-import time
 from pathlib import Path
 
 import openai
 import pytest
 
-from tests.conftest import LiveServer, write_chat_jsonl
+from tests.support.data import write_chat_jsonl
+from tests.support.servers import LiveServer
+from tests.support.wait import wait_job, wait_until
 
 OOM_CLAIM = "out-of-memory killer"  # what describe_exit says only when the kernel recorded an OOM kill
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def _messages(client, job_id: str) -> list[str]:
     """The job's events, oldest first."""
     return [e.message for e in reversed(client.fine_tuning.jobs.list_events(job_id, limit=1000).data)]
-
-
-def _finished(client, job_id: str, timeout: float = 300):
-    return _wait(lambda: (j := client.fine_tuning.jobs.retrieve(job_id)).status in ("succeeded", "failed", "cancelled")
-                 and j, timeout, f"job {job_id} to finish")
 
 
 def _partial_folders(data_dir: Path) -> list[Path]:
@@ -70,7 +56,7 @@ def test_a_runner_killed_mid_step_mid_checkpoint_and_mid_final_write_resumes_eac
             "type": "supervised", "supervised": {"hyperparameters": {
                 "n_epochs": 1, "batch_size": 2, "checkpoint_every_steps": 2,
                 "keep_checkpoints": 2}}})  # 6 steps; checkpoints 2, 4, 6, of which 2 is pruned
-        job = _finished(client, job.id)
+        job = wait_job(client, job.id)
         msgs = _messages(client, job.id)
         assert job.status == "succeeded", (job.error, msgs)
         assert sorted(p.name for p in once.iterdir()) == ["checkpoint@4", "final", "step@2"]  # each point was hit
@@ -133,14 +119,16 @@ def test_server_killed_mid_upload_with_a_job_running_and_one_queued(tmp_path, mo
         hp = {"n_epochs": 1, "batch_size": 2, "checkpoint_every_steps": 2}
         running = client.fine_tuning.jobs.create(model="openft-tiny", training_file=train_id, suffix="run",
                                                  method={"type": "supervised", "supervised": {"hyperparameters": hp}})
-        _wait(lambda: (once / "step@5").exists(), 180, "the runner to hold at step 5")
+        wait_until(lambda: (once / "step@5").exists(), 180, what="the runner to hold at step 5", interval=0.2)
         queued = client.fine_tuning.jobs.create(model="openft-tiny", training_file=train_id, suffix="queued",
                                                 method={"type": "supervised", "supervised": {"hyperparameters": hp}})
-        _wait(lambda: client.fine_tuning.jobs.retrieve(queued.id).status == "queued", 60, "the second job to queue")
+        wait_until(lambda: client.fine_tuning.jobs.retrieve(queued.id).status == "queued", 60,
+                   what="the second job to queue", interval=0.2)
         assert "Checkpoint created at step 4" in " ".join(_messages(client, running.id))
         blobs = server.data_dir / "blobs"
         upload = _start_upload(server.port, server.api_key, 4_000_000)
-        _wait(lambda: any(p.stat().st_size > 0 for p in blobs.glob(".upload-*")), 60, "the upload to reach the disk")
+        wait_until(lambda: any(p.stat().st_size > 0 for p in blobs.glob(".upload-*")), 60,
+                   what="the upload to reach the disk", interval=0.2)
         os.kill(server.proc.pid, signal.SIGKILL)  # the server, its embedded worker and (with it) the runner
         server.proc.wait(30)
         upload.close()
@@ -156,7 +144,7 @@ def test_server_killed_mid_upload_with_a_job_running_and_one_queued(tmp_path, mo
             assert client.files.content(fid).read() == data and files[fid].bytes == len(data)
         assert {j.id for j in client.fine_tuning.jobs.list().data} == {running.id, queued.id}
         for jid in (running.id, queued.id):
-            job = _finished(client, jid)
+            job = wait_job(client, jid)
             assert job.status == "succeeded", (job.error, _messages(client, jid))
         msgs = _messages(client, running.id)
         lost = [m for m in msgs if "stopped responding" in m]

@@ -15,9 +15,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -25,7 +23,9 @@ import pytest
 import sqlalchemy as sa
 
 from openft.store.db import eval_output_items, eval_runs, exports, webhook_attempts, webhook_deliveries
-from tests.conftest import LiveServer
+from tests.support.receiver import Receiver
+from tests.support.servers import LiveServer
+from tests.support.wait import wait_until
 
 PG_URL = os.environ.get("OPENFT_TEST_POSTGRES_URL")
 
@@ -46,19 +46,9 @@ def database(request):
     admin.dispose()
 
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-
-
 def _kill_at(server: LiveServer, point: Path, timeout: float = 120) -> None:
     """Wait until the server holds at the fault point, then kill -9 it (its worker threads with it)."""
-    _wait(point.exists, timeout, f"the server to reach {point.name}")
+    wait_until(point.exists, timeout, what=f"the server to reach {point.name}")
     os.kill(server.proc.pid, signal.SIGKILL)
     server.proc.wait(30)
     server.stop()
@@ -107,8 +97,8 @@ def test_an_export_killed_mid_run_is_taken_over_after_its_lease(tmp_path, model_
     again = LiveServer(server.data_dir, model_cache, env=env).start()
     try:
         http = httpx.Client(base_url=again.base_url, headers=headers, timeout=60)
-        done = _wait(lambda: (x := http.get(f"/exports/{e['id']}").json())["status"] in ("succeeded", "failed") and x,
-                     240, "the export to finish")
+        done = wait_until(lambda: (x := http.get(f"/exports/{e['id']}").json())["status"] in ("succeeded", "failed") and x,
+                     240, what="the export to finish")
         assert done["status"] == "succeeded" and done["error"] is None and done["progress"] == 1.0, done
         content = http.get(f"/exports/{e['id']}/content")
         assert content.status_code == 200 and content.content[:4] == b"GGUF" and len(content.content) == done["bytes"]
@@ -144,8 +134,8 @@ def test_an_eval_run_killed_after_its_first_item_continues_after_its_lease(tmp_p
     again = LiveServer(server.data_dir, model_cache, env=env).start()
     try:
         client = again.client()
-        done = _wait(lambda: (r := client.evals.runs.retrieve(run.id, eval_id=ev.id)).status
-                     in ("completed", "failed", "canceled") and r, 120, "the run to finish")
+        done = wait_until(lambda: (r := client.evals.runs.retrieve(run.id, eval_id=ev.id)).status
+                     in ("completed", "failed", "canceled") and r, 120, what="the run to finish")
         assert done.status == "completed", done.error
         assert (done.result_counts.total, done.result_counts.passed, done.result_counts.failed) == (n, n // 2, n // 2)
         items = client.evals.runs.output_items.list(run.id, eval_id=ev.id, limit=100).data
@@ -156,41 +146,12 @@ def test_an_eval_run_killed_after_its_first_item_continues_after_its_lease(tmp_p
         again.stop()
 
 
-class _Receiver:
-    """A webhook receiver that counts the requests it got and answers `codes` in order, then 200."""
-
-    def __init__(self, codes):
-        self.codes, self.count, self.lock = list(codes), 0, threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                self.rfile.read(int(self.headers.get("content-length") or 0))
-                with receiver.lock:
-                    receiver.count += 1
-                    code = receiver.codes.pop(0) if receiver.codes else 200
-                self.send_response(code)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.mark.slow  # the delivery's lease is 2 x 1 s + 30 s
 def test_a_webhook_retry_killed_mid_attempt_is_sent_after_its_lease(tmp_path, model_cache, database):
     """Attempt 1 gets a 500; the server is killed as it starts attempt 2 (the retry). After the
     restart the delivery comes due again when that attempt's lease ends: attempt 3 delivers it.
     The killed attempt counted (attempts 1 and 3 are recorded) and sent nothing."""
-    receiver = _Receiver([500])
+    receiver = Receiver([500])
     env = _env(tmp_path, database, "webhook-attempt@2:hold", OPENFT_WEBHOOKS_ALLOW_PRIVATE="1",
                OPENFT_WEBHOOKS_RETRY_SECONDS="0.2", OPENFT_WEBHOOKS_TIMEOUT_SECONDS="1")
     server = LiveServer(tmp_path / "data", model_cache, env=env).start()
@@ -207,7 +168,7 @@ def test_a_webhook_retry_killed_mid_attempt_is_sent_after_its_lease(tmp_path, mo
         _kill_at(server, tmp_path / "faults" / "webhook-attempt@2")
     finally:
         server.stop()
-    assert receiver.count == 1
+    assert len(receiver.requests) == 1
     url = env.get("OPENFT_DATABASE_URL")
     db = sa.create_engine(url) if url else server.db()
     try:
@@ -221,9 +182,9 @@ def test_a_webhook_retry_killed_mid_attempt_is_sent_after_its_lease(tmp_path, mo
     try:
         client = again.client()
         deliveries = lambda: client.get(f"/webhook_endpoints/{ep.id}/deliveries", cast_to=object)["data"]  # noqa: E731
-        done = _wait(lambda: [x for x in deliveries() if x["status"] == "delivered"], 90, "the delivery")[0]
+        done = wait_until(lambda: [x for x in deliveries() if x["status"] == "delivered"], 90, what="the delivery")[0]
         assert [(a["attempt"], a["status_code"]) for a in done["attempts"]] == [(1, 500), (3, 200)]
-        assert receiver.count == 2
+        assert len(receiver.requests) == 2
         assert _row(again, env, webhook_deliveries, d.id).attempts == 3
         db = again.db() if not url else sa.create_engine(url)
         try:

@@ -1,4 +1,4 @@
-"""Job-system fixtures: a migrated database in the test's data folder (helpers: jobs_helpers.py).
+"""Job-system fixtures: a migrated database in the test's data folder (rows: tests/support/jobs.py).
 
 Every test here runs on SQLite; with `OPENFT_TEST_POSTGRES_URL` set (a server URL such as
 `postgresql+psycopg://postgres@127.0.0.1:5432/postgres`) each also runs on a fresh PostgreSQL
@@ -14,8 +14,8 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from jobs_helpers import PROJECT
 from openft.store.db import make_engine, migrate, projects
+from tests.support.jobs import PROJECT
 
 PG_URL = os.environ.get("OPENFT_TEST_POSTGRES_URL")
 

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from jobs_helpers import chat_records, event_messages, insert_job, job_row, store_file, write_lines
 from openft.jobs import queue
 from openft.jobs.hooks import DBHooks
 from openft.jobs.worker import Worker
 from openft.store.db import job_events, jobs
+from tests.support.data import chat_rows, write_jsonl
+from tests.support.jobs import event_messages, insert_job, job_row, store_file
 
 WANDB = {"type": "wandb", "wandb": {"project": "openft-tests", "name": "tiny-run", "entity": None,
                                     "tags": ["ci", "tiny"]}}
@@ -61,8 +62,8 @@ def _metrics(engine, jid) -> list[dict]:
 def test_wandb_offline_and_tensorboard_get_every_step(engine, settings, tmp_path, tiny_model_dir, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_DIR", raising=False)
-    tf = store_file(settings, engine, write_lines(tmp_path / "train.jsonl", chat_records(12)))
-    vf = store_file(settings, engine, write_lines(tmp_path / "valid.jsonl", chat_records(4, seed=5)))
+    tf = store_file(settings, engine, write_jsonl(tmp_path / "train.jsonl", chat_rows(12)))
+    vf = store_file(settings, engine, write_jsonl(tmp_path / "valid.jsonl", chat_rows(4, seed=5)))
     jid = insert_job(engine, tf, validation_file=vf, hyperparameters={"n_epochs": 2, "batch_size": 4, "lora_r": 4})
     with engine.begin() as conn:
         conn.execute(jobs.update().where(jobs.c.id == jid).values(integrations=[WANDB, TENSORBOARD]))

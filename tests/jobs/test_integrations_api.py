@@ -4,24 +4,19 @@ that is not installed is a 400 naming `integrations`; a malformed integration is
 
 from __future__ import annotations
 
-import socket
 import sys
 
 import openai
 import pytest
 
-from tests.conftest import write_chat_jsonl
+from tests.support.data import write_chat_jsonl
+from tests.support.servers import in_process_server
 
 
 @pytest.fixture
 def api(settings, tmp_path):
-    from openft.api.server import ServerThread
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with ServerThread(settings.model_copy(update={"port": port}), worker=False) as srv:
-        client = openai.OpenAI(base_url=srv.base_url, api_key=settings.api_key, max_retries=0)
+    with in_process_server(settings, worker=False) as srv:
+        client = srv.client
         client.training_file = client.files.create(file=write_chat_jsonl(tmp_path / "t.jsonl").open("rb"),
                                                    purpose="fine-tune").id
         yield client

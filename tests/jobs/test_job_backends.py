@@ -15,13 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from jobs_helpers import chat_records, event_messages, insert_job, job_row, store_file, wait_for, write_lines
 from openft.config import Settings
 from openft.errors import InvalidRequest
 from openft.jobs import queue
 from openft.jobs.backends import BACKENDS, JobBackend, JobRun, RunExit, StartFailed, open_backend
 from openft.jobs.backends.local import LocalBackend, settings_env
 from openft.jobs.worker import Worker
+from tests.support.data import chat_rows, write_jsonl
+from tests.support.jobs import event_messages, insert_job, job_row, store_file
+from tests.support.wait import wait_until
 
 
 class ProtocolOnlyRun:
@@ -64,7 +66,7 @@ def _tiny(tiny_model_dir):  # build the tiny model once, outside the runner's ti
 
 
 def _job(settings, engine, tmp_path, **hyperparameters) -> str:
-    fid = store_file(settings, engine, write_lines(tmp_path / "train.jsonl", chat_records(12)))
+    fid = store_file(settings, engine, write_jsonl(tmp_path / "train.jsonl", chat_rows(12)))
     return insert_job(engine, fid, hyperparameters=hyperparameters or {"n_epochs": 1, "batch_size": 4})
 
 
@@ -122,11 +124,12 @@ def test_a_run_stopped_from_outside_is_retried_then_fails_with_what_its_backend_
     worker = _protocol_worker(settings.model_copy(update={"runner_max_retries": 1}), engine)
     for attempt in (1, 2):
         out = {}
-        t = threading.Thread(target=lambda: out.setdefault("job", worker.run_once()), daemon=True)
+        t = threading.Thread(target=lambda out=out: out.setdefault("job", worker.run_once()), daemon=True)
         t.start()
-        run = wait_for(lambda: worker.process, 60, 0.01, "the run to start")
-        wait_for(lambda: sum(m in ("Fine-tuning job started", "Resumed from checkpoint") or m.startswith("Resumed")
-                             for m in event_messages(engine, jid)) >= attempt, 120, 0.05, "the runner to train")
+        run = wait_until(lambda: worker.process, 60, interval=0.01, what="the run to start")
+        wait_until(lambda attempt=attempt: sum(m in ("Fine-tuning job started", "Resumed from checkpoint")
+                                               or m.startswith("Resumed") for m in event_messages(engine, jid)) >= attempt,
+                   120, interval=0.05, what="the runner to train")
         run.stop(30.0)  # SIGTERM inside the runner's try: it exits 130, as a signal it did not expect
         t.join(60)
         assert not t.is_alive() and out["job"] == jid

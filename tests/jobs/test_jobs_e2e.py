@@ -20,11 +20,13 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from jobs_helpers import chat_records, event_messages, insert_job, job_row, store_file, wait_for, write_lines
 from openft.jobs.backends.local import settings_env
 from openft.jobs.worker import Worker
 from openft.store.blobs import BlobStore
 from openft.store.db import checkpoints, files, job_events, jobs, models
+from tests.support.data import chat_rows, write_jsonl
+from tests.support.jobs import event_messages, insert_job, job_row, store_file
+from tests.support.wait import wait_until
 
 METRIC_KEYS = {"step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy",
                "full_valid_loss", "full_valid_mean_token_accuracy", "total_steps"}
@@ -36,8 +38,8 @@ def _tiny(tiny_model_dir):  # build the tiny model once, outside the runner's ti
 
 
 def _files(settings, engine, tmp_path, n_train=12, n_valid=4):
-    tf = store_file(settings, engine, write_lines(tmp_path / "train.jsonl", chat_records(n_train)))
-    vf = store_file(settings, engine, write_lines(tmp_path / "valid.jsonl", chat_records(n_valid, seed=5))) \
+    tf = store_file(settings, engine, write_jsonl(tmp_path / "train.jsonl", chat_rows(n_train)))
+    vf = store_file(settings, engine, write_jsonl(tmp_path / "valid.jsonl", chat_rows(n_valid, seed=5))) \
         if n_valid else None
     return tf, vf
 
@@ -122,7 +124,7 @@ def test_cancel_mid_run(engine, settings, tmp_path):
     jid = insert_job(engine, tf, hyperparameters={"n_epochs": 50, "batch_size": 1})
     worker = Worker(settings, engine=engine, cancel_grace_seconds=30)
     t, out = _run_in_thread(worker)
-    wait_for(lambda: _metrics(engine, jid), 120, 0.1, "the first step")
+    wait_until(lambda: _metrics(engine, jid), 120, interval=0.1, what="the first step")
     with engine.begin() as conn:  # what POST /cancel does
         conn.execute(jobs.update().where(jobs.c.id == jid).values(status="cancelled", finished_at=1))
     t.join(120)
@@ -135,10 +137,10 @@ def test_cancel_mid_run(engine, settings, tmp_path):
 
 
 def test_trainer_data_error_fails_the_job_naming_the_file(engine, settings, tmp_path):
-    records = chat_records(12)
+    records = chat_rows(12)
     for r in records:  # valid JSON and roles, but nothing to train on
         r["messages"][-1]["weight"] = 0
-    tf = store_file(settings, engine, write_lines(tmp_path / "train.jsonl", records))
+    tf = store_file(settings, engine, write_jsonl(tmp_path / "train.jsonl", records))
     jid = insert_job(engine, tf, hyperparameters={"n_epochs": 1})
     assert Worker(settings, engine=engine).run_once() == jid
     job = job_row(engine, jid)
@@ -153,7 +155,7 @@ def test_pause_then_resume_continues_from_the_checkpoint(engine, settings, tmp_p
     jid = insert_job(engine, tf, validation_file=vf, hyperparameters={"n_epochs": 3, "batch_size": 2})
     worker = Worker(settings, engine=engine)
     t, out = _run_in_thread(worker)
-    wait_for(lambda: job_row(engine, jid)["status"] == "running", 60, 0.05, "the job to start")
+    wait_until(lambda: job_row(engine, jid)["status"] == "running", 60, interval=0.05, what="the job to start")
     with engine.begin() as conn:  # what POST /pause does to a running job
         conn.execute(jobs.update().where(jobs.c.id == jid).values(requested_action="pause"))
     t.join(120)
@@ -182,7 +184,7 @@ def test_killed_worker_job_is_requeued_and_finishes_from_its_checkpoint(engine, 
     proc = subprocess.Popen([sys.executable, "-m", "openft.jobs.worker"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: _checkpoints(engine, jid), 120, 0.02, "the first checkpoint")
+        wait_until(lambda: _checkpoints(engine, jid), 120, interval=0.02, what="the first checkpoint")
         runner = psutil.Process(proc.pid).children()[0]
         proc.kill()  # the worker dies mid-job (and the kernel takes its runner down with it)
         proc.wait(10)
@@ -198,7 +200,7 @@ def test_killed_worker_job_is_requeued_and_finishes_from_its_checkpoint(engine, 
 
     # A new worker: the job's lease expires (settings.lease_seconds), it is requeued and claimed.
     worker = Worker(settings, engine=engine)
-    wait_for(lambda: worker.run_once() == jid, 60, 0.2, "the reaped job to be run again")
+    wait_until(lambda: worker.run_once() == jid, 60, interval=0.2, what="the reaped job to be run again")
     job = job_row(engine, jid)
     assert job["status"] == "succeeded", job["error"]
     assert job["attempts"] == 2

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from jobs_helpers import event_messages, insert_job, job_row
 from openft.jobs import queue
 from openft.jobs.hooks import DBHooks, step_message
 from openft.store.db import checkpoints, job_events, jobs
 from openft.train.hooks import TrainHooks
+from tests.support.jobs import event_messages, insert_job, job_row
 
 
 def _hooks(engine, settings, flush_seconds: float = 0.5, **kw) -> tuple[str, DBHooks]:

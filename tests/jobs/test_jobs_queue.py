@@ -6,11 +6,11 @@ import threading
 import time
 from pathlib import Path
 
-from jobs_helpers import event_messages, insert_job, job_row
 from openft.config import Settings
 from openft.jobs import naming, queue
 from openft.jobs.backends.local import describe_exit, settings_env
 from openft.store.db import checkpoints, jobs
+from tests.support.jobs import event_messages, insert_job, job_row
 
 
 def _add_checkpoint(engine, jid: str, step: int, path: Path, deleted: bool = False) -> None:

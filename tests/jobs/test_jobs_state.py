@@ -8,14 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
-from jobs_helpers import PROJECT, event_messages, insert_job, job_row
 from openft.errors import NotFound
 from openft.jobs import oom, queue, state
 from openft.jobs.worker import Worker
 from openft.store.db import checkpoints, job_events, jobs, migrate
 from openft.store.resolve import resolve_model
+from tests.support.jobs import PROJECT, event_messages, insert_job, job_row
 
 
 def test_an_illegal_transition_is_refused_before_anything_is_written(engine):

@@ -5,20 +5,21 @@ from __future__ import annotations
 import json
 import time
 
-from jobs_helpers import chat_records, event_messages, insert_job, job_row, store_file, write_lines
 from openft.jobs import queue
 from openft.jobs.validate import recover_at_start, validate_job
 from openft.store.db import jobs
+from tests.support.data import chat_rows, write_jsonl
+from tests.support.jobs import event_messages, insert_job, job_row, store_file
 
 
 def _job(settings, engine, tmp_path, train: list, valid: list | None = None, **kw) -> str:
-    tf = store_file(settings, engine, write_lines(tmp_path / "train.jsonl", train))
-    vf = store_file(settings, engine, write_lines(tmp_path / "valid.jsonl", valid)) if valid is not None else None
+    tf = store_file(settings, engine, write_jsonl(tmp_path / "train.jsonl", train))
+    vf = store_file(settings, engine, write_jsonl(tmp_path / "valid.jsonl", valid)) if valid is not None else None
     return insert_job(engine, tf, validation_file=vf, status="validating_files", **kw)
 
 
 def test_valid_files_queue_the_job(engine, settings, tmp_path):
-    jid = _job(settings, engine, tmp_path, chat_records(12), chat_records(3, seed=1))
+    jid = _job(settings, engine, tmp_path, chat_rows(12), chat_rows(3, seed=1))
     assert validate_job(settings, engine, jid) == "queued"
     row = job_row(engine, jid)
     assert row["status"] == "queued" and row["error"] is None
@@ -30,7 +31,7 @@ def test_valid_files_queue_the_job(engine, settings, tmp_path):
 
 
 def test_too_few_examples(engine, settings, tmp_path):
-    jid = _job(settings, engine, tmp_path, chat_records(5))
+    jid = _job(settings, engine, tmp_path, chat_rows(5))
     assert validate_job(settings, engine, jid) == "failed"
     row = job_row(engine, jid)
     assert row["status"] == "failed" and row["finished_at"]
@@ -43,7 +44,7 @@ def test_too_few_examples(engine, settings, tmp_path):
 
 
 def test_bad_json_line_is_located(engine, settings, tmp_path):
-    lines = chat_records(12)
+    lines = chat_rows(12)
     lines[2] = '{"messages": [{"role": "user", "content": "hi"}'  # line 3, cut short
     jid = _job(settings, engine, tmp_path, lines)
     assert validate_job(settings, engine, jid) == "failed"
@@ -53,9 +54,9 @@ def test_bad_json_line_is_located(engine, settings, tmp_path):
 
 
 def test_validation_file_without_assistant_message(engine, settings, tmp_path):
-    valid = chat_records(3, seed=2)
+    valid = chat_rows(3, seed=2)
     valid[1]["messages"] = valid[1]["messages"][:2]
-    jid = _job(settings, engine, tmp_path, chat_records(12), valid)
+    jid = _job(settings, engine, tmp_path, chat_rows(12), valid)
     assert validate_job(settings, engine, jid) == "failed"
     err = job_row(engine, jid)["error"]
     assert err["code"] == "example_missing_assistant_message" and err["param"] == "validation_file"
@@ -73,7 +74,7 @@ def test_preference_data_for_supervised_job_is_rejected(engine, settings, tmp_pa
 
 
 def test_job_cancelled_during_validation_stays_cancelled(engine, settings, tmp_path):
-    jid = _job(settings, engine, tmp_path, chat_records(12))
+    jid = _job(settings, engine, tmp_path, chat_rows(12))
     with engine.begin() as conn:
         conn.execute(jobs.update().where(jobs.c.id == jid).values(status="cancelled"))
     assert validate_job(settings, engine, jid) is None
@@ -81,7 +82,7 @@ def test_job_cancelled_during_validation_stays_cancelled(engine, settings, tmp_p
 
 
 def test_recover_at_start(engine, settings, tmp_path):
-    left = _job(settings, engine, tmp_path, chat_records(12))
+    left = _job(settings, engine, tmp_path, chat_rows(12))
     stale = insert_job(engine, job_row(engine, left)["training_file"])
     queue.claim_next(engine, "gone", settings.data_dir)
     with engine.begin() as conn:
@@ -94,7 +95,7 @@ def test_recover_at_start(engine, settings, tmp_path):
 
 def test_over_long_example_gets_the_truncation_warning(engine, settings, tmp_path, tiny_model_dir):
     """The job's max_seq_len (capped by the model's context, as the trainer does) drives the check."""
-    records = chat_records(12)
+    records = chat_rows(12)
     records[4]["messages"][1]["content"] = "This review is long. " * 20   # line 5: well over 64 tokens (the others are ~35)
     jid = _job(settings, engine, tmp_path, records, hyperparameters={"max_seq_len": 64})
     assert validate_job(settings, engine, jid) == "queued"

@@ -17,15 +17,17 @@ import time
 import psutil
 import sqlalchemy as sa
 
-from jobs_helpers import chat_records, event_messages, insert_job, job_row, store_file, wait_for, write_lines
 from openft.jobs import queue
 from openft.jobs.backends.local import settings_env
 from openft.jobs.worker import Worker
 from openft.store.db import jobs
+from tests.support.data import chat_rows, write_jsonl
+from tests.support.jobs import event_messages, insert_job, job_row, store_file
+from tests.support.wait import wait_until
 
 
 def _valid_job(settings, engine, tmp_path, **kw) -> str:
-    fid = store_file(settings, engine, write_lines(tmp_path / "train.jsonl", chat_records(12)))
+    fid = store_file(settings, engine, write_jsonl(tmp_path / "train.jsonl", chat_rows(12)))
     return insert_job(engine, fid, hyperparameters={"n_epochs": 50, "batch_size": 1}, **kw)
 
 
@@ -37,8 +39,9 @@ def _standalone_worker_running(engine, settings, jid):
     proc = subprocess.Popen([sys.executable, "-m", "openft.jobs.worker"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: job_row(engine, jid)["status"] == "running", 60, 0.05, "the job to be claimed")
-        yield proc, wait_for(lambda: next(iter(psutil.Process(proc.pid).children()), None), 30, 0.02, "the runner")
+        wait_until(lambda: job_row(engine, jid)["status"] == "running", 60, interval=0.05, what="the job to be claimed")
+        yield proc, wait_until(lambda: next(iter(psutil.Process(proc.pid).children()), None), 30, interval=0.02,
+                               what="the runner")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -49,7 +52,7 @@ def _in_thread(worker: Worker):
     out = {}
     t = threading.Thread(target=lambda: out.setdefault("job", worker.run_once()), daemon=True)
     t.start()
-    wait_for(lambda: worker.process is not None or not t.is_alive(), 30, 0.01, "the runner to start")
+    wait_until(lambda: worker.process is not None or not t.is_alive(), 30, interval=0.01, what="the runner to start")
     return t, out
 
 

@@ -8,10 +8,10 @@ import time
 
 import sqlalchemy as sa
 
-from jobs_helpers import PROJECT
 from openft.jobs import eval_state, exports, lease
 from openft.jobs.webhook_delivery import LEASE as DELIVERY
 from openft.store.db import eval_runs, webhook_deliveries, webhook_endpoints
+from tests.support.jobs import PROJECT
 
 
 def _export(engine, eid="export-" + "a" * 24):

@@ -5,27 +5,12 @@ On CUDA (marked gpu), the process's reserved GPU memory drops when the job is cl
 
 from __future__ import annotations
 
-import socket
-
-import openai
 import pytest
 
-from jobs_helpers import wait_for
-from tests.conftest import write_chat_jsonl
+from tests.support.data import write_chat_jsonl
+from tests.support.wait import wait_eval_run, wait_job, wait_until
 
 MESSAGES = [{"role": "user", "content": "Say something about the sea."}]
-
-
-@pytest.fixture
-def server(settings):
-    from openft.api.server import ServerThread
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with ServerThread(settings.model_copy(update={"port": port}), worker=True) as srv:
-        srv.client = openai.OpenAI(base_url=srv.base_url, api_key=settings.api_key, max_retries=0, timeout=120)
-        yield srv
 
 
 def chat(client, **kw) -> str:
@@ -46,9 +31,8 @@ def released(srv, job_id: str, engines: set[str]) -> dict:
     return got if engines <= set(got) else {}
 
 
-def wait_job(client, job_id: str, timeout=300.0):
-    job = wait_for(lambda: (j := client.fine_tuning.jobs.retrieve(job_id)).status in (
-        "succeeded", "failed", "cancelled") and j, timeout, what=f"job {job_id} to finish")
+def wait_succeeded(client, job_id: str):
+    job = wait_job(client, job_id)
     assert job.status == "succeeded", job.error
     return job
 
@@ -64,55 +48,54 @@ def run_eval(client) -> None:
         "source": {"type": "file_content", "content": [{"item": {"text": t}} for t in ("good", "bad")]},
         "input_messages": {"type": "template", "template": [{"role": "user", "content": "{{item.text}}"}]},
         "sampling_params": {"max_completion_tokens": 4, "temperature": 0, "seed": 1}})
-    run = wait_for(lambda: (r := client.evals.runs.retrieve(run.id, eval_id=ev.id)).status in (
-        "completed", "failed", "canceled") and r, what="the eval run")
+    run = wait_eval_run(client, ev.id, run.id, timeout=120)
     assert run.status == "completed", run.error
 
 
-def test_a_claimed_job_makes_the_chat_and_eval_engines_give_back_their_caches(server, tmp_path):
-    run_eval(server.client)                      # the worker's eval engine loads and caches
-    assert chat(server.client)                   # the API's chat engine loads, KV cache allocated
-    engine = server.app.state.openft.engine_if_started()
+def test_a_claimed_job_makes_the_chat_and_eval_engines_give_back_their_caches(thread_server, tmp_path):
+    run_eval(thread_server.client)                      # the worker's eval engine loads and caches
+    assert chat(thread_server.client)                   # the API's chat engine loads, KV cache allocated
+    engine = thread_server.app.state.openft.engine_if_started()
     assert engine is not None
-    job = start_job(server.client, tmp_path)
-    got = wait_for(lambda: released(server, job.id, {"serving", "eval"}), what="the engines' releases")
+    job = start_job(thread_server.client, tmp_path)
+    got = wait_until(lambda: released(thread_server, job.id, {"serving", "eval"}), what="the engines' releases")
     assert got["serving"]["bytes"] > 0 and got["eval"]["bytes"] > 0, got
     assert engine.release_memory()["bytes"] == 0  # nothing was left cached: the claim gave it all back
-    assert chat(server.client)                   # the engine rebuilds its cache on demand
-    wait_job(server.client, job.id)
-    assert chat(server.client)
+    assert chat(thread_server.client)                   # the engine rebuilds its cache on demand
+    wait_succeeded(thread_server.client, job.id)
+    assert chat(thread_server.client)
 
 
-def test_a_failing_release_neither_stops_the_job_nor_the_server(server, tmp_path, monkeypatch):
-    assert chat(server.client)
-    engine = server.app.state.openft.engine_if_started()
+def test_a_failing_release_neither_stops_the_job_nor_the_server(thread_server, tmp_path, monkeypatch):
+    assert chat(thread_server.client)
+    engine = thread_server.app.state.openft.engine_if_started()
 
     def broken():
         raise RuntimeError("the device is gone")
 
     monkeypatch.setattr(engine, "release_memory", broken)
-    job = start_job(server.client, tmp_path)
-    got = wait_for(lambda: released(server, job.id, {"serving"}), what="the failed release")
+    job = start_job(thread_server.client, tmp_path)
+    got = wait_until(lambda: released(thread_server, job.id, {"serving"}), what="the failed release")
     assert got["serving"]["error"] == "RuntimeError: the device is gone"
-    wait_job(server.client, job.id)
-    assert chat(server.client)
+    wait_succeeded(thread_server.client, job.id)
+    assert chat(thread_server.client)
 
 
 @pytest.mark.gpu
-def test_on_cuda_the_reserved_memory_drops_when_a_job_is_claimed(server, tmp_path):
+def test_on_cuda_the_reserved_memory_drops_when_a_job_is_claimed(thread_server, tmp_path):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device (torch.cuda.is_available() is False)")
     # 64 sequences of up to ~300 tokens: a KV cache over 10 MiB, so that the caching allocator gives
     # it a segment of its own (smaller blocks share 20 MiB segments, which may hold live weights)
-    r = server.client.chat.completions.create(model="openft-tiny", messages=MESSAGES, max_tokens=300, n=64,
+    r = thread_server.client.chat.completions.create(model="openft-tiny", messages=MESSAGES, max_tokens=300, n=64,
                                               temperature=1.0, seed=0)
     assert len(r.choices) == 64
-    assert server.app.state.openft.engine_if_started().device == "cuda"
+    assert thread_server.app.state.openft.engine_if_started().device == "cuda"
     before = torch.cuda.memory_reserved()
-    job = start_job(server.client, tmp_path)
-    got = wait_for(lambda: released(server, job.id, {"serving"}), what="the engine's release")
+    job = start_job(thread_server.client, tmp_path)
+    got = wait_until(lambda: released(thread_server, job.id, {"serving"}), what="the engine's release")
     after = torch.cuda.memory_reserved()
     assert got["serving"]["bytes"] > 0 and after < before, (before, after, got)
-    wait_job(server.client, job.id)
-    assert chat(server.client)
+    wait_succeeded(thread_server.client, job.id)
+    assert chat(thread_server.client)

@@ -4,29 +4,11 @@ wait in the queue, the test looks at what was created, not at training it again)
 
 from __future__ import annotations
 
-import time
-
 import pytest
-from typer.testing import CliRunner
 
-from openft.cli import app
-from tests.conftest import ADMIN_KEY, LiveServer, write_chat_jsonl
-
-runner = CliRunner()
-
-
-class TargetServer(LiveServer):
-    argv = ("-m", "openft", "serve", "--no-worker")
-
-
-def wait_done(client, job_id: str, timeout: float = 300) -> str:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        status = client.fine_tuning.jobs.retrieve(job_id).status
-        if status in ("succeeded", "failed", "cancelled"):
-            return status
-        time.sleep(0.3)
-    raise AssertionError(f"{job_id} still {status} after {timeout} s")
+from tests.support.data import write_chat_jsonl
+from tests.support.servers import ADMIN_KEY, CLI_NO_WORKER, LiveServer
+from tests.support.wait import wait_job
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +36,7 @@ def source(tmp_path_factory, model_cache):
             method={"type": "supervised", "supervised": {"hyperparameters": {
                 "n_epochs": 1, "batch_size": 7, "learning_rate_multiplier": 0.5}}})
         c = api.fine_tuning.jobs.create(model="openft-tiny", training_file=small)  # too few examples: fails
-        assert [wait_done(api, j.id) for j in (a, b, c)] == ["succeeded", "succeeded", "failed"]
+        assert [wait_job(api, j.id).status for j in (a, b, c)] == ["succeeded", "succeeded", "failed"]
         api.files.delete(small)
         yield {"server": server, "api": api, "a": api.fine_tuning.jobs.retrieve(a.id),
                "b": api.fine_tuning.jobs.retrieve(b.id), "c": c.id, "dir": d}
@@ -65,7 +47,7 @@ def source(tmp_path_factory, model_cache):
 @pytest.fixture
 def target(tmp_path, model_cache, monkeypatch):
     """A fresh, empty target server; the CLI finds it (and its key) in the environment."""
-    server = TargetServer(tmp_path / "target" / "data", model_cache).start()
+    server = LiveServer(tmp_path / "target" / "data", model_cache, argv=CLI_NO_WORKER).start()
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.setenv("OPENFT_BASE_URL", server.base_url)
     monkeypatch.setenv("OPENFT_API_KEY", ADMIN_KEY)
@@ -75,16 +57,3 @@ def target(tmp_path, model_cache, monkeypatch):
         yield server
     finally:
         server.stop()
-
-
-def migrate(*args: str, source_url: str, key: str = ADMIN_KEY, pre: tuple[str, ...] = (), code: int | None = 0):
-    """`openft [pre] migrate from-openai --source-base-url URL --source-api-key KEY ARGS` in-process."""
-    result = runner.invoke(app, [*pre, "migrate", "from-openai", "--source-base-url", source_url,
-                                 "--source-api-key", key, "--max-retries", "0", *args], prog_name="openft")
-    if code is not None:
-        assert result.exit_code == code, (args, result.output)
-    return result
-
-
-def invoke(*args: str):
-    return runner.invoke(app, list(args), prog_name="openft")

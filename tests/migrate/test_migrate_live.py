@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from tests.conftest import ADMIN_KEY
-from tests.migrate.conftest import invoke, migrate
-from tests.migrate.proxy import Proxy, rate_limit_first
+from tests.support.cli import invoke, migrate
+from tests.support.proxy import Proxy, rate_limit_first
+from tests.support.servers import ADMIN_KEY
 
 pytestmark = pytest.mark.slow   # trains three tiny jobs on the source; runs in CI
 

@@ -10,29 +10,17 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.api.helpers import chat_jsonl, upload
-from tests.conftest import LiveServer
+from tests.support.data import chat_jsonl, upload
+from tests.support.servers import API, ServerSpec, running
 
-
-class SecServer(LiveServer):
-    argv = ("-m", "openft.api.server")
-
-
-def start_server(tmp_path_factory, model_cache, name: str = "sec", **env) -> SecServer:
-    return SecServer(tmp_path_factory.mktemp(name) / "data", model_cache,
-                     env={"OPENFT_EMBEDDED_WORKER": "false", "OPENFT_MAX_UPLOAD_BYTES": "200000", **env}).start()
-
-
-def new_key(server: LiveServer, project: str) -> str:
-    """A key of `project` made the way `openft keys create` makes one (the server's secret)."""
-    return server.new_key(project)[1]
+SEC_ENV = {"OPENFT_MAX_UPLOAD_BYTES": "200000"}
 
 
 @pytest.fixture(scope="package")
 def sec_server(tmp_path_factory, model_cache):
-    server = start_server(tmp_path_factory, model_cache)
-    yield server
-    server.stop()
+    with running(ServerSpec(API, worker=False, env=SEC_ENV).server(tmp_path_factory.mktemp("sec") / "data",
+                                                                   model_cache)) as server:
+        yield server
 
 
 @dataclass
@@ -54,8 +42,8 @@ def two_projects(sec_server):
 
     from openft.store.db import checkpoints, job_events, jobs, models
 
-    a = sec_server.client(new_key(sec_server, "project-a"))
-    b = sec_server.client(new_key(sec_server, "project-b"))
+    a = sec_server.client(sec_server.new_key("project-a")[1])
+    b = sec_server.client(sec_server.new_key("project-b")[1])
     f = upload(a, chat_jsonl())
     job = a.fine_tuning.jobs.create(model="openft-tiny", training_file=f.id)
     model_id = f"ft:openft-tiny:openft:sec:{job.id[-8:]}"

@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from tests.api.helpers import chat_jsonl, upload
+from tests.support.data import chat_jsonl, upload
 
 MSG = [{"role": "user", "content": "hi"}]
 

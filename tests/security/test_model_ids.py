@@ -10,8 +10,8 @@ import httpx
 import openai
 import pytest
 
-from tests.api.helpers import chat_jsonl, upload
-from tests.security.conftest import start_server
+from tests.support.data import chat_jsonl, upload
+from tests.support.servers import API, ServerSpec, running
 
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -116,10 +116,10 @@ def hub_server(tmp_path_factory, model_cache, tiny_model_dir):
     LoRA rank capped at 8 by the operator."""
     hf_home = tmp_path_factory.mktemp("hf-home")
     _hub_cache_with(hf_home, CACHED_HUB_ID, tiny_model_dir)
-    server = start_server(tmp_path_factory, model_cache, "hub", OPENFT_ALLOW_HUB_MODELS="1", HF_HOME=str(hf_home),
-                          HF_HUB_OFFLINE="1", OPENFT_LIMIT_LORA_R="8")
-    yield server
-    server.stop()
+    spec = ServerSpec(API, worker=False, env={"OPENFT_MAX_UPLOAD_BYTES": "200000", "OPENFT_ALLOW_HUB_MODELS": "1",
+                                              "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "OPENFT_LIMIT_LORA_R": "8"})
+    with running(spec.server(tmp_path_factory.mktemp("hub") / "data", model_cache)) as server:
+        yield server
 
 
 def test_unknown_or_offline_hub_id_is_404_not_500(hub_server):

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 import schemathesis  # noqa: E402  (dev extras)
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402

@@ -4,19 +4,18 @@ refuses writes answered with a clear 503 in OpenAI's shape instead of a tracebac
 
 from __future__ import annotations
 
-import io
 import os
 import stat
 import subprocess
 import threading
-import time
 
 import httpx
 import openai
 import pytest
 
-from tests.api.helpers import chat_jsonl, upload
-from tests.security.conftest import SecServer
+from tests.support.data import chat_jsonl, upload
+from tests.support.servers import ApiServer
+from tests.support.wait import wait_until
 
 
 def loose_files(root) -> list[str]:
@@ -39,7 +38,7 @@ def test_everything_written_is_owner_only(sec_server, two_projects):
 
 
 def _server(data_dir, model_cache):
-    return SecServer(data_dir, model_cache, env={"OPENFT_EMBEDDED_WORKER": "false"})
+    return ApiServer(data_dir, model_cache, env={"OPENFT_EMBEDDED_WORKER": "false"})
 
 
 def test_kill_mid_upload_leaves_nothing_after_restart(tmp_path, model_cache):
@@ -71,10 +70,8 @@ def test_kill_mid_upload_leaves_nothing_after_restart(tmp_path, model_cache):
 
     t = threading.Thread(target=post, daemon=True)
     t.start()
-    deadline = time.monotonic() + 30
-    while not [p for p in blobs.glob(".upload-*") if p.stat().st_size > 0]:
-        assert time.monotonic() < deadline, "the upload never reached the blob store"
-        time.sleep(0.05)
+    wait_until(lambda: [p for p in blobs.glob(".upload-*") if p.stat().st_size > 0], 30, interval=0.05,
+               what="the upload to reach the blob store")
     server.proc.kill()
     server.proc.wait()
     release.set()

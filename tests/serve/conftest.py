@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serve_util import make_adapter
+from tests.support.serving import make_adapter
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from serve_util import collect, run
 
 from openft.serve.tools import HERMES, LLAMA3, MISTRAL, ToolCallParser, answer_grammar, detect
 from openft.serve.types import GenerationRequest, SamplingParams, ToolChoice
+from tests.support.serving import collect, run
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],

@@ -10,8 +10,8 @@ import torch
 
 from openft.errors import ContextLengthExceeded, InvalidRequest, RateLimited
 from openft.serve.types import Delta, Finish, GenerationRequest, SamplingParams, Usage
-
-from serve_util import collect, run
+from tests.support.serving import collect, run
+from tests.support.wait import wait_until
 
 MSG = [{"role": "user", "content": "Write a short poem about the sea."}]
 
@@ -59,7 +59,7 @@ def test_mixed_adapter_batch_equals_each_adapter_alone_with_peft(engine_factory,
     ids = prompt_ids(tiny_tokenizer)
     expected = {a: peft_greedy(tiny_model_dir, a, ids, 16) for a in set(choices)}
     assert len({tuple(v) for v in expected.values()}) == 4  # the adapters do change the output
-    for a, (_, finishes, usage, items) in zip(choices, results):
+    for a, (_, _finishes, usage, items) in zip(choices, results):
         assert token_ids(items) == expected[a]
         assert usage.prompt_tokens == len(ids)
 
@@ -146,11 +146,11 @@ def test_closing_the_iterator_cancels_the_sequence(engine_factory):
             if got == 3:
                 break
         await agen.aclose()
-        for _ in range(200):
-            if engine.stats()["outstanding"] == 0 and engine.stats()["running"] == 0:
-                return True
-            await asyncio.sleep(0.02)
-        return False
+
+        def idle():
+            return engine.stats()["outstanding"] == 0 and engine.stats()["running"] == 0
+
+        return await asyncio.to_thread(wait_until, idle, 4, what="the engine to drop the request", interval=0.02)
 
     assert run(main())
     # the engine keeps serving after a cancel
@@ -165,10 +165,8 @@ def test_full_queue_answers_429_with_retry_after(engine_factory):
         b = engine.generate(chat(max_tokens=1500, temperature=1.0, seed=2))
         first = await a.__anext__()
         waiter = asyncio.ensure_future(b.__anext__())   # admitted to the queue, waits behind `a`
-        for _ in range(100):
-            if engine.stats()["outstanding"] == 2:
-                break
-            await asyncio.sleep(0.02)
+        await asyncio.to_thread(wait_until, lambda: engine.stats()["outstanding"] == 2, 2, interval=0.02,
+                                what="`b` to be admitted")
         c = engine.generate(chat(max_tokens=5))
         with pytest.raises(RateLimited) as err:
             await c.__anext__()

@@ -9,8 +9,7 @@ import torch
 from openft.errors import InvalidRequest
 from openft.serve.export import export_model
 from openft.serve.types import GenerationRequest, SamplingParams
-
-from serve_util import collect, run
+from tests.support.serving import collect, run
 
 PROMPT = "The quick brown fox jumps over the lazy dog, then"
 
@@ -78,7 +77,10 @@ def test_export_gguf_metadata_and_weights(settings, adapters, tiny_model_dir, tm
     merged = export_model(settings, "openft-tiny", adapters[0], None, "merged", tmp_path / "m")
     state = AutoModelForCausalLM.from_pretrained(str(merged)).state_dict()
     reader = gguf.GGUFReader(str(out / "model-f16.gguf"))
-    field = lambda k: reader.fields[k].contents()
+
+    def field(k):
+        return reader.fields[k].contents()
+
     assert field("general.architecture") == "llama" and field("llama.block_count") == 2
     assert field("llama.attention.head_count_kv") == 2 and field("tokenizer.ggml.model") == "gpt2"
     assert len(reader.fields["tokenizer.ggml.tokens"].data) == 49152 and field("tokenizer.ggml.eos_token_id") == 2

@@ -15,8 +15,7 @@ from openft.serve.model_runner import ModelRunner, Slot
 from openft.serve.sampling import sample_batch
 from openft.serve.static_decode import StaticDecoder, bucket_len, bucket_rows
 from openft.serve.types import Finish, GenerationRequest, SamplingParams, Usage
-
-from serve_util import collect, run
+from tests.support.serving import collect, run
 
 
 def make_runner(path, **kw) -> ModelRunner:

@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from openft.serve.types import Delta, GenerationRequest, SamplingParams
-
-from serve_util import collect, make_adapter, run
+from tests.support.serving import collect, make_adapter, run
 
 QUESTIONS = ["Hi", "Write a short poem about the sea, with rhymes.",
              "What is the capital of France? Answer in one word, then explain why in two sentences."]
@@ -111,7 +110,7 @@ def test_greedy_equals_generate_with_concurrent_requests(engine_factory, arch, a
     assert type(runner).__name__ == "GeneralRunner" and runner.peak_rows == 3
     ref = load(arch[arch_type])
     outs = []
-    for q, n, (_, finishes, usage, items) in zip(QUESTIONS, lengths, results):
+    for q, n, (_, _finishes, usage, items) in zip(QUESTIONS, lengths, results):
         ids = chat_ids(runner.tokenizer, q)
         want = hf_greedy(ref, ids, n, runner.eos_ids)
         assert token_ids(items) == want and len(want) > 3
@@ -241,7 +240,7 @@ def test_adapter_trained_by_openft_on_qwen3_served_beside_the_base(engine_factor
     from openft.train.hooks import RecordingHooks
     from openft.train.loop import train
     from openft.train.spec import TrainSpec
-    from tests.conftest import write_chat_jsonl
+    from tests.support.data import write_chat_jsonl
 
     data = write_chat_jsonl(tmp_path / "train.jsonl", 12)
     spec = TrainSpec(base_model="tiny-qwen3", train_file=str(data), output_dir=str(tmp_path / "job"), n_epochs=2,

@@ -1,5 +1,5 @@
 """The Ollama Modelfile written by the GGUF export, rendered the way Ollama renders it (Go template
-subset + Ollama's message handling, see ollama_template.py), gives the same prompt as the model's
+subset + Ollama's message handling, see tests/support/ollama_template.py), gives the same prompt as the model's
 own chat template for the same conversation; its stops are the template's turn markers."""
 
 from __future__ import annotations
@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 
 from openft.serve.export import export_model
-
-from ollama_template import execute, parse_modelfile, render_chat
+from tests.support.ollama_template import execute, parse_modelfile, render_chat
 
 CONVERSATIONS = [
     [{"role": "user", "content": "What is the capital of France?"}],

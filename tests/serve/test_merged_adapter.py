@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from openft.serve.types import GenerationRequest, SamplingParams
-
-from serve_util import collect, run
+from tests.support.serving import collect, run
 
 PROMPTS = ["Write a short poem about the sea.", "What is 2 + 2?", "Name three colours."]
 

@@ -61,7 +61,7 @@ def test_a_row_picks_the_same_token_whatever_else_is_in_the_batch():
         alone.append(sample_batch(row[None], [0.8], [0.9], [g.random()]).item())
     g = make_generator(42, 0)
     mixed = []
-    for step in range(20):
+    for _step in range(20):
         others = torch.randn(5, 1000)
         batch = torch.cat([others[:3], row[None], others[3:]])
         temps = [0.0, 1.0, 0.7, 0.8, 0.0, 1.3]

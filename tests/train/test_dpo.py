@@ -12,7 +12,7 @@ import torch
 from openft.train.hooks import RecordingHooks
 from openft.train.loop import train
 from openft.train.spec import TrainSpec
-from tests.train.dpo_data import write_style_pairs
+from tests.support.data import write_style_pairs
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import json
 
 from openft.data.validate import validate_file
 from openft.train import dpo
-from tests.train.dpo_data import pair, write_pairs
+from tests.support.data import pair, write_pairs
 
 
 def test_dpo_counts_both_sequences_as_the_trainer_does(tmp_path, tiny_tokenizer):

@@ -60,8 +60,8 @@ def test_compiled_layers_keep_state_dict_keys_and_save_the_same_adapter(tiny_mod
 
 
 def test_liger_is_not_applied_off_cuda_and_training_still_works(tiny_model_dir):
-    from openft.train.data import pack
     from openft.data.encode import Encoded
+    from openft.train.data import pack
     from openft.train.model import apply_liger, micro_batch_loss
 
     model = build_model(tiny_model_dir, method="lora", precision="fp32", device=CPU, liger=True)
@@ -79,7 +79,7 @@ def test_a_compiled_run_checkpoints_and_resumes(tmp_path, model_cache):
     from openft.config import Settings
     from openft.train.hooks import RecordingHooks
     from openft.train.loop import train
-    from tests.conftest import write_chat_jsonl
+    from tests.support.data import write_chat_jsonl
 
     settings = Settings(data_dir=tmp_path / "data", model_cache_dir=model_cache)
     spec = TrainSpec(base_model="openft-tiny", train_file=str(write_chat_jsonl(tmp_path / "t.jsonl", 8)),

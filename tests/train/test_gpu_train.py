@@ -36,9 +36,9 @@ def model_dir(tmp_path_factory, tiny_model_dir):
 def _train(model_dir: str, method: str, steps: int = 8, checkpointing=None) -> tuple[list[float], int, bool]:
     """(losses, peak bytes allocated, checkpointing chosen) of `steps` steps on the same rows;
     `checkpointing` None: the memory plan's choice, as the trainer makes it."""
+    from openft.data.encode import Encoded
     from openft.train import memory
     from openft.train.data import pack
-    from openft.data.encode import Encoded
     from openft.train.model import build_model, micro_batch_loss
 
     device = torch.device("cuda")

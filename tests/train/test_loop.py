@@ -11,25 +11,12 @@ from openft.errors import DataError
 from openft.train.hooks import RecordingHooks, TrainHooks
 from openft.train.loop import train
 from openft.train.spec import TrainSpec
+from tests.support.data import chat_rows, prompt_completion_rows, write_jsonl
 
 
 def write_data(path, n, *, legacy=False, seed=0):
-    import random
-
-    rng = random.Random(seed)
-    words = ["great", "awful", "fine", "superb", "bad", "lovely", "poor", "nice"]
-    with open(path, "w") as f:
-        for i in range(n):
-            w = rng.choice(words)
-            label = "negative" if w in ("awful", "bad", "poor") else "positive"
-            if legacy:
-                f.write(json.dumps({"prompt": f"Review {i}: it was {w}. Sentiment:", "completion": f" {label}"}) + "\n")
-            else:
-                f.write(json.dumps({"messages": [
-                    {"role": "system", "content": "Classify the review."},
-                    {"role": "user", "content": f"Review {i}: the product was {w}."},
-                    {"role": "assistant", "content": label}]}) + "\n")
-    return str(path)
+    rows = prompt_completion_rows(n, seed=seed) if legacy else chat_rows(n, seed=seed, system="Classify the review.")
+    return str(write_jsonl(path, rows))
 
 
 def spec_for(tmp, name, **kw):

@@ -7,14 +7,12 @@ change memory, not the loss or the gradients.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 
+from openft.data.encode import Encoded
 from openft.train import memory
 from openft.train.data import MicroBatch, pack
-from openft.data.encode import Encoded
 from openft.train.model import build_model, micro_batch_loss
 
 GiB = memory.GiB
@@ -165,7 +163,7 @@ def test_train_fails_before_loading_the_model_when_the_device_is_far_too_small(t
     from openft.train import loop
     from openft.train.hooks import RecordingHooks
     from openft.train.spec import TrainSpec
-    from tests.conftest import write_chat_jsonl
+    from tests.support.data import write_chat_jsonl
 
     monkeypatch.setattr(memory, "device_memory", lambda device: (64 * 1024, GiB))
     monkeypatch.setattr(loop, "build_model", lambda *a, **k: pytest.fail("the model was loaded"))
@@ -182,7 +180,9 @@ def test_a_job_that_runs_out_of_gpu_memory_fails_with_what_it_needed_and_had(tmp
     with the estimate and the device's memory; the server keeps serving."""
     import io
 
-    from tests.conftest import LiveServer, write_chat_jsonl
+    from tests.support.data import write_chat_jsonl
+    from tests.support.servers import LiveServer
+    from tests.support.wait import wait_job
 
     server = LiveServer(tmp_path / "data", model_cache, env={"OPENFT_FAULT": "step@1:oom"}).start()
     try:
@@ -191,10 +191,7 @@ def test_a_job_that_runs_out_of_gpu_memory_fails_with_what_it_needed_and_had(tmp
         f = client.files.create(file=("train.jsonl", io.BytesIO(data)), purpose="fine-tune")
         job = client.fine_tuning.jobs.create(model="openft-tiny", training_file=f.id, method={
             "type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 2}}})
-        deadline = time.monotonic() + 180
-        while (job := client.fine_tuning.jobs.retrieve(job.id)).status not in ("failed", "succeeded", "cancelled"):
-            assert time.monotonic() < deadline, "the job did not finish"
-            time.sleep(0.3)
+        job = wait_job(client, job.id, timeout=180)
         assert job.status == "failed" and job.error.code == "out_of_memory", job.error
         assert job.error.message.startswith("Training ran out of host memory: needed about "), job.error.message
         assert "GiB free of" in job.error.message and "activation_checkpointing" in job.error.message

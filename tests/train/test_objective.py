@@ -18,7 +18,7 @@ from openft.train.objective import OBJECTIVES, Objective
 from openft.train.sft import SFT
 from openft.train.spec import OBJECTIVES as SPEC_OBJECTIVES
 from openft.train.spec import TrainSpec
-from tests.conftest import write_chat_jsonl
+from tests.support.data import write_chat_jsonl
 
 
 def test_each_objective_the_spec_accepts_has_a_class_implementing_the_protocol(tiny_tokenizer):

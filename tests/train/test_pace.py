@@ -4,7 +4,6 @@ follows the real time of the last steps."""
 
 from __future__ import annotations
 
-
 import pytest
 import sqlalchemy as sa
 
@@ -12,7 +11,7 @@ from openft.data.estimate import read_pace, with_pace, write_pace
 from openft.train.hooks import RecordingHooks
 from openft.train.loop import train
 from openft.train.spec import TrainSpec
-from tests.conftest import write_chat_jsonl
+from tests.support.data import write_chat_jsonl
 
 
 @pytest.fixture
@@ -120,10 +119,10 @@ def test_earlier_jobs_of_the_model_give_the_pace(tmp_path, db, settings):
 
 @pytest.mark.slow
 def test_without_history_a_probe_measures_the_pace_once(tmp_path, db, settings, monkeypatch):
-    from openft.store.blobs import BlobStore
-    from openft.store.db import files, jobs
     from openft.jobs import pace as job_pace
     from openft.jobs.pace import pace_for_job
+    from openft.store.blobs import BlobStore
+    from openft.store.db import files, jobs
     from openft.train import probe
 
     data = write_chat_jsonl(tmp_path / "t.jsonl", 40).read_bytes()

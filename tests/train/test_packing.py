@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from openft.data.encode import encode_example
 from openft.train.data import IGNORE, epoch_order, pack, step_indices
 from openft.train.model import build_model, micro_batch_loss
-from openft.data.encode import encode_example
 
 TEXTS = ["great food", "the soup was cold and the waiter was rude, never again", "ok",
          "an absolutely wonderful evening with friends, the best pasta in town and a lovely view", "meh"]

@@ -2,10 +2,10 @@
 
 import torch
 
+from openft.data.encode import encode_example
 from openft.train import model as train_model
 from openft.train.data import pack
 from openft.train.model import build_model, micro_batch_loss
-from openft.data.encode import encode_example
 
 CHATS = [("the soup was cold and the waiter was rude, never again", "negative"),
          ("an absolutely wonderful evening with friends", "positive"),

@@ -4,9 +4,8 @@ import dataclasses
 
 import pytest
 
+from openft.data.auto import BASE_LEARNING_RATE, auto_batch_size, auto_n_epochs, learning_rate, resolve_hyperparameters
 from openft.errors import InvalidRequest
-from openft.data.auto import (BASE_LEARNING_RATE, auto_batch_size, auto_n_epochs, learning_rate,
-                               resolve_hyperparameters)
 from openft.train.spec import TrainSpec, field_docs
 
 

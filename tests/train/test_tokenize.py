@@ -10,8 +10,8 @@ import copy
 
 import pytest
 
-from openft.errors import DataError
 from openft.data.encode import encode_example, encode_examples, render_mask
+from openft.errors import DataError
 
 LLAMA3 = ("{{ bos_token }}{% for m in messages %}{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n'"
           " + m['content'] | trim + '<|eot_id|>' }}{% endfor %}"
@@ -205,8 +205,8 @@ def test_tool_call_arguments_are_rendered_as_served(tiny_tokenizer):
     engine does (an object), or it trains on double-encoded JSON the server never shows."""
     import copy
 
-    from openft.data.formats import template_messages
     from openft.data.encode import chat_spans
+    from openft.data.formats import template_messages
 
     tok = copy.deepcopy(tiny_tokenizer)
     tok.chat_template = (

@@ -18,10 +18,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from openft.data.encode import encode_example
 from openft.train import attention as A
 from openft.train.data import pack
 from openft.train.model import build_model, micro_batch_loss
-from openft.data.encode import encode_example
 
 CPU = torch.device("cpu")
 
@@ -126,8 +126,8 @@ def test_cuda_varlen_path_through_the_model_on_meta(family, monkeypatch):
     preparation or our attention reads tensor data back (the meta device would refuse)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from openft.train.data import _row
     from openft.data.encode import Encoded
+    from openft.train.data import _row
 
     if A.varlen_kernel() != "torch":
         pytest.skip("needs torch.nn.attention.varlen.varlen_attn and no flash_attn")
@@ -250,7 +250,7 @@ def test_training_step_equals_the_reference(tiny_model_dir, tiny_tokenizer, monk
 @pytest.mark.parametrize("choice", ["flex", "varlen"])
 def test_dpo_forks_through_flex_equal_the_reference(tiny_model_dir, tiny_tokenizer, monkeypatch, tmp_path, choice):
     from openft.train import dpo
-    from tests.train.dpo_data import write_pairs
+    from tests.support.data import write_pairs
 
     pairs = dpo.load_pairs(tiny_tokenizer, write_pairs(tmp_path / "p.jsonl", 6), None).examples
     ref_model = lora_model(tiny_model_dir, monkeypatch, "packed")

@@ -2,15 +2,13 @@
 (`executable_path`, never a downloaded browser) against a real `openft serve` process.
 
 `browser` is one Chromium per test session; `page` is a fresh context (1280x800, its own
-sessionStorage) per test; `signed_in(page, server)` opens the dashboard and signs in with the
-server's admin key. Screenshots for docs/: set OPENFT_SCREENSHOTS=DIR and call `shot(page, name)`.
+sessionStorage) per test. Signing in, dropping files and screenshots: tests/support/web.py.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -51,23 +49,3 @@ def page(browser):
     yield pg
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
-
-
-def dashboard_url(server) -> str:
-    return server.base_url.removesuffix("/v1") + "/"
-
-
-def signed_in(page, server, path: str = "/jobs", key: str | None = None):
-    """Open the dashboard at #path and sign in through the form (as a person would)."""
-    page.goto(dashboard_url(server) + f"#{path}")
-    page.fill("#api-key", key or server.api_key)
-    page.click("form.signin button[type=submit]")
-    page.wait_for_selector("nav.topnav")
-    return page
-
-
-def shot(page, name: str) -> None:
-    """Save a full-page screenshot as DIR/NAME.png when OPENFT_SCREENSHOTS=DIR (for docs/)."""
-    if folder := os.environ.get("OPENFT_SCREENSHOTS"):
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)

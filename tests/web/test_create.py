@@ -11,21 +11,10 @@ import httpx
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from tests.api.helpers import chat_jsonl
-from tests.web.conftest import shot, signed_in
+from tests.support.data import chat_jsonl
+from tests.support.web import drop, signed_in, top_shot
 
 NEW = "/jobs/new?model=openft-tiny"
-
-
-def drop(page, selector: str, name: str, text: str) -> None:
-    """Drop a file on an element as a person dragging it from their desktop would."""
-    page.evaluate("""([sel, name, text]) => {
-        const dt = new DataTransfer();
-        dt.items.add(new File([text], name, { type: "application/octet-stream" }));
-        const zone = document.querySelector(sel);
-        zone.dispatchEvent(new DragEvent("dragover", { dataTransfer: dt, bubbles: true, cancelable: true }));
-        zone.dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
-    }""", [selector, name, text])
 
 
 def api_report(server, fid: str, **body) -> dict:
@@ -33,12 +22,6 @@ def api_report(server, fid: str, **body) -> dict:
                    headers={"Authorization": f"Bearer {server.api_key}"}, timeout=120)
     assert r.status_code == 200, r.text
     return r.json()
-
-
-def top_shot(page, name: str) -> None:
-    """shot() scrolled to the top first: the sticky header would sit mid-page in a full-page shot."""
-    page.evaluate("window.scrollTo(0, 0)")
-    shot(page, name)
 
 
 def stat(page, name: str) -> str:

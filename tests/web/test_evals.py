@@ -5,11 +5,10 @@ through the run's report_url, and a new run appearing and finishing without a re
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from tests.web.conftest import dashboard_url, shot, signed_in
+from tests.support.wait import wait_eval_run
+from tests.support.web import dashboard_url, shot, signed_in
 
 SCHEMA = {"type": "object", "properties": {"text": {"type": "string"}, "label": {"type": "string"}},
           "required": ["text", "label"]}
@@ -25,10 +24,7 @@ GIVEN = ["positive", "negative", "positiv", "positive", "negative"]  # 2 exact, 
 
 
 def _wait(client, eval_id, run_id, timeout=300):
-    deadline = time.time() + timeout
-    while (run := client.evals.runs.retrieve(run_id, eval_id=eval_id)).status not in ("completed", "failed", "canceled"):
-        assert time.time() < deadline, f"run stayed {run.status}"
-        time.sleep(0.3)
+    run = wait_eval_run(client, eval_id, run_id, timeout=timeout)
     assert run.status == "completed", run.error
     return run
 

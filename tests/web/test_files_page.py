@@ -11,9 +11,8 @@ import re
 import httpx
 import pytest
 
-from tests.api.helpers import chat_jsonl
-from tests.web.conftest import dashboard_url, signed_in
-from tests.web.test_create import top_shot
+from tests.support.data import chat_jsonl
+from tests.support.web import dashboard_url, signed_in, top_shot
 
 
 @pytest.fixture(scope="module")

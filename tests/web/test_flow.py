@@ -11,9 +11,8 @@ import re
 import httpx
 import pytest
 
-from tests.api.helpers import chat_jsonl
-from tests.web.conftest import dashboard_url, signed_in
-from tests.web.test_create import drop
+from tests.support.data import chat_jsonl
+from tests.support.web import dashboard_url, drop, signed_in
 
 
 def chart_series(page, selector: str) -> dict[str, list]:

@@ -17,8 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.helpers import chat_jsonl, upload, wait_status
-from tests.web.conftest import shot, signed_in
+from tests.support.data import chat_jsonl, dpo_method, pref_jsonl, upload
+from tests.support.wait import wait_job
+from tests.support.web import shot, signed_in
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from dashboard import seed_jobs, seed_metrics  # noqa: E402
@@ -39,7 +40,7 @@ def http(server, key=None):
 
 def chart(page, name):
     out = page.evaluate(CHART_JS, f"#chart-{name}")
-    return {label: values for label, values in zip(out["labels"], out["data"])}, out["distr"]
+    return dict(zip(out["labels"], out["data"])), out["distr"]
 
 
 def test_empty_list_says_how_to_start(page, live_server):
@@ -156,7 +157,7 @@ def test_pause_resume_and_cancel_a_running_job_from_its_page(page, live_server):
     page.wait_for_selector("#job-status .badge[data-status=cancelled]")
     assert sdk.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
     assert page.query_selector("#job-cancel") is None  # nothing left to do with it
-    wait_status(sdk, job.id, {"cancelled"})
+    wait_job(sdk, job.id, {"cancelled"})
 
 
 def test_failed_job_shows_error_with_file_line_and_field(page, live_server):
@@ -169,7 +170,7 @@ def test_failed_job_shows_error_with_file_line_and_field(page, live_server):
     lines[4] = json.dumps(record)
     bad = upload(sdk, ("\n".join(lines) + "\n").encode(), "broken.jsonl")
     job = sdk.fine_tuning.jobs.create(model="openft-tiny", training_file=bad.id, suffix="broken")
-    wait_status(sdk, job.id, {"failed"})
+    wait_job(sdk, job.id, {"failed"})
     signed_in(page, live_server, f"/jobs/{job.id}")
     box = page.wait_for_selector("#job-error")
     err = sdk.fine_tuning.jobs.retrieve(job.id).error
@@ -299,14 +300,12 @@ def test_live_points_after_a_resume_replace_the_repeated_steps(page, live_server
 def test_preference_job_page_charts_rewards(page, live_server):
     """A real DPO job (tiny model, embedded worker): its page adds reward-margin and reward-accuracy
     curves equal to the metrics endpoint's columns (training and validation)."""
-    from tests.api.test_dpo_api import dpo_method, pref_jsonl
-
     sdk = live_server.client()
     train = upload(sdk, pref_jsonl(12), "prefs.jsonl")
     valid = upload(sdk, pref_jsonl(4, seed=1), "prefs-valid.jsonl")
     job = sdk.fine_tuning.jobs.create(model="openft-tiny", training_file=train.id, validation_file=valid.id,
                                       method=dpo_method(n_epochs=2, batch_size=4, lora_r=8))
-    job = wait_status(sdk, job.id, {"succeeded", "failed", "cancelled"}, timeout=480)
+    job = wait_job(sdk, job.id, {"succeeded", "failed", "cancelled"}, timeout=480)
     assert job.status == "succeeded", job.error
     metrics = http(live_server).get(f"/fine_tuning/jobs/{job.id}/metrics").json()
     n = len(metrics["steps"])

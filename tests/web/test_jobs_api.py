@@ -13,16 +13,11 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.api.conftest import ApiServer
-from tests.api.helpers import chat_jsonl, upload, wait_status
+from tests.support.data import chat_jsonl, upload
+from tests.support.servers import API, ServerSpec
+from tests.support.wait import wait_job
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, model_cache):
-    s = ApiServer(tmp_path_factory.mktemp("jobs-api") / "data", model_cache,
-                  env={"OPENFT_EMBEDDED_WORKER": "false"}).start()
-    yield s
-    s.stop()
+SERVER = ServerSpec(API, worker=False)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +29,7 @@ def sdk(server):
 def queued_job(sdk):
     f = upload(sdk, chat_jsonl(12))
     job = sdk.fine_tuning.jobs.create(model="openft-tiny", training_file=f.id)
-    return wait_status(sdk, job.id, {"queued"})
+    return wait_job(sdk, job.id, {"queued"})
 
 
 def http(server, key=None):
@@ -88,7 +83,7 @@ def test_metrics_as_columns_then_only_new_points(server, queued_job):
 
 def test_repeated_steps_keep_the_latest_values(server, sdk):
     f = upload(sdk, chat_jsonl(12))
-    job = wait_status(sdk, sdk.fine_tuning.jobs.create(model="openft-tiny", training_file=f.id).id, {"queued"})
+    job = wait_job(sdk, sdk.fine_tuning.jobs.create(model="openft-tiny", training_file=f.id).id, {"queued"})
     # steps 1..3, then a resume from the checkpoint at step 1 writes 2 and 3 again
     write_metrics(server, job.id, [point(1), point(2), point(3), point(2, train_loss=9.0), point(3, train_loss=8.0)])
     m = http(server).get(f"/fine_tuning/jobs/{job.id}/metrics").json()
@@ -108,7 +103,7 @@ def test_metrics_are_per_project_and_errors_have_openai_shape(server, queued_job
 
 def test_list_filtered_by_status_pages_newest_first(server, sdk, queued_job):
     f = upload(sdk, chat_jsonl(12))
-    made = [wait_status(sdk, sdk.fine_tuning.jobs.create(model="openft-tiny", training_file=f.id).id, {"queued"})
+    made = [wait_job(sdk, sdk.fine_tuning.jobs.create(model="openft-tiny", training_file=f.id).id, {"queued"})
             for _ in range(3)]
     sdk.fine_tuning.jobs.cancel(made[1].id)
     c = http(server)
@@ -154,7 +149,7 @@ def test_metrics_query_reads_only_this_jobs_metrics_events(server, queued_job):
 
 def test_a_diverged_loss_is_null_not_invalid_json(server, sdk):
     f = upload(sdk, chat_jsonl(12))
-    job = wait_status(sdk, sdk.fine_tuning.jobs.create(model="openft-tiny", training_file=f.id).id, {"queued"})
+    job = wait_job(sdk, sdk.fine_tuning.jobs.create(model="openft-tiny", training_file=f.id).id, {"queued"})
     write_metrics(server, job.id, [point(1), point(2, train_loss=float("nan")), point(3, train_loss=float("inf"))])
     r = http(server).get(f"/fine_tuning/jobs/{job.id}/metrics")
     assert r.status_code == 200 and "NaN" not in r.text and "Infinity" not in r.text

@@ -4,17 +4,14 @@ until it completes, then downloaded; deleting the fine-tuned model after confirm
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import struct
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.api.helpers import chat_jsonl
-from tests.web.conftest import shot, signed_in
+from tests.support.web import fine_tune, shot, signed_in
 
 # Records every progress value the first export row shows.
 OBSERVE = """() => {
@@ -24,19 +21,6 @@ OBSERVE = """() => {
     if (p && window.__progress[window.__progress.length - 1] !== +p.dataset.progress) window.__progress.push(+p.dataset.progress);
   }).observe(document.getElementById('md-exports'), {subtree: true, childList: true, attributes: true});
 }"""
-
-
-def fine_tune(client, suffix: str):
-    """A 3-step LoRA job on openft-tiny (12 examples, batch 4), followed to success."""
-    f = client.files.create(file=("train.jsonl", io.BytesIO(chat_jsonl(12))), purpose="fine-tune")
-    job = client.fine_tuning.jobs.create(model="openft-tiny", training_file=f.id, suffix=suffix,
-                                         hyperparameters={"n_epochs": 1, "batch_size": 4})
-    deadline = time.time() + 400
-    while (job := client.fine_tuning.jobs.retrieve(job.id)).status not in ("succeeded", "failed", "cancelled"):
-        assert time.time() < deadline, f"job stayed {job.status}"
-        time.sleep(0.5)
-    assert job.status == "succeeded", job.error
-    return job
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,7 @@ import sys
 
 import pytest
 
-from tests.web.conftest import shot, signed_in
-from tests.web.test_models import fine_tune
+from tests.support.web import fine_tune, shot, signed_in
 
 # Records every text the first assistant bubble of each panel shows, as it changes.
 OBSERVE = """() => {

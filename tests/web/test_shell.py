@@ -3,7 +3,7 @@ a wrong key is a message (not a blank page), navigation, the narrow layout."""
 
 from __future__ import annotations
 
-from tests.web.conftest import dashboard_url, shot, signed_in
+from tests.support.web import dashboard_url, shot, signed_in
 
 
 def test_served_at_root_without_network(live_server):

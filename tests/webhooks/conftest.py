@@ -1,12 +1,12 @@
-"""Webhook test fixtures (helpers: webhook_helpers.py): a receiver, a live server that may
+"""Webhook test fixtures (receiver: tests/support/receiver.py): a receiver, a live server that may
 deliver to it (loopback allowed, fast retries) and one with the default rules."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.conftest import LiveServer
-from webhook_helpers import DELIVERING_ENV, Receiver
+from tests.support.receiver import DELIVERING_ENV, Receiver
+from tests.support.servers import ServerSpec, running
 
 
 @pytest.fixture
@@ -19,15 +19,12 @@ def receiver():
 @pytest.fixture(scope="module")
 def hook_server(tmp_path_factory, model_cache):
     """API + embedded worker; webhooks may go to loopback (the receiver); retries after 0.2 s, 0.4 s."""
-    server = LiveServer(tmp_path_factory.mktemp("hooks") / "data", model_cache, env=DELIVERING_ENV).start()
-    yield server
-    server.stop()
+    with running(ServerSpec(env=DELIVERING_ENV).server(tmp_path_factory.mktemp("hooks") / "data", model_cache)) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
 def strict_server(tmp_path_factory, model_cache):
     """The default rules (no private targets), no worker."""
-    server = LiveServer(tmp_path_factory.mktemp("strict") / "data", model_cache,
-                        env={"OPENFT_EMBEDDED_WORKER": "false"}).start()
-    yield server
-    server.stop()
+    with running(ServerSpec(worker=False).server(tmp_path_factory.mktemp("strict") / "data", model_cache)) as s:
+        yield s

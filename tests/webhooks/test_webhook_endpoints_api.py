@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from webhook_helpers import other_client
+from tests.support.servers import other_client
 
 PUBLIC = "https://93.184.215.14/hooks/openft"  # a public IP literal: no DNS needed
 

@@ -15,11 +15,11 @@ import openai
 import pytest
 import sqlalchemy as sa
 
-from webhook_helpers import Receiver
 from openft.jobs import state
 from openft.jobs.webhook_delivery import WebhookDeliverer, backoff
 from openft.store.db import jobs, make_engine, migrate, webhook_attempts, webhook_deliveries, webhook_endpoints
 from openft.webhooks import signing, targets
+from tests.support.receiver import Receiver
 
 
 @pytest.mark.parametrize("address,public", [

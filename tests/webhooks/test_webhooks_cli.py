@@ -4,13 +4,13 @@ local receiver; a refused target ends in one `error:` line."""
 from __future__ import annotations
 
 import json
-import time
 
 import openai
 from typer.testing import CliRunner
 
 from openft.cli import app
-from tests.conftest import write_chat_jsonl
+from tests.support.data import write_chat_jsonl
+from tests.support.wait import wait_until
 
 runner = CliRunner()
 
@@ -42,11 +42,12 @@ def test_add_test_list_deliveries_delete(hook_server, receiver, tmp_path):
     train = api.files.create(file=write_chat_jsonl(tmp_path / "t.jsonl").open("rb"), purpose="fine-tune")
     job = api.fine_tuning.jobs.cancel(api.fine_tuning.jobs.create(model="openft-tiny", training_file=train.id).id)
     receiver.wait(2)
-    for _ in range(100):  # the delivery is marked delivered just after the receiver answered
+
+    def delivered():  # the delivery is marked delivered just after the receiver answered
         [d] = json.loads(cli(hook_server, "webhooks", "deliveries", ep["id"], "--json").stdout)
-        if d["status"] == "delivered":
-            break
-        time.sleep(0.1)
+        return d if d["status"] == "delivered" else None
+
+    d = wait_until(delivered, 10, what="the delivery to be marked delivered")
     assert (d["event"]["data"]["id"], d["status"], d["attempts"][0]["status_code"]) == (job.id, "delivered", 200)
     table = cli(hook_server, "webhooks", "deliveries", ep["id"]).stdout
     assert job.id in table and "fine_tuning.job.cancelled" in table

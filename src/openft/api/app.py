@@ -38,8 +38,19 @@ def create_app(settings: Settings, *, db=None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
 
-    from openft.api.routes import (chat, completions, data_tools, evals, exports, files, fine_tuning, job_metrics,
-                                   models, responses, webhooks)
+    from openft.api.routes import (
+        chat,
+        completions,
+        data_tools,
+        evals,
+        exports,
+        files,
+        fine_tuning,
+        job_metrics,
+        models,
+        responses,
+        webhooks,
+    )
 
     for mod in (files, fine_tuning, job_metrics, models, chat, completions, responses, evals, exports, webhooks,
                 data_tools):

@@ -13,8 +13,9 @@ import contextlib
 import hashlib
 import json
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Annotated, AsyncIterator
+from typing import Annotated
 
 from fastapi import Request
 from pydantic import AfterValidator
@@ -84,7 +85,7 @@ class Streams:
         self.iterators = iterators
         self._first: list = []
 
-    async def start(self) -> "Streams":
+    async def start(self) -> Streams:
         """Await every request's first item, so engine errors (context length, busy) raise here."""
         try:
             self._first = [await it.__anext__() for it in self.iterators]

@@ -11,8 +11,16 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo, WithJsonSchema, field_validator,
-                      model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from openft import vocab
 from openft.config import Settings
@@ -196,14 +204,14 @@ def check_train_options(extra: dict, where: str) -> None:
         raise InvalidRequest(str(e), param=where, code="invalid_value") from None
 
 
-def _stored_hyperparameters(body: "JobCreate", method: dict) -> tuple[dict, str]:
+def _stored_hyperparameters(body: JobCreate, method: dict) -> tuple[dict, str]:
     """(the method's hyperparameters as stored, where the request put them: the param prefix)."""
     kind = rules.method_type(method)
     where = "hyperparameters" if body.hyperparameters is not None else f"method.{kind}.hyperparameters"
     return rules.hyperparameters(method), where
 
 
-def check_classification(body: "JobCreate", method: dict, valid_path) -> None:
+def check_classification(body: JobCreate, method: dict, valid_path) -> None:
     """compute_classification_metrics needs a validation file whose labels (last assistant
     message / completion) agree with classification_n_classes and contain the positive class."""
     from openft.errors import InvalidRequest
@@ -229,7 +237,7 @@ def check_classification(body: "JobCreate", method: dict, valid_path) -> None:
                              param=f"{where}.classification_positive_class", code="invalid_value")
 
 
-def check_job_options(settings: Settings, body: "JobCreate", method: dict, base_model: str) -> None:
+def check_job_options(settings: Settings, body: JobCreate, method: dict, base_model: str) -> None:
     """At job creation: the hyperparameters (`method` as `body.resolved_method()` made it) within
     this server's limits (OPENFT_LIMIT_*, see openft.train.spec.TrainLimits), and `target_modules`
     naming modules the base model has. Params are named where the request put them."""

@@ -123,7 +123,7 @@ class EmbeddedWorker:
         self.thread: threading.Thread | None = None
         self.worker = None  # the openft.jobs.worker.Worker, once started
 
-    def start(self) -> "EmbeddedWorker":
+    def start(self) -> EmbeddedWorker:
         from openft.jobs.worker import Worker
 
         worker = self.worker = Worker(self.settings, release_memory=self.release_memory,
@@ -223,7 +223,7 @@ class ServerThread:
     def base_url(self) -> str:
         return f"http://{self.settings.host}:{self.settings.port}/v1"
 
-    def start(self, timeout: float = 60.0) -> "ServerThread":
+    def start(self, timeout: float = 60.0) -> ServerThread:
         self.db, self.new_key = prepare(self.settings)
         self.server = uvicorn.Server(_config(self.settings, self.db, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, name="openft-uvicorn", daemon=True)
@@ -249,7 +249,7 @@ class ServerThread:
         if self.db is not None:
             self.db.dispose()
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         return self.start()
 
     def __exit__(self, *exc) -> None:

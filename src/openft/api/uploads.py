@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from fastapi import Request
 from python_multipart.exceptions import FormParserError

@@ -137,7 +137,7 @@ def render_report(rep, *, model: str | None = None, out=None) -> str:
             shown[i.code] = shown.get(i.code, 0) + 1
             if shown[i.code] <= 10:
                 lines.append(f"  {i}  [{i.code}]")
-        for code, n in shown.items():
+        for code in shown:
             if rep.counts[code] > 10:
                 lines.append(f"  ... {rep.counts[code] - 10} more {code}")
     if s.get("messages_per_example") or s.get("tokens_per_example"):

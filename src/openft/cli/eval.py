@@ -146,7 +146,7 @@ def evals_run(
     except KeyboardInterrupt:
         print(f"\nStopped following; the run goes on. Results: openft evals results {eval_id} {run.id}",
               file=sys.stderr)
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     _summary(run)
     if run.status != "completed":
         raise typer.Exit(1)

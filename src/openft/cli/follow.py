@@ -10,8 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 

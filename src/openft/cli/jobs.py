@@ -7,8 +7,7 @@ from typing import Optional
 
 import typer
 
-from openft.cli.common import (client, fail, fmt_time, parse_key_values, print_json, print_table, resolve_file,
-                               typer_app)
+from openft.cli.common import client, fail, fmt_time, parse_key_values, print_json, print_table, resolve_file, typer_app
 from openft.cli.follow import follow_job, format_event
 from openft.vocab import DPO, METHOD_HYPERPARAMETERS, SUPERVISED, SUPPORTED_METHODS
 
@@ -45,7 +44,7 @@ def finish_follow(job_id: str, interval: float) -> None:
         state = follow_job(client(), job_id, interval=interval)
     except KeyboardInterrupt:
         print(f"\nStopped following; the job goes on. Again: openft jobs follow {job_id}", file=sys.stderr)
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     print(state.summary())
     if state.status in ("failed", "cancelled"):
         raise typer.Exit(1)

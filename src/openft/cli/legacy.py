@@ -30,7 +30,7 @@ def _follow(job_id: str) -> None:
     except KeyboardInterrupt:
         print(f"\nStream interrupted (job still running). Resume it with:\n\n  openft api fine_tunes.follow -i {job_id}",
               file=sys.stderr)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     print(state.summary())
     if state.status == "succeeded":
         print(f"\nTry out your fine-tuned model:\n\n  openft chat -m {state.fine_tuned_model} -p \"Hello\"")

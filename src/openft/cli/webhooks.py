@@ -3,7 +3,7 @@ rotate-secret, test) and their deliveries with every attempt (an openft extensio
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
@@ -17,7 +17,7 @@ EVENT_TYPES = ("fine_tuning.job.succeeded", "fine_tuning.job.failed", "fine_tuni
 
 @app.command("add")
 def add(url: str = typer.Argument(..., help="Where to POST the events (a public http(s) URL)."),
-        event: Optional[List[str]] = typer.Option(None, "--event", "-e", help="An event type to send (repeat); "
+        event: Optional[list[str]] = typer.Option(None, "--event", "-e", help="An event type to send (repeat); "
                                                   "default: all of " + ", ".join(EVENT_TYPES) + "."),
         name: Optional[str] = typer.Option(None, "--name", help="A name for the endpoint (default: the URL)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the signing secret.")):

@@ -51,7 +51,7 @@ class LightTokenizer:
             setattr(self, f"{k}_token_id", self.backend_tokenizer.token_to_id(tok) if tok else None)
 
     @classmethod
-    def load(cls, folder: str | Path) -> "LightTokenizer | None":
+    def load(cls, folder: str | Path) -> LightTokenizer | None:
         if not (Path(folder) / "tokenizer.json").is_file():
             return None
         return cls(folder)

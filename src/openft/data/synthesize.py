@@ -19,10 +19,11 @@ import json
 import os
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from openft.data.reader import iter_records
 from openft.errors import DataError, InvalidRequest

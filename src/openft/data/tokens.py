@@ -60,7 +60,7 @@ class PretokenCounter:
         self.verified = 0
 
     @classmethod
-    def for_backend(cls, backend: Any) -> "PretokenCounter | None":
+    def for_backend(cls, backend: Any) -> PretokenCounter | None:
         """A counter when the tokenizer is a byte-level BPE whose split regex is known, else None."""
         try:
             spec = json.loads(backend.to_str())

@@ -121,7 +121,7 @@ def check_grader(spec, *, item_schema: dict | None, sample_allowed: bool, param:
             check_grader(sub, item_schema=item_schema, sample_allowed=sample_allowed, param=f"{param}.graders.{name}",
                          allow_python=allow_python, model_exists=model_exists)
         try:
-            _formula(formula, {n: 0.5 for n in subs})
+            _formula(formula, dict.fromkeys(subs, 0.5))
         except Exception as e:
             raise InvalidRequest(f"calculate_output is not a formula over the graders' names: {e}",
                                  param=f"{param}.calculate_output") from None

@@ -12,7 +12,8 @@ openft.jobs.eval_state's (the lease itself openft.jobs.lease's).
 
 Test-only fault point (openft.train.faults, inert unless OPENFT_FAULT is set): `eval-item@N`
 fires after this worker wrote its N-th output item of a run, before any other item is written
-(`eval-item@1:hold` stops a run after its first item, until the test kills the server).
+(`eval-item@1:hold` stops a run after its first item, until the test kills the server;
+`eval-item:raise` stops this worker there, as a server stop would, and the run goes back to the queue).
 
 Knows the database tables, the serving engine and openft.eval; nothing about HTTP.
 """
@@ -192,7 +193,11 @@ class EvalRunExecutor:
                 except sa.exc.IntegrityError:  # written by an earlier attempt of this run
                     return
             self._written += 1
-            fault_point("eval-item", self._written)  # test-only, inert by default: holds every later write
+            try:  # test-only, inert by default: `hold` holds every later write; `raise` stops this worker
+                fault_point("eval-item", self._written)
+            except RuntimeError:  # ... here, as a server stop at this moment would: the run goes back to the queue
+                self._stop.set()
+                raise StopRequested() from None
 
 
 class StopRequested(Exception):

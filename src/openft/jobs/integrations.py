@@ -22,8 +22,8 @@ import importlib.util
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from openft.errors import InvalidRequest
 from openft.train import rules
@@ -43,7 +43,7 @@ def installed(package: str) -> bool:
 
 def check_installed(integrations: list[dict] | None) -> None:
     """400 (param `integrations`) when an integration's package is not installed on this server."""
-    for i, integration in enumerate(integrations or []):
+    for integration in integrations or []:
         package = PACKAGES[integration["type"]]
         if not installed(package):
             raise InvalidRequest(f"The {integration['type']} integration needs the `{package}` package, which is "

@@ -27,8 +27,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -185,7 +186,7 @@ class Heartbeat:
             except sa.exc.OperationalError:
                 self.log.warning("heartbeat of %s failed; retrying", self.row_id, exc_info=True)
 
-    def __enter__(self) -> "Heartbeat":
+    def __enter__(self) -> Heartbeat:
         self._thread.start()
         return self
 

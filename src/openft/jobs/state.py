@@ -24,7 +24,7 @@ Knows the `jobs` table and the event texts; knows nothing about HTTP, processes 
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 import sqlalchemy as sa
 

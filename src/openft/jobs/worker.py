@@ -34,7 +34,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 import sqlalchemy as sa
 

@@ -13,9 +13,10 @@ tokenizer loader is passed in (the CLI's, which knows the model registry and the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from openft.data.estimate import Pace, human_duration
 

@@ -33,7 +33,7 @@ class ModelMap:
     default: str = "smollm2-135m-instruct"
 
     @classmethod
-    def build(cls, pairs: list[str] | None, map_file: str | Path | None, default: str) -> "ModelMap":
+    def build(cls, pairs: list[str] | None, map_file: str | Path | None, default: str) -> ModelMap:
         """From `--base-model SOURCE=TARGET` items (they win) and a JSON/TOML file of source: target."""
         out: list[tuple[str, str]] = []
         for item in pairs or []:

@@ -21,10 +21,11 @@ import hashlib
 import json
 import threading
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from openft.data import formats as F
 from openft.data.reader import iter_lines, parse_record

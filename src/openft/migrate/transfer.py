@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from openft.migrate.faults import MigrateError, describe, is_fatal, server_message
 from openft.migrate.plan import MIGRATED_FROM, JobPlan

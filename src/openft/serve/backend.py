@@ -11,7 +11,8 @@ Knows nothing about HTTP.
 
 from __future__ import annotations
 
-from typing import AsyncIterator, Protocol, runtime_checkable
+from collections.abc import AsyncIterator
+from typing import Protocol, runtime_checkable
 
 from openft.config import Settings
 from openft.errors import InvalidRequest

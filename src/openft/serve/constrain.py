@@ -128,7 +128,7 @@ class Guide:
             self._grammars[lark] = grammar
         return grammar
 
-    def matcher(self, grammar: str) -> "Matcher":
+    def matcher(self, grammar: str) -> Matcher:
         from llguidance import LLMatcher
 
         m = LLMatcher(self.tokenizer, grammar, log_level=0)

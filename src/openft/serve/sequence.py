@@ -25,7 +25,7 @@ from openft.serve.types import SamplingParams
 
 @dataclass(eq=False)
 class Sequence(Slot):
-    req: "Request | None" = None
+    req: Request | None = None
     index: int = 0                      # the choice's index (0..n-1)
     out_ids: list[int] = field(default_factory=list)
     gen: random.Random | None = None    # its own stream of uniforms (sampling.make_generator)

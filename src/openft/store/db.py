@@ -8,7 +8,7 @@ Schema changes are ordered migrations recorded in `schema_migrations` (see MIGRA
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import sqlalchemy as sa
 from sqlalchemy import event

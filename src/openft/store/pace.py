@@ -11,7 +11,6 @@ never starts a training run.
 
 from __future__ import annotations
 
-
 import sqlalchemy as sa
 
 from openft.config import Settings

@@ -29,7 +29,7 @@ def owner_only(settings: Settings) -> int:
     # Only what openft writes there: the data folder may be shared with the operator's own files.
     layout = DataLayout(data)
     paths = list(layout.owned())
-    paths += [p for p in data.glob(layout.database.name + "*")] + [p for p in data.glob(f".{layout.admin_key.name}.*")]
+    paths += list(data.glob(layout.database.name + "*")) + list(data.glob(f".{layout.admin_key.name}.*"))
     for path in paths:
         changed += _tighten(path)
         if path.is_dir() and not path.is_symlink():

@@ -159,7 +159,7 @@ class PairBatch:
     def n_pairs(self) -> int:
         return len(self.pairs)
 
-    def to(self, device) -> "PairBatch":
+    def to(self, device) -> PairBatch:
         t = lambda x: x.to(device)  # noqa: E731
         return PairBatch(t(self.input_ids), t(self.position_ids), t(self.src), t(self.tgt), t(self.seq),
                          t(self.ref), self.pairs)

@@ -53,7 +53,7 @@ class Shape:
     vocab: int
 
     @classmethod
-    def of(cls, model_dir: str) -> "Shape":
+    def of(cls, model_dir: str) -> Shape:
         """From the folder's config and safetensors headers (no tensor is read; milliseconds), or
         a model built on the meta device when the weights are not safetensors."""
         import json

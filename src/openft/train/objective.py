@@ -34,8 +34,9 @@ Knows the spec; nothing about jobs, files other than the data files, optimizers 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from openft.train.data import StepBatches
 from openft.train.dpo import DPO

@@ -13,8 +13,9 @@ Pure: no torch, nothing from jobs or api; reads at most a model folder's config.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from openft.errors import InvalidRequest
 from openft.vocab import DEFAULT_METHOD, DPO, SUPERVISED

@@ -60,11 +60,11 @@ class TrainLimits:
             object.__setattr__(self, "num_threads", _cores())
 
     @classmethod
-    def from_settings(cls, settings) -> "TrainLimits":
+    def from_settings(cls, settings) -> TrainLimits:
         return cls(**{f.name: getattr(settings, f"limit_{f.name}") for f in dataclasses.fields(cls)})
 
     @classmethod
-    def unbounded(cls) -> "TrainLimits":
+    def unbounded(cls) -> TrainLimits:
         big = sys.maxsize
         return cls(**{f.name: (big if f.type in ("int", int) else math.inf) for f in dataclasses.fields(cls)})
 
@@ -151,7 +151,7 @@ class TrainSpec:
     classification_betas: tuple[float, ...] | None = None
     """F-beta scores to report besides F1 (classification/f<beta> columns)."""
 
-    def validate(self, limits: "TrainLimits | None" = None) -> "TrainSpec":
+    def validate(self, limits: TrainLimits | None = None) -> TrainSpec:
         """Raise InvalidRequest listing every bad field (param = the first); return self.
 
         Types, lower bounds and finiteness are always checked; `limits` (the operator's upper
@@ -266,7 +266,7 @@ class TrainSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainSpec":
+    def from_dict(cls, d: dict) -> TrainSpec:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:

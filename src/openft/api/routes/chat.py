@@ -11,13 +11,23 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field
 
 from openft.api.deps import AppState, get_project, get_state
+from openft.api.generation import (
+    SSE_HEADERS,
+    Stop,
+    collect,
+    generation_request,
+    refuse_unsupported_sampling,
+    resolve,
+    sse,
+    sse_stream,
+    start_streams,
+    system_fingerprint,
+    usage_object,
+)
 from openft.api.schemas import Strict
-from openft.api.generation import (SSE_HEADERS, collect, generation_request, resolve, sse, sse_stream,
-                                   Stop, refuse_unsupported_sampling, start_streams,
-                                   system_fingerprint, usage_object)
+from openft.data.formats import template_messages
 from openft.errors import InvalidRequest
 from openft.ids import completion_id
-from openft.data.formats import template_messages
 
 router = APIRouter()
 

@@ -17,8 +17,16 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
 
 from openft.api.deps import AppState, get_project, get_state
-from openft.api.schemas import (JobCreate, check_classification, check_job_options, checkpoint_object, cursor_page, event_object,
-                                job_object, keyset)
+from openft.api.schemas import (
+    JobCreate,
+    check_classification,
+    check_job_options,
+    checkpoint_object,
+    cursor_page,
+    event_object,
+    job_object,
+    keyset,
+)
 from openft.errors import InvalidRequest, NotFound
 from openft.ids import job_id as new_job_id
 from openft.jobs import state as job_state

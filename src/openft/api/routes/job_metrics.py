@@ -68,7 +68,7 @@ def columns(points: list[dict]) -> dict:
     points = [p for p in points if p.get("step") is not None]
     steps = [int(p["step"]) for p in points]
     if any(a >= b for a, b in zip(steps, steps[1:])):  # repeated steps (a resume): keep the latest
-        by_step = {s: p for s, p in zip(steps, points)}
+        by_step = dict(zip(steps, points))
         steps = sorted(by_step)
         points = [by_step[s] for s in steps]
     out: dict = {"steps": steps}

@@ -87,7 +87,7 @@ async def create_response(body: shapes.ResponsesRequest, request: Request, state
         else:
             completion = await chat.completion(chat_body, request, state, project)
     except OpenFTError as e:
-        raise shapes.translate_errors(e)
+        raise shapes.translate_errors(e)  # noqa: B904 - re-raises e itself, its param renamed
     if body.stream:
         source = streams.items()
         events = stream_events(rid, body, created, chat.chunk_objects(source, head, n, True, body.logprobs), save)

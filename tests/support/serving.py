@@ -1,4 +1,8 @@
-"""Helpers for the serving tests: random PEFT adapters, running and collecting requests."""
+"""Serving helpers for the tests: random PEFT adapters (non-zero, so they change the output), running
+a coroutine to the end and collecting every item of one generation request.
+
+Knows peft, transformers and the engine's item types; nothing about HTTP.
+"""
 
 from __future__ import annotations
 

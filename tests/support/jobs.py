@@ -1,12 +1,12 @@
-"""Helpers for the job-system tests: stored files, job rows, waiting.
+"""Job rows for the job-system tests: stored files, jobs and their events written straight into
+the database (the tests then drive the real validator, queue, worker and runner processes; the
+HTTP-level job tests live with the API's).
 
-These tests drive the real validator, queue, worker and runner processes through the
-database directly (the HTTP-level job tests live with the API's).
+Knows the store's tables; nothing about HTTP.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -59,36 +59,3 @@ def event_messages(engine, jid: str) -> list[str]:
     with engine.connect() as conn:
         return list(conn.execute(sa.select(job_events.c.message).where(job_events.c.job_id == jid)
                                  .order_by(job_events.c.seq)).scalars())
-
-
-def wait_for(predicate, timeout: float = 120.0, interval: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-
-
-def write_lines(path: Path, records: list) -> Path:
-    with open(path, "w") as f:
-        for r in records:
-            f.write((r if isinstance(r, str) else json.dumps(r)) + "\n")
-    return path
-
-
-def chat_records(n: int = 12, *, seed: int = 0) -> list[dict]:
-    """A small valid chat dataset: short reviews labelled positive/negative."""
-    import random
-
-    rng = random.Random(seed)
-    good, bad = ["great", "fine", "superb", "lovely", "nice"], ["awful", "bad", "poor"]
-    out = []
-    for i in range(n):
-        w = rng.choice(good + bad)
-        out.append({"messages": [
-            {"role": "system", "content": "Classify the review as positive or negative."},
-            {"role": "user", "content": f"Review {i}: the product was {w}."},
-            {"role": "assistant", "content": "positive" if w in good else "negative"}]})
-    return out

@@ -1,5 +1,9 @@
-"""Webhook test helpers: a real HTTP(S) receiver in a thread that records every request and
-answers the status codes it is told, the delivering server's settings, a second project's client."""
+"""A webhook receiver for the tests: a real HTTP(S) server in a thread that counts the attempts it
+is sent, records each (headers, body, when it arrived) and answers attempt n with the n-th of the
+status codes it is told (then 200). Also the delivering server's settings.
+
+Knows HTTP only; the signature checks are the tests' (with the SDK's verifier).
+"""
 
 from __future__ import annotations
 
@@ -8,28 +12,32 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from tests.support.wait import wait_until
+
+DELIVERING_ENV = {"OPENFT_WEBHOOKS_ALLOW_PRIVATE": "1", "OPENFT_WEBHOOKS_RETRY_SECONDS": "0.2",
+                  "OPENFT_WEBHOOKS_MAX_ATTEMPTS": "3"}
+
 
 class Receiver:
-    """POSTs to `url` are recorded as (headers, body); the answers are `codes` in order, then 200.
-    `tls`: serve HTTPS with that server-side SSLContext. `hold`: seconds the first answer waits
-    (so that the next attempt is signed in a later second than the first)."""
+    """POSTs to `url` are recorded in `requests` as (headers, body), and the time each arrived in
+    `received_at` (Unix seconds); attempt n is answered `codes[n-1]`, then 200.
+    `tls`: serve HTTPS with that server-side SSLContext."""
 
-    def __init__(self, codes=(), tls=None, hold: float = 0.0):
+    def __init__(self, codes=(), tls=None):
         self.codes = list(codes)
         self.requests: list[tuple[dict, bytes]] = []
-        self.cond = threading.Condition()
+        self.received_at: list[float] = []
+        self.lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                with receiver.cond:
+                with receiver.lock:
+                    receiver.received_at.append(time.time())
                     receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                    code = receiver.codes.pop(0) if receiver.codes else 200
-                    first = len(receiver.requests) == 1
-                    receiver.cond.notify_all()
-                if first and hold:
-                    time.sleep(hold)
+                    attempt = len(receiver.requests)
+                    code = receiver.codes[attempt - 1] if attempt <= len(receiver.codes) else 200
                 self.send_response(code)
                 self.send_header("content-length", "2")
                 self.end_headers()
@@ -48,14 +56,14 @@ class Receiver:
 
     def wait(self, n: int = 1, timeout: float = 60.0) -> list[tuple[dict, bytes]]:
         """The first `n` requests, once they arrived."""
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while len(self.requests) < n:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"received {len(self.requests)} of {n} webhook requests")
-                self.cond.wait(left)
-            return list(self.requests[:n])
+        def arrived():
+            with self.lock:
+                return list(self.requests[:n]) if len(self.requests) >= n else None
+
+        try:
+            return wait_until(arrived, timeout, what=f"{n} webhook request(s)", interval=0.02)
+        except AssertionError as e:
+            raise AssertionError(f"received {len(self.requests)} of {n} webhook requests") from e
 
     def events(self, n: int = 1, timeout: float = 60.0) -> list[dict]:
         return [json.loads(body) for _, body in self.wait(n, timeout)]
@@ -63,12 +71,3 @@ class Receiver:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
-
-
-DELIVERING_ENV = {"OPENFT_WEBHOOKS_ALLOW_PRIVATE": "1", "OPENFT_WEBHOOKS_RETRY_SECONDS": "0.2",
-                  "OPENFT_WEBHOOKS_MAX_ATTEMPTS": "3"}
-
-
-def other_client(server: LiveServer, name: str = "other-project"):
-    """A client holding a key of a second project of `server`."""
-    return server.client(api_key=server.new_key(name)[1])
