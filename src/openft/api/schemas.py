@@ -101,6 +101,12 @@ class Strict(BaseModel):
         return v
 
 
+class StreamOptions(Strict):
+    """`stream_options` of chat and legacy completions."""
+    include_usage: bool | None = None
+    include_obfuscation: bool | None = None
+
+
 class SupervisedHyperparameters(BaseModel):
     """OpenAI's three hyperparameters, plus openft's training options (see `train_options`)."""
 

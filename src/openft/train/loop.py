@@ -35,13 +35,7 @@ from openft.train import metrics as M
 from openft.train.data import step_indices
 from openft.train.faults import fault_point
 from openft.train.hooks import TrainHooks
-from openft.train.model import (
-    build_model,
-    pick_compile,
-    pick_device,
-    pick_lora_sum,
-    pick_precision,
-)
+from openft.train.model import build_model, pick_compile, pick_device, pick_lora_sum, pick_precision
 from openft.train.objective import OBJECTIVES, Objective
 from openft.train.spec import TrainSpec
 

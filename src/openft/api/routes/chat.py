@@ -24,17 +24,12 @@ from openft.api.generation import (
     system_fingerprint,
     usage_object,
 )
-from openft.api.schemas import Strict
+from openft.api.schemas import StreamOptions, Strict
 from openft.data.formats import template_messages
 from openft.errors import InvalidRequest
 from openft.ids import completion_id
 
 router = APIRouter()
-
-
-class StreamOptions(Strict):
-    include_usage: bool | None = None
-    include_obfuscation: bool | None = None
 
 
 class Message(Strict):

@@ -11,22 +11,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 
+from openft.api import generation as gen
 from openft.api.deps import AppState, get_project, get_state
-from openft.api.generation import (
-    SSE_HEADERS,
-    Stop,
-    collect,
-    generation_request,
-    refuse_unsupported_sampling,
-    resolve,
-    sse,
-    sse_stream,
-    start_streams,
-    system_fingerprint,
-    usage_object,
-)
-from openft.api.routes.chat import StreamOptions
-from openft.api.schemas import Strict
+from openft.api.schemas import StreamOptions, Strict
 from openft.errors import InvalidRequest
 from openft.ids import completion_id
 
@@ -45,7 +32,7 @@ class CompletionRequest(Strict):
     stream_options: StreamOptions | None = None
     logprobs: int | None = Field(None, ge=0, le=5)
     echo: bool | None = None
-    stop: Stop = None
+    stop: gen.Stop = None
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     best_of: int | None = Field(None, ge=1, le=20)
@@ -66,7 +53,7 @@ def _prompts(req: CompletionRequest) -> list[str]:
 
 
 def _check(req: CompletionRequest) -> None:
-    refuse_unsupported_sampling(req)
+    gen.refuse_unsupported_sampling(req)
     if req.suffix:
         raise InvalidRequest("suffix (insertion) is not supported by openft.", param="suffix")
     if req.best_of is not None and req.best_of != (req.n or 1):
@@ -106,26 +93,26 @@ async def completions(body: CompletionRequest, request: Request, state: AppState
     params = SamplingParams(max_tokens=body.max_tokens, temperature=1.0 if body.temperature is None else body.temperature,
                             top_p=1.0 if body.top_p is None else body.top_p, stop=stop, seed=body.seed, n=n,
                             logprobs=body.logprobs is not None, top_logprobs=body.logprobs or 0, echo=bool(body.echo))
-    model = await resolve(state, project, body.model)
-    streams = await start_streams(state, [generation_request(model, params, prompt=p) for p in prompts])
+    model = await gen.resolve(state, project, body.model)
+    streams = await gen.start_streams(state, [gen.generation_request(model, params, prompt=p) for p in prompts])
     head = {"id": completion_id(chat=False), "object": "text_completion", "created": int(time.time()),
-            "model": body.model, "system_fingerprint": system_fingerprint(model)}
+            "model": body.model, "system_fingerprint": gen.system_fingerprint(model)}
     starts = [0 if body.echo else len(p) for p in prompts]
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(_stream(streams, head, n, starts, include_usage, body.logprobs is not None),
-                                 media_type="text/event-stream", headers=SSE_HEADERS)
-    choices, prompt_tokens, completion_tokens = await collect(request, streams, n)
+                                 media_type="text/event-stream", headers=gen.SSE_HEADERS)
+    choices, prompt_tokens, completion_tokens = await gen.collect(request, streams, n)
     out = []
     for i, c in sorted(choices.items()):
         lp = _Offsets(starts[i // n]).convert(c.logprobs) if body.logprobs is not None else None
         out.append({"text": "".join(c.text), "index": i, "logprobs": lp, "finish_reason": c.finish_reason or "stop"})
-    return {**head, "choices": out, "usage": usage_object(prompt_tokens, completion_tokens)}
+    return {**head, "choices": out, "usage": gen.usage_object(prompt_tokens, completion_tokens)}
 
 
 def _stream(streams, head: dict, n: int, starts: list[int], include_usage: bool, logprobs: bool):
     items = streams.items()
-    return sse_stream(_chunks(items, head, n, starts, include_usage, logprobs), items, "/v1/completions")
+    return gen.sse_stream(_chunks(items, head, n, starts, include_usage, logprobs), items, "/v1/completions")
 
 
 async def _chunks(items, head: dict, n: int, starts: list[int], include_usage: bool, logprobs: bool):
@@ -138,7 +125,7 @@ async def _chunks(items, head: dict, n: int, starts: list[int], include_usage: b
         obj = {**head, "choices": choices, **extra}
         if include_usage and "usage" not in extra:
             obj["usage"] = None
-        return sse(obj)
+        return gen.sse(obj)
 
     async for k, item in items:
         if isinstance(item, Delta):
@@ -152,4 +139,4 @@ async def _chunks(items, head: dict, n: int, starts: list[int], include_usage: b
             usage[0] += item.prompt_tokens
             usage[1] += item.completion_tokens
     if include_usage:
-        yield chunk([], usage=usage_object(*usage))
+        yield chunk([], usage=gen.usage_object(*usage))
