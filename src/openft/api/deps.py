@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.engine import Engine as DBEngine
@@ -69,6 +69,10 @@ def get_state(request: Request) -> AppState:
     return request.app.state.openft
 
 
+StateDep = Annotated[AppState, Depends(get_state)]
+"""A route parameter `state: StateDep` is the app's AppState."""
+
+
 def _bearer(request: Request) -> str | None:
     header = request.headers.get("authorization")
     if not header:
@@ -83,7 +87,7 @@ def _mask(key: str) -> str:
     return key[:3] + "*" * max(0, min(len(key) - 7, 20)) + key[-4:] if len(key) > 8 else "*" * len(key)
 
 
-def get_project(request: Request, state: AppState = Depends(get_state)) -> str:
+def get_project(request: Request, state: StateDep) -> str:
     """The project id of the request's bearer key; 401 in OpenAI's words otherwise."""
     key = _bearer(request)
     if key is None:
@@ -94,3 +98,7 @@ def get_project(request: Request, state: AppState = Depends(get_state)) -> str:
     if project is None:
         raise AuthenticationFailed(f"Incorrect API key provided: {_mask(key)}.")
     return project
+
+
+ProjectDep = Annotated[str, Depends(get_project)]
+"""A route parameter `project: ProjectDep` is the caller's project id (401 without a valid key)."""

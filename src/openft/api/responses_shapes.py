@@ -255,7 +255,7 @@ def _chat_tool(tool: dict) -> dict:
 
 def chat_request(body: ResponsesRequest, items: list[dict]):
     """The ChatRequest the chat route runs for this request and conversation."""
-    from openft.api.routes.chat import ChatRequest
+    from openft.api.chat import ChatRequest
 
     chat: dict[str, Any] = {
         "model": body.model, "messages": chat_messages(items, body.instructions), "temperature": body.temperature,

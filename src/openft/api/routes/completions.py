@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 
 from openft.api import generation as gen
-from openft.api.deps import AppState, get_project, get_state
+from openft.api.deps import ProjectDep, StateDep
 from openft.api.schemas import StreamOptions, Strict
 from openft.errors import InvalidRequest
 from openft.ids import completion_id
@@ -82,8 +82,8 @@ class _Offsets:
 
 
 @router.post("/completions")
-async def completions(body: CompletionRequest, request: Request, state: AppState = Depends(get_state),
-                      project: str = Depends(get_project)):
+async def completions(body: CompletionRequest, request: Request, state: StateDep,
+                      project: ProjectDep):
     from openft.serve.types import SamplingParams
 
     _check(body)

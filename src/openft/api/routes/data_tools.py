@@ -29,12 +29,12 @@ from types import SimpleNamespace
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
-from openft.api.deps import AppState, get_project, get_state
-from openft.api.routes.files import get_file_row
+from openft.api.deps import AppState, ProjectDep, StateDep
+from openft.api.rows import get_file_row
 from openft.api.schemas import JobCreate, Method, Strict, check_job_options, file_object
 from openft.api.uploads import receive_upload, too_large
 from openft.errors import DataError, InvalidRequest, NotFound, OpenFTError, PayloadTooLarge
@@ -158,7 +158,7 @@ def _inspect(path: Path, kind: str, name: str, sheet: str | None) -> dict:
 
 
 @router.post("/inspect")
-async def inspect_table(request: Request, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+async def inspect_table(request: Request, state: StateDep, project: ProjectDep):
     folder = _scratch(state.settings)
     try:
         up, path, kind = await _receive_table(request, state, folder)
@@ -236,7 +236,7 @@ def _convert(state: AppState, project: str, up, path: Path, kind: str, folder: P
 
 
 @router.post("/convert")
-async def convert_table(request: Request, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+async def convert_table(request: Request, state: StateDep, project: ProjectDep):
     folder = _scratch(state.settings)
     try:
         up, path, kind = await _receive_table(request, state, folder)
@@ -320,8 +320,8 @@ def _report(state: AppState, project: str, fid: str, body: ReportRequest) -> dic
 
 
 @router.post("/files/{fid}/report")
-def file_report(fid: str, body: ReportRequest, state: AppState = Depends(get_state),
-                project: str = Depends(get_project)):
+def file_report(fid: str, body: ReportRequest, state: StateDep,
+                project: ProjectDep):
     return _report(state, project, fid, body)
 
 
@@ -355,6 +355,6 @@ def _split(state: AppState, project: str, fid: str, body: SplitRequest) -> dict:
 
 
 @router.post("/files/{fid}/split")
-def split_stored_file(fid: str, body: SplitRequest, state: AppState = Depends(get_state),
-                      project: str = Depends(get_project)):
+def split_stored_file(fid: str, body: SplitRequest, state: StateDep,
+                      project: ProjectDep):
     return _split(state, project, fid, body)

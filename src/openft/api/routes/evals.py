@@ -15,10 +15,10 @@ import time
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import Field
 
-from openft.api.deps import AppState, get_project, get_state
+from openft.api.deps import AppState, ProjectDep, StateDep
 from openft.api.schemas import Strict, cursor_page, keyset
 from openft.errors import InvalidRequest, NotFound, OpenFTError
 from openft.eval import datasource, graders
@@ -100,7 +100,7 @@ def _page(conn, table, base, cursor_where, after: str | None, limit: int, order:
 # -- evals -------------------------------------------------------------------------------------
 
 @router.post("", status_code=201)
-def create_eval(body: EvalCreate, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def create_eval(body: EvalCreate, state: StateDep, project: ProjectDep):
     cfg = datasource.eval_config(body.data_source_config)
     check_metadata(body.metadata)
     exists = model_checker(state, project)
@@ -122,9 +122,8 @@ def create_eval(body: EvalCreate, state: AppState = Depends(get_state), project:
 
 
 @router.get("")
-def list_evals(after: str | None = None, limit: int = Query(20, ge=1, le=100),
-               order: Literal["asc", "desc"] = "asc", order_by: Literal["created_at", "updated_at"] = "created_at",
-               state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def list_evals(state: StateDep, project: ProjectDep, after: str | None = None, limit: int = Query(20, ge=1, le=100),
+               order: Literal["asc", "desc"] = "asc", order_by: Literal["created_at", "updated_at"] = "created_at"):
     mine = sa.and_(evals.c.project_id == project, evals.c.deleted == sa.false())
     with state.db.connect() as conn:
         rows, more = _page(conn, evals, sa.select(evals).where(mine), mine, after, limit, order, "eval")
@@ -132,14 +131,14 @@ def list_evals(after: str | None = None, limit: int = Query(20, ge=1, le=100),
 
 
 @router.get("/{eval_id}")
-def retrieve_eval(eval_id: str, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def retrieve_eval(eval_id: str, state: StateDep, project: ProjectDep):
     with state.db.connect() as conn:
         return eval_object(_get_eval(conn, project, eval_id))
 
 
 @router.post("/{eval_id}")
-def update_eval(eval_id: str, body: EvalUpdate, state: AppState = Depends(get_state),
-                project: str = Depends(get_project)):
+def update_eval(eval_id: str, body: EvalUpdate, state: StateDep,
+                project: ProjectDep):
     check_metadata(body.metadata)
     with state.db.begin() as conn:
         _get_eval(conn, project, eval_id)
@@ -150,7 +149,7 @@ def update_eval(eval_id: str, body: EvalUpdate, state: AppState = Depends(get_st
 
 
 @router.delete("/{eval_id}")
-def delete_eval(eval_id: str, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def delete_eval(eval_id: str, state: StateDep, project: ProjectDep):
     with state.db.begin() as conn:
         _get_eval(conn, project, eval_id)
         conn.execute(evals.update().where(evals.c.id == eval_id).values(deleted=True))
@@ -222,8 +221,8 @@ def _read_file(state: AppState, project: str):
 
 
 @router.post("/{eval_id}/runs", status_code=201)
-def create_run(eval_id: str, body: RunCreate, request: Request, state: AppState = Depends(get_state),
-               project: str = Depends(get_project)):
+def create_run(eval_id: str, body: RunCreate, request: Request, state: StateDep,
+               project: ProjectDep):
     check_metadata(body.metadata)
     with state.db.connect() as conn:
         ev = _get_eval(conn, project, eval_id)
@@ -246,9 +245,8 @@ def create_run(eval_id: str, body: RunCreate, request: Request, state: AppState 
 
 
 @router.get("/{eval_id}/runs")
-def list_runs(eval_id: str, request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100),
-              order: Literal["asc", "desc"] = "asc", status: Literal[RUN_STATUSES] | None = None,
-              state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def list_runs(state: StateDep, project: ProjectDep, eval_id: str, request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100),
+              order: Literal["asc", "desc"] = "asc", status: Literal[RUN_STATUSES] | None = None):
     with state.db.connect() as conn:
         ev = _get_eval(conn, project, eval_id)
         mine = sa.and_(eval_runs.c.eval_id == eval_id, eval_runs.c.project_id == project,
@@ -262,8 +260,8 @@ def list_runs(eval_id: str, request: Request, after: str | None = None, limit: i
 
 
 @router.get("/{eval_id}/runs/{run_id}")
-def retrieve_run(eval_id: str, run_id: str, request: Request, state: AppState = Depends(get_state),
-                 project: str = Depends(get_project)):
+def retrieve_run(eval_id: str, run_id: str, request: Request, state: StateDep,
+                 project: ProjectDep):
     with state.db.connect() as conn:
         ev = _get_eval(conn, project, eval_id)
         return _run_response(conn, _get_run(conn, project, eval_id, run_id), ev, request)
@@ -271,8 +269,8 @@ def retrieve_run(eval_id: str, run_id: str, request: Request, state: AppState = 
 
 @router.post("/{eval_id}/runs/{run_id}/cancel")
 @router.post("/{eval_id}/runs/{run_id}")  # the path OpenAI's published spec gives for cancel
-def cancel_run(eval_id: str, run_id: str, request: Request, state: AppState = Depends(get_state),
-               project: str = Depends(get_project)):
+def cancel_run(eval_id: str, run_id: str, request: Request, state: StateDep,
+               project: ProjectDep):
     with state.db.begin() as conn:
         ev = _get_eval(conn, project, eval_id)
         row = _get_run(conn, project, eval_id, run_id)
@@ -282,8 +280,8 @@ def cancel_run(eval_id: str, run_id: str, request: Request, state: AppState = De
 
 
 @router.delete("/{eval_id}/runs/{run_id}")
-def delete_run(eval_id: str, run_id: str, state: AppState = Depends(get_state),
-               project: str = Depends(get_project)):
+def delete_run(eval_id: str, run_id: str, state: StateDep,
+               project: ProjectDep):
     with state.db.begin() as conn:
         _get_eval(conn, project, eval_id)
         _get_run(conn, project, eval_id, run_id)
@@ -300,9 +298,8 @@ def output_item_object(row) -> dict:
 
 
 @router.get("/{eval_id}/runs/{run_id}/output_items")
-def list_output_items(eval_id: str, run_id: str, after: str | None = None, limit: int = Query(20, ge=1, le=100),
-                      order: Literal["asc", "desc"] = "asc", status: Literal["fail", "pass", "error"] | None = None,
-                      state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def list_output_items(state: StateDep, project: ProjectDep, eval_id: str, run_id: str, after: str | None = None, limit: int = Query(20, ge=1, le=100),
+                      order: Literal["asc", "desc"] = "asc", status: Literal["fail", "pass", "error"] | None = None):
     t = eval_output_items
     with state.db.connect() as conn:
         _get_eval(conn, project, eval_id)
@@ -322,8 +319,8 @@ def list_output_items(eval_id: str, run_id: str, after: str | None = None, limit
 
 
 @router.get("/{eval_id}/runs/{run_id}/output_items/{item_id}")
-def retrieve_output_item(eval_id: str, run_id: str, item_id: str, state: AppState = Depends(get_state),
-                         project: str = Depends(get_project)):
+def retrieve_output_item(eval_id: str, run_id: str, item_id: str, state: StateDep,
+                         project: ProjectDep):
     with state.db.connect() as conn:
         _get_eval(conn, project, eval_id)
         _get_run(conn, project, eval_id, run_id)

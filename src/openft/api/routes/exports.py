@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 
-from openft.api.deps import AppState, get_project, get_state
+from openft.api.deps import ProjectDep, StateDep
 from openft.api.schemas import Strict
 from openft.errors import InvalidRequest
 from openft.jobs import exports
@@ -54,8 +54,8 @@ def _check(body: ExportCreate, resolved) -> tuple[str, str | None]:
 
 
 @router.post("/models/{model:path}/exports")
-def create_export(model: str, body: ExportCreate, state: AppState = Depends(get_state),
-                  project: str = Depends(get_project)):
+def create_export(model: str, body: ExportCreate, state: StateDep,
+                  project: ProjectDep):
     with state.db.connect() as conn:
         resolved = resolve_model(state.settings, conn, project, model)
     fmt, q = _check(body, resolved)
@@ -64,21 +64,20 @@ def create_export(model: str, body: ExportCreate, state: AppState = Depends(get_
 
 
 @router.get("/exports")
-def list_exports(model: str | None = Query(None, max_length=512), state: AppState = Depends(get_state),
-                 project: str = Depends(get_project)):
+def list_exports(state: StateDep, project: ProjectDep, model: str | None = Query(None, max_length=512)):
     with state.db.connect() as conn:
         data = exports.listed(conn, project, model)
     return {"object": "list", "data": data, "has_more": False}
 
 
 @router.get("/exports/{export_id}")
-def retrieve_export(export_id: str, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def retrieve_export(export_id: str, state: StateDep, project: ProjectDep):
     with state.db.connect() as conn:
         return exports.get(conn, project, export_id)
 
 
 @router.get("/exports/{export_id}/content")
-def export_content(export_id: str, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def export_content(export_id: str, state: StateDep, project: ProjectDep):
     with state.db.connect() as conn:
         rec = exports.get(conn, project, export_id)
     if rec["status"] != "succeeded":
@@ -90,7 +89,7 @@ def export_content(export_id: str, state: AppState = Depends(get_state), project
 
 
 @router.delete("/exports/{export_id}")
-def delete_export(export_id: str, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def delete_export(export_id: str, state: StateDep, project: ProjectDep):
     with state.db.begin() as conn:
         rec = exports.get(conn, project, export_id)
         if rec["status"] in ("queued", "running"):

@@ -6,11 +6,12 @@ from __future__ import annotations
 import time
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from openft.api.deps import AppState, get_project, get_state
+from openft.api.deps import AppState, ProjectDep, StateDep
+from openft.api.rows import alive_files, get_file_row
 from openft.api.schemas import FILE_PURPOSES, cursor_page, file_object, keyset
 from openft.api.uploads import receive_upload, too_large
 from openft.errors import InvalidRequest, NotFound
@@ -25,11 +26,6 @@ _FORM_FIELDS = {"file", "purpose", "expires_after[anchor]", "expires_after[secon
 _BATCH_DEFAULT_TTL = 30 * 24 * 3600  # OpenAI: batch files expire after 30 days unless told otherwise
 
 
-def _alive():
-    """Files past their `expires_at` are gone for the API (as OpenAI's expired files are)."""
-    return sa.or_(files.c.expires_at.is_(None), files.c.expires_at > int(time.time()))
-
-
 def _expires_at(form, purpose: str, now: int) -> int | None:
     anchor, seconds = form.get("expires_after[anchor]"), form.get("expires_after[seconds]")
     if anchor is None and seconds is None:
@@ -40,13 +36,6 @@ def _expires_at(form, purpose: str, now: int) -> int | None:
         raise InvalidRequest("expires_after.seconds must be an integer between 3600 (1 hour) and 2592000 (30 days).",
                              param="expires_after.seconds")
     return now + int(seconds)
-
-
-def get_file_row(conn: sa.Connection, project: str, fid: str):
-    row = conn.execute(sa.select(files).where(files.c.id == fid, files.c.project_id == project, _alive())).first()
-    if row is None:
-        raise NotFound(f"No such File object: {fid}", param="id")
-    return row
 
 
 def _check_upload(fields: dict[str, str], filename: str | None) -> None:
@@ -65,7 +54,7 @@ def _check_upload(fields: dict[str, str], filename: str | None) -> None:
 
 
 @router.post("/files")
-async def create_file(request: Request, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+async def create_file(request: Request, state: StateDep, project: ProjectDep):
     limit = state.settings.max_upload_bytes
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit + _MULTIPART_OVERHEAD:
@@ -104,11 +93,10 @@ def _drop_blob_if_unused(state: AppState, sha: str) -> None:
 
 
 @router.get("/files")
-def list_files(after: str | None = None, limit: int = Query(10000, ge=1, le=10000),
-               order: str = Query("desc", pattern="^(asc|desc)$"), purpose: str | None = None,
-               state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def list_files(state: StateDep, project: ProjectDep, after: str | None = None, limit: int = Query(10000, ge=1, le=10000),
+               order: str = Query("desc", pattern="^(asc|desc)$"), purpose: str | None = None):
     with state.db.connect() as conn:
-        q = sa.select(files).where(files.c.project_id == project, _alive())
+        q = sa.select(files).where(files.c.project_id == project, alive_files())
         if purpose:
             q = q.where(files.c.purpose == purpose)
         cur = None
@@ -126,13 +114,13 @@ def list_files(after: str | None = None, limit: int = Query(10000, ge=1, le=1000
 
 
 @router.get("/files/{fid}")
-def retrieve_file(fid: str, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def retrieve_file(fid: str, state: StateDep, project: ProjectDep):
     with state.db.connect() as conn:
         return file_object(get_file_row(conn, project, fid))
 
 
 @router.delete("/files/{fid}")
-def delete_file(fid: str, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def delete_file(fid: str, state: StateDep, project: ProjectDep):
     with state.db.begin() as conn:
         row = get_file_row(conn, project, fid)
         conn.execute(files.delete().where(files.c.id == fid))
@@ -144,7 +132,7 @@ def delete_file(fid: str, state: AppState = Depends(get_state), project: str = D
 
 
 @router.get("/files/{fid}/content")
-def file_content(fid: str, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def file_content(fid: str, state: StateDep, project: ProjectDep):
     with state.db.connect() as conn:
         row = get_file_row(conn, project, fid)
     path = state.blobs.path(row.sha256)

@@ -14,9 +14,10 @@ import threading
 import time
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 
-from openft.api.deps import AppState, get_project, get_state
+from openft.api.deps import AppState, ProjectDep, StateDep
+from openft.api.rows import get_job_row
 from openft.api.schemas import (
     JobCreate,
     check_classification,
@@ -40,13 +41,6 @@ from openft.train import rules
 log = logging.getLogger("openft.api")
 router = APIRouter(prefix="/fine_tuning/jobs")
 
-
-
-def get_job_row(conn: sa.Connection, project: str, jid: str):
-    row = conn.execute(sa.select(jobs).where(jobs.c.id == jid, jobs.c.project_id == project)).first()
-    if row is None:
-        raise NotFound(f"Could not find fine-tune: {jid}", param="fine_tuning_job_id")
-    return row
 
 
 def _check_file(conn: sa.Connection, project: str, fid: str, param: str) -> None:
@@ -88,7 +82,7 @@ def _check_continuable(resolved, method: dict) -> None:
 
 
 @router.post("")
-def create_job(body: JobCreate, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def create_job(body: JobCreate, state: StateDep, project: ProjectDep):
     settings = state.settings
     method = body.resolved_method()
     with state.db.begin() as conn:
@@ -150,9 +144,8 @@ def _status_filter(status: str | None) -> list[str] | None:
 
 
 @router.get("")
-def list_jobs(request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100),
-              status: str | None = None,
-              state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def list_jobs(state: StateDep, project: ProjectDep, request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100),
+              status: str | None = None):
     null, wanted = _metadata_filter(request)
     statuses = _status_filter(status)
     with state.db.connect() as conn:
@@ -183,7 +176,7 @@ def list_jobs(request: Request, after: str | None = None, limit: int = Query(20,
 
 
 @router.get("/{jid}")
-def retrieve_job(jid: str, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def retrieve_job(jid: str, state: StateDep, project: ProjectDep):
     with state.db.connect() as conn:
         return job_object(get_job_row(conn, project, jid), state.settings)
 
@@ -205,12 +198,12 @@ def _transition(state: AppState, project: str, jid: str, verb: str, change) -> d
 
 
 @router.post("/{jid}/cancel")
-def cancel_job(jid: str, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def cancel_job(jid: str, state: StateDep, project: ProjectDep):
     return _transition(state, project, jid, "cancel", lambda conn: job_state.cancel(conn, jid))
 
 
 @router.post("/{jid}/pause")
-def pause_job(jid: str, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def pause_job(jid: str, state: StateDep, project: ProjectDep):
     with state.db.connect() as conn:
         row = get_job_row(conn, project, jid)
     if row.status == "paused" or (row.status == "running" and row.requested_action == "pause"):
@@ -221,7 +214,7 @@ def pause_job(jid: str, state: AppState = Depends(get_state), project: str = Dep
 
 
 @router.post("/{jid}/resume")
-def resume_job(jid: str, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def resume_job(jid: str, state: StateDep, project: ProjectDep):
     with state.db.connect() as conn:
         row = get_job_row(conn, project, jid)
     if row.status == "running" and row.requested_action == "pause":  # not paused yet: take the request back
@@ -245,15 +238,13 @@ def _job_children_page(state: AppState, project: str, jid: str, table: sa.Table,
 
 
 @router.get("/{jid}/events")
-def list_events(jid: str, after: str | None = None, limit: int = Query(20, ge=1, le=1000),
-                state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def list_events(state: StateDep, project: ProjectDep, jid: str, after: str | None = None, limit: int = Query(20, ge=1, le=1000)):
     rows, more = _job_children_page(state, project, jid, job_events, after, limit, "event")
     return cursor_page([event_object(r) for r in rows], more)
 
 
 @router.get("/{jid}/checkpoints")
-def list_checkpoints(jid: str, after: str | None = None, limit: int = Query(10, ge=1, le=100),
-                     state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def list_checkpoints(state: StateDep, project: ProjectDep, jid: str, after: str | None = None, limit: int = Query(10, ge=1, le=100)):
     rows, more = _job_children_page(state, project, jid, checkpoints, after, limit, "checkpoint",
                                     checkpoints.c.deleted == sa.false())
     return cursor_page([checkpoint_object(r) for r in rows], more)

@@ -26,10 +26,10 @@ import json
 import math
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Response
 
-from openft.api.deps import AppState, get_project, get_state
-from openft.api.routes.fine_tuning import get_job_row
+from openft.api.deps import ProjectDep, StateDep
+from openft.api.rows import get_job_row
 from openft.errors import InvalidRequest
 from openft.store.db import job_events
 from openft.train import metrics as M
@@ -94,8 +94,7 @@ def json_response(body: dict) -> Response:
 
 
 @router.get("/{jid}/metrics")
-def job_metrics(jid: str, after: str | None = None, limit: int = Query(100_000, ge=1, le=100_000),
-                state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def job_metrics(state: StateDep, project: ProjectDep, jid: str, after: str | None = None, limit: int = Query(100_000, ge=1, le=100_000)):
     since = _cursor(after)
     with state.db.connect() as conn:
         get_job_row(conn, project, jid)

@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from openft.api.deps import AppState, get_project, get_state
+from openft.api.deps import ProjectDep, StateDep
 from openft.api.schemas import model_object
 from openft.errors import InvalidRequest
 from openft.store.db import models
@@ -52,7 +52,7 @@ def _base_created(settings, model_id: str, base=None) -> int:
 
 
 @router.get("/models")
-def list_models(state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def list_models(state: StateDep, project: ProjectDep):
     from openft.models import list_base_models
     from openft.models.metadata import base_metadata
 
@@ -66,7 +66,7 @@ def list_models(state: AppState = Depends(get_state), project: str = Depends(get
 
 
 @router.get("/models/{model:path}")
-def retrieve_model(model: str, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def retrieve_model(model: str, state: StateDep, project: ProjectDep):
     with state.db.connect() as conn:
         m = resolve_model(state.settings, conn, project, model)
     created = m.created_at if m.created_at is not None else _base_created(state.settings, m.id)
@@ -80,7 +80,7 @@ def retrieve_model(model: str, state: AppState = Depends(get_state), project: st
 
 
 @router.delete("/models/{model:path}")
-def delete_model(model: str, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def delete_model(model: str, state: StateDep, project: ProjectDep):
     with state.db.begin() as conn:
         m = resolve_model(state.settings, conn, project, model)
         if m.kind != "fine-tuned":

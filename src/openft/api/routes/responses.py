@@ -19,14 +19,14 @@ import time
 from typing import Literal
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from openft.api import chat
 from openft.api import responses_shapes as shapes
-from openft.api.deps import AppState, get_project, get_state
+from openft.api.deps import AppState, ProjectDep, StateDep
 from openft.api.generation import SSE_HEADERS
-from openft.api.routes import chat
 from openft.api.schemas import cursor_page
 from openft.errors import InvalidRequest, NotFound, OpenFTError, ServerError
 from openft.ids import new_id
@@ -65,8 +65,8 @@ def _refuse_query(request: Request, allowed: tuple[str, ...]) -> None:
 
 
 @router.post("")
-async def create_response(body: shapes.ResponsesRequest, request: Request, state: AppState = Depends(get_state),
-                          project: str = Depends(get_project)):
+async def create_response(body: shapes.ResponsesRequest, request: Request, state: StateDep,
+                          project: ProjectDep):
     shapes.refuse_unsupported(body)
     check_metadata(body.metadata)
     context: list[dict] = []
@@ -103,14 +103,14 @@ async def create_response(body: shapes.ResponsesRequest, request: Request, state
 
 
 @router.get("/{response_id}")
-def retrieve_response(response_id: str, request: Request, state: AppState = Depends(get_state),
-                      project: str = Depends(get_project)):
+def retrieve_response(response_id: str, request: Request, state: StateDep,
+                      project: ProjectDep):
     _refuse_query(request, ())
     return _load(state, project, response_id).body
 
 
 @router.delete("/{response_id}")
-def delete_response(response_id: str, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def delete_response(response_id: str, state: StateDep, project: ProjectDep):
     _load(state, project, response_id)
     with state.db.begin() as conn:
         conn.execute(responses.delete().where(responses.c.id == response_id, responses.c.project_id == project))
@@ -118,16 +118,15 @@ def delete_response(response_id: str, state: AppState = Depends(get_state), proj
 
 
 @router.post("/{response_id}/cancel")
-def cancel_response(response_id: str, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def cancel_response(response_id: str, state: StateDep, project: ProjectDep):
     _load(state, project, response_id)
     raise InvalidRequest("Only responses created with background=true can be cancelled, and openft does not run "
                          "background responses.", param="response_id")
 
 
 @router.get("/{response_id}/input_items")
-def list_input_items(response_id: str, request: Request, after: str | None = None,
-                     limit: int = Query(20, ge=1, le=100), order: Literal["asc", "desc"] = "desc",
-                     state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def list_input_items(state: StateDep, project: ProjectDep, response_id: str, request: Request, after: str | None = None,
+                     limit: int = Query(20, ge=1, le=100), order: Literal["asc", "desc"] = "desc"):
     """The conversation that went into the response: the previous response's input items and
     output, then this request's input (oldest first with order=asc)."""
     _refuse_query(request, ("after", "limit", "order"))

@@ -16,10 +16,10 @@ import time
 from typing import Literal
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from pydantic import Field
 
-from openft.api.deps import AppState, get_project, get_state
+from openft.api.deps import AppState, ProjectDep, StateDep
 from openft.api.schemas import Strict, cursor_page, keyset
 from openft.errors import InvalidRequest, NotFound
 from openft.ids import new_id
@@ -88,12 +88,12 @@ def _get(conn, project: str, endpoint_id: str):
 
 
 @router.get("/webhook_event_types")
-def list_event_types(project: str = Depends(get_project)):
+def list_event_types(project: ProjectDep):
     return {"object": "list", "data": list(events.EVENT_TYPES)}
 
 
 @router.post("/webhook_endpoints")
-def create_endpoint(body: EndpointCreate, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def create_endpoint(body: EndpointCreate, state: StateDep, project: ProjectDep):
     types = _check_types(body.event_types)
     url = _check_url(state, body.url)
     secret, now = signing.new_secret(), int(time.time())
@@ -106,9 +106,8 @@ def create_endpoint(body: EndpointCreate, state: AppState = Depends(get_state), 
 
 
 @router.get("/webhook_endpoints")
-def list_endpoints(after: str | None = None, limit: int = Query(20, ge=1, le=100),
-                   order: Literal["asc", "desc"] = "desc", state: AppState = Depends(get_state),
-                   project: str = Depends(get_project)):
+def list_endpoints(state: StateDep, project: ProjectDep, after: str | None = None, limit: int = Query(20, ge=1, le=100),
+                   order: Literal["asc", "desc"] = "desc"):
     t = webhook_endpoints
     mine = sa.and_(t.c.project_id == project, t.c.deleted == sa.false())
     with state.db.connect() as conn:
@@ -124,14 +123,14 @@ def list_endpoints(after: str | None = None, limit: int = Query(20, ge=1, le=100
 
 
 @router.get("/webhook_endpoints/{endpoint_id}")
-def retrieve_endpoint(endpoint_id: str, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def retrieve_endpoint(endpoint_id: str, state: StateDep, project: ProjectDep):
     with state.db.connect() as conn:
         return endpoint_object(_get(conn, project, endpoint_id))
 
 
 @router.post("/webhook_endpoints/{endpoint_id}")
-def update_endpoint(endpoint_id: str, body: EndpointUpdate, state: AppState = Depends(get_state),
-                    project: str = Depends(get_project)):
+def update_endpoint(endpoint_id: str, body: EndpointUpdate, state: StateDep,
+                    project: ProjectDep):
     values = {}
     if body.event_types is not None:
         values["event_types"] = _check_types(body.event_types)
@@ -148,7 +147,7 @@ def update_endpoint(endpoint_id: str, body: EndpointUpdate, state: AppState = De
 
 
 @router.delete("/webhook_endpoints/{endpoint_id}")
-def delete_endpoint(endpoint_id: str, state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def delete_endpoint(endpoint_id: str, state: StateDep, project: ProjectDep):
     with state.db.begin() as conn:
         _get(conn, project, endpoint_id)
         conn.execute(webhook_endpoints.update().where(webhook_endpoints.c.id == endpoint_id).values(deleted=True))
@@ -156,8 +155,7 @@ def delete_endpoint(endpoint_id: str, state: AppState = Depends(get_state), proj
 
 
 @router.post("/webhook_endpoints/{endpoint_id}/rotate_secret")
-def rotate_secret(endpoint_id: str, body: RotateSecret | None = None, state: AppState = Depends(get_state),
-                  project: str = Depends(get_project)):
+def rotate_secret(state: StateDep, project: ProjectDep, endpoint_id: str, body: RotateSecret | None = None):
     keep = bool(body and body.keep_old_secret_active_for_24_hours)
     secret, now = signing.new_secret(), int(time.time())
     with state.db.begin() as conn:
@@ -169,8 +167,8 @@ def rotate_secret(endpoint_id: str, body: RotateSecret | None = None, state: App
 
 
 @router.post("/webhook_endpoints/{endpoint_id}/test")
-def test_endpoint(endpoint_id: str, body: TestEvent, state: AppState = Depends(get_state),
-                  project: str = Depends(get_project)):
+def test_endpoint(endpoint_id: str, body: TestEvent, state: StateDep,
+                  project: ProjectDep):
     """One sample event (data.id is a made-up id), signed and sent now; not retried or recorded."""
     _check_types([body.event_type], param="event_type")
     with state.db.connect() as conn:
@@ -192,8 +190,7 @@ def test_endpoint(endpoint_id: str, body: TestEvent, state: AppState = Depends(g
 
 
 @router.get("/webhook_endpoints/{endpoint_id}/deliveries")
-def list_deliveries(endpoint_id: str, after: str | None = None, limit: int = Query(20, ge=1, le=100),
-                    state: AppState = Depends(get_state), project: str = Depends(get_project)):
+def list_deliveries(state: StateDep, project: ProjectDep, endpoint_id: str, after: str | None = None, limit: int = Query(20, ge=1, le=100)):
     """openft extension: this endpoint's deliveries, newest first, each with every attempt."""
     t = webhook_deliveries
     with state.db.connect() as conn:
