@@ -245,7 +245,8 @@ def create_run(eval_id: str, body: RunCreate, request: Request, state: StateDep,
 
 
 @router.get("/{eval_id}/runs")
-def list_runs(state: StateDep, project: ProjectDep, eval_id: str, request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100),
+def list_runs(state: StateDep, project: ProjectDep,
+              eval_id: str, request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100),
               order: Literal["asc", "desc"] = "asc", status: Literal[RUN_STATUSES] | None = None):
     with state.db.connect() as conn:
         ev = _get_eval(conn, project, eval_id)
@@ -298,7 +299,8 @@ def output_item_object(row) -> dict:
 
 
 @router.get("/{eval_id}/runs/{run_id}/output_items")
-def list_output_items(state: StateDep, project: ProjectDep, eval_id: str, run_id: str, after: str | None = None, limit: int = Query(20, ge=1, le=100),
+def list_output_items(state: StateDep, project: ProjectDep,
+                      eval_id: str, run_id: str, after: str | None = None, limit: int = Query(20, ge=1, le=100),
                       order: Literal["asc", "desc"] = "asc", status: Literal["fail", "pass", "error"] | None = None):
     t = eval_output_items
     with state.db.connect() as conn:

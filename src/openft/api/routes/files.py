@@ -93,7 +93,8 @@ def _drop_blob_if_unused(state: AppState, sha: str) -> None:
 
 
 @router.get("/files")
-def list_files(state: StateDep, project: ProjectDep, after: str | None = None, limit: int = Query(10000, ge=1, le=10000),
+def list_files(state: StateDep, project: ProjectDep,
+               after: str | None = None, limit: int = Query(10000, ge=1, le=10000),
                order: str = Query("desc", pattern="^(asc|desc)$"), purpose: str | None = None):
     with state.db.connect() as conn:
         q = sa.select(files).where(files.c.project_id == project, alive_files())

@@ -144,7 +144,8 @@ def _status_filter(status: str | None) -> list[str] | None:
 
 
 @router.get("")
-def list_jobs(state: StateDep, project: ProjectDep, request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100),
+def list_jobs(state: StateDep, project: ProjectDep,
+              request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100),
               status: str | None = None):
     null, wanted = _metadata_filter(request)
     statuses = _status_filter(status)
@@ -238,13 +239,15 @@ def _job_children_page(state: AppState, project: str, jid: str, table: sa.Table,
 
 
 @router.get("/{jid}/events")
-def list_events(state: StateDep, project: ProjectDep, jid: str, after: str | None = None, limit: int = Query(20, ge=1, le=1000)):
+def list_events(state: StateDep, project: ProjectDep,
+                jid: str, after: str | None = None, limit: int = Query(20, ge=1, le=1000)):
     rows, more = _job_children_page(state, project, jid, job_events, after, limit, "event")
     return cursor_page([event_object(r) for r in rows], more)
 
 
 @router.get("/{jid}/checkpoints")
-def list_checkpoints(state: StateDep, project: ProjectDep, jid: str, after: str | None = None, limit: int = Query(10, ge=1, le=100)):
+def list_checkpoints(state: StateDep, project: ProjectDep,
+                     jid: str, after: str | None = None, limit: int = Query(10, ge=1, le=100)):
     rows, more = _job_children_page(state, project, jid, checkpoints, after, limit, "checkpoint",
                                     checkpoints.c.deleted == sa.false())
     return cursor_page([checkpoint_object(r) for r in rows], more)

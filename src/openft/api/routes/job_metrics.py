@@ -94,7 +94,8 @@ def json_response(body: dict) -> Response:
 
 
 @router.get("/{jid}/metrics")
-def job_metrics(state: StateDep, project: ProjectDep, jid: str, after: str | None = None, limit: int = Query(100_000, ge=1, le=100_000)):
+def job_metrics(state: StateDep, project: ProjectDep,
+                jid: str, after: str | None = None, limit: int = Query(100_000, ge=1, le=100_000)):
     since = _cursor(after)
     with state.db.connect() as conn:
         get_job_row(conn, project, jid)

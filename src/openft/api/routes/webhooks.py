@@ -190,7 +190,8 @@ def test_endpoint(endpoint_id: str, body: TestEvent, state: StateDep,
 
 
 @router.get("/webhook_endpoints/{endpoint_id}/deliveries")
-def list_deliveries(state: StateDep, project: ProjectDep, endpoint_id: str, after: str | None = None, limit: int = Query(20, ge=1, le=100)):
+def list_deliveries(state: StateDep, project: ProjectDep,
+                    endpoint_id: str, after: str | None = None, limit: int = Query(20, ge=1, le=100)):
     """openft extension: this endpoint's deliveries, newest first, each with every attempt."""
     t = webhook_deliveries
     with state.db.connect() as conn:

@@ -271,6 +271,9 @@ export async function render(root, { id }, ctx) {
       eventList = fresh.concat(eventList).slice(0, MAX_EVENTS);
       showEvents();
     }
+    // The status, progress and facts are drawn with the charts they go with, before the
+    // checkpoint list is fetched (a page showing new points with the old step count would lie).
+    update();
     // A finished job gets one more round: the last points may have been written while the
     // requests above were in flight.
     if (isTerminal(job)) terminalTicks++;
@@ -278,7 +281,6 @@ export async function render(root, { id }, ctx) {
       ckpts = await api(`${path}/checkpoints?limit=100`);
       showCheckpoints();
     }
-    update();
     if (terminalTicks >= 2 && stopPoll) { stopPoll(); stopPoll = null; live.textContent = ""; }
   }
 
