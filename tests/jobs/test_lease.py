@@ -86,9 +86,9 @@ def test_eval_runs_have_one_cancel_rule(engine):
     for rid in ("evalrun_1", "evalrun_2", "evalrun_3"):
         run(rid)
     with engine.begin() as conn:
-        ids, stale = eval_state.candidates(conn, 5)
-        assert ids == ["evalrun_1", "evalrun_2", "evalrun_3"]
-        assert eval_state.claim(conn, "evalrun_1", "w1", stale)
+        assert lease.candidates(conn, eval_state.LEASE, order_by=[eval_runs.c.seq]) == ["evalrun_1", "evalrun_2",
+                                                                                         "evalrun_3"]
+        assert eval_state.claim_next(conn, "w1", 5) == "evalrun_1"  # the oldest
         assert eval_state.cancel(conn, "evalrun_1")  # in progress
         assert eval_state.cancel(conn, "evalrun_2")  # queued
         assert not eval_state.cancel(conn, "evalrun_2")  # finished: not again

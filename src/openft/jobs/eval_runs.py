@@ -91,11 +91,7 @@ class EvalRunExecutor:
     def claim(self) -> str | None:
         """The oldest queued run, or one whose worker's lease expired (its worker died)."""
         with self.db.begin() as conn:
-            candidates, stale = eval_state.candidates(conn, self.settings.lease_seconds)
-            for rid in candidates:
-                if eval_state.claim(conn, rid, self.worker_id, stale):
-                    return rid
-        return None
+            return eval_state.claim_next(conn, self.worker_id, self.settings.lease_seconds)
 
     def _heartbeat(self, run_id: str, usage: dict) -> bool:
         with self.db.begin() as conn:

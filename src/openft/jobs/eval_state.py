@@ -31,15 +31,11 @@ LIVE = ("queued", "in_progress")
 LEASE = lease.Leased(eval_runs, held="in_progress", free="queued", live=(eval_runs.c.deleted == sa.false(),))
 
 
-def candidates(conn: sa.Connection, lease_seconds: float, limit: int = 5) -> tuple[list[str], float]:
-    """(ids a worker may claim, oldest first: queued runs and runs whose lease expired, the cutoff)."""
-    stale = time.time() - lease_seconds
-    return lease.candidates(conn, LEASE, order_by=[eval_runs.c.seq], limit=limit, take_over_before=stale), stale
-
-
-def claim(conn: sa.Connection, run_id: str, worker_id: str, stale_before: float) -> bool:
-    """queued (or in_progress with a lease older than `stale_before`) -> in_progress under `worker_id`."""
-    return lease.claim(conn, LEASE, run_id, worker_id, take_over_before=stale_before)
+def claim_next(conn: sa.Connection, worker_id: str, lease_seconds: float) -> str | None:
+    """The oldest queued run (or in_progress run whose lease is older than `lease_seconds`: its worker
+    died) -> in_progress under `worker_id`; its id, or None."""
+    return lease.claim_first(conn, LEASE, worker_id, order_by=[eval_runs.c.seq],
+                             take_over_before=time.time() - lease_seconds)
 
 
 def heartbeat(conn: sa.Connection, run_id: str, worker_id: str, usage: dict) -> bool:

@@ -162,11 +162,10 @@ class ExportRunner:
         """The oldest queued export, or one whose worker's lease expired; its row, or None."""
         stale = time.time() - self.settings.lease_seconds
         with self.db.begin() as conn:
-            for eid in lease.candidates(conn, LEASE, order_by=[exports.c.seq], take_over_before=stale):
-                if lease.claim(conn, LEASE, eid, self.worker_id, take_over_before=stale,
-                               values={"attempts": exports.c.attempts + 1, "progress": 0.0, "stage": "starting"}):
-                    return dict(conn.execute(sa.select(exports).where(exports.c.id == eid)).mappings().one())
-        return None
+            eid = lease.claim_first(conn, LEASE, self.worker_id, order_by=[exports.c.seq], take_over_before=stale,
+                                    values={"attempts": exports.c.attempts + 1, "progress": 0.0, "stage": "starting"})
+            return None if eid is None else dict(conn.execute(sa.select(exports).where(exports.c.id == eid))
+                                                 .mappings().one())
 
     def run_once(self) -> str | None:
         rec = self.claim()

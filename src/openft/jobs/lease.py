@@ -59,6 +59,12 @@ def expired(kind: Leased, before: float) -> sa.ColumnElement:
                    sa.or_(kind.c.heartbeat_at.is_(None), kind.c.heartbeat_at < before))
 
 
+def claimable(kind: Leased, take_over_before: float | None = None) -> sa.ColumnElement:
+    """A row a claim may take: free, or (with `take_over_before`) held under a lease that expired."""
+    free = kind.c.status == kind.free
+    return free if take_over_before is None else sa.or_(free, expired(kind, take_over_before))
+
+
 def taken(worker_id: str, now: float | None = None) -> dict:
     """The values a claim writes: the holder and its first heartbeat."""
     return {"worker_id": worker_id, "heartbeat_at": time.time() if now is None else now}
@@ -79,21 +85,25 @@ def claim(conn: sa.Connection, kind: Leased, row_id: str, worker_id: str, *, val
           take_over_before: float | None = None) -> bool:
     """free -> held under `worker_id`; with `take_over_before`, also a held row whose lease expired
     before that time (its worker died: the claimant takes it over)."""
-    start = kind.c.status == kind.free
-    if take_over_before is not None:
-        start = sa.or_(start, expired(kind, take_over_before))
     return update(conn, kind, row_id, {"status": kind.held, **taken(worker_id), **(values or {})},
-                  [start, *kind.live])
+                  [claimable(kind, take_over_before), *kind.live])
 
 
 def candidates(conn: sa.Connection, kind: Leased, *, order_by, limit: int = 8,
                take_over_before: float | None = None) -> list[str]:
     """Ids of rows a claim may win, oldest first: free ones (and expired held ones)."""
-    start = kind.c.status == kind.free
-    if take_over_before is not None:
-        start = sa.or_(start, expired(kind, take_over_before))
-    return list(conn.execute(sa.select(kind.c.id).where(start, *kind.live).order_by(*order_by)
-                             .limit(limit)).scalars())
+    return list(conn.execute(sa.select(kind.c.id).where(claimable(kind, take_over_before), *kind.live)
+                             .order_by(*order_by).limit(limit)).scalars())
+
+
+def claim_first(conn: sa.Connection, kind: Leased, worker_id: str, *, order_by, take_over_before: float | None = None,
+                values: dict | None = None) -> str | None:
+    """Claim the oldest row this worker can win (`candidates`, then `claim` each until one is won);
+    its id, or None when there is none."""
+    for row_id in candidates(conn, kind, order_by=order_by, take_over_before=take_over_before):
+        if claim(conn, kind, row_id, worker_id, values=values, take_over_before=take_over_before):
+            return row_id
+    return None
 
 
 def heartbeat(conn: sa.Connection, kind: Leased, row_id: str, worker_id: str, values: dict | None = None) -> bool:
