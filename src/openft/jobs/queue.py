@@ -63,9 +63,7 @@ def step_of(conn: sa.Connection, job_id: str, path: str | None) -> int | None:
 def claim_next(engine: Engine, worker_id: str, data_dir: Path) -> dict | None:
     """Claim the oldest queued job for `worker_id`; returns its row (as a dict) or None."""
     with engine.connect() as conn:
-        candidates = conn.execute(
-            sa.select(jobs.c.id).where(jobs.c.status == "queued")
-            .order_by(jobs.c.created_at, jobs.c.seq).limit(8)).scalars().all()
+        candidates = lease.candidates(conn, state.LEASE, order_by=[jobs.c.created_at, jobs.c.seq])
     for job_id in candidates:
         with engine.begin() as conn:
             if state.claim(conn, job_id, worker_id, job_output_dir(data_dir, job_id)):

@@ -90,11 +90,6 @@ def _stale(stale_before: float | None) -> list:
     return [lease.expired(LEASE, stale_before)]
 
 
-def _released() -> dict:
-    """A job no worker holds any more."""
-    return lease.freed()
-
-
 def mine(row, worker_id: str) -> bool:
     """Is the job `row` (read back: status, worker_id) still running under `worker_id`? The one
     test of the worker, its heartbeat and the runner's hooks."""
@@ -134,7 +129,7 @@ def requeue(conn: sa.Connection, job_id: str, *, event: str, resume_checkpoint: 
             runner_retry: bool = False) -> bool:
     """running -> queued, to continue from `resume_checkpoint`. Fenced on `worker_id`, or on a
     heartbeat older than `stale_before`. `lost_worker` / `runner_retry` count the reason."""
-    values = {**_released(), "resume_checkpoint": resume_checkpoint, "requested_action": None,
+    values = {**lease.freed(), "resume_checkpoint": resume_checkpoint, "requested_action": None,
               "estimated_finish": None}
     if lost_worker:
         values["workers_lost"] = jobs.c.workers_lost + 1
@@ -162,7 +157,7 @@ def fail(conn: sa.Connection, job_id: str, code: str, message: str, param: str |
          event: str | None = None) -> bool:
     """-> failed with error {code, message, param}; the event is `event` or "Fine-tuning job failed: <message>".
     Fenced on `worker_id` / `stale_before` as requeue is."""
-    values = {**_released(), "finished_at": int(time.time()), "estimated_finish": None, "requested_action": None,
+    values = {**lease.freed(), "finished_at": int(time.time()), "estimated_finish": None, "requested_action": None,
               "error": {"code": code, "message": message, "param": param}}
     if not _apply(conn, "fail", job_id, values, from_=from_, worker_id=worker_id, where=_stale(stale_before)):
         return False
@@ -198,7 +193,7 @@ def pause(conn: sa.Connection, job_id: str, *, worker_id: str | None = None, res
             return False
         add_event(conn, job_id, "Fine-tuning job paused")
         return True
-    if not _apply(conn, "pause", job_id, {**_released(), "requested_action": None, "estimated_finish": None,
+    if not _apply(conn, "pause", job_id, {**lease.freed(), "requested_action": None, "estimated_finish": None,
                                           "resume_checkpoint": resume_checkpoint},
                   from_=("running",), worker_id=worker_id):
         return False
