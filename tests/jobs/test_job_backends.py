@@ -117,19 +117,25 @@ def test_a_job_succeeds_through_the_protocol(engine, settings, tmp_path):
     assert (Path(row["output_dir"]) / "runner.log").stat().st_size > 0
 
 
-def test_a_run_stopped_from_outside_is_retried_then_fails_with_what_its_backend_says(engine, settings, tmp_path):
+def test_a_run_stopped_from_outside_is_retried_then_fails_with_what_its_backend_says(
+        engine, settings, tmp_path, monkeypatch):
     """The run ends without finishing its job (stopped by a signal nobody in openft sent): the
-    backend's exit() says it is worth a retry; the worker requeues, then fails at the bound."""
-    jid = _job(settings, engine, tmp_path, n_epochs=50, batch_size=1)
+    backend's exit() says it is worth a retry; the worker requeues, then fails at the bound.
+    Each attempt holds mid-step (openft.train.faults) until it is stopped, so it can never finish
+    first however fast the machine trains."""
+    once = tmp_path / "once"
+    once.mkdir()
+    monkeypatch.setenv("OPENFT_FAULT", "step@3:hold,step@5:hold")
+    monkeypatch.setenv("OPENFT_FAULT_ONCE_DIR", str(once))
+    jid = _job(settings, engine, tmp_path, n_epochs=1, batch_size=1)
     worker = _protocol_worker(settings.model_copy(update={"runner_max_retries": 1}), engine)
-    for attempt in (1, 2):
+    for attempt, held_at in ((1, "step@3"), (2, "step@5")):
         out = {}
         t = threading.Thread(target=lambda out=out: out.setdefault("job", worker.run_once()), daemon=True)
         t.start()
         run = wait_until(lambda: worker.process, 60, interval=0.01, what="the run to start")
-        wait_until(lambda attempt=attempt: sum(m in ("Fine-tuning job started", "Resumed from checkpoint")
-                                               or m.startswith("Resumed") for m in event_messages(engine, jid)) >= attempt,
-                   120, interval=0.05, what="the runner to train")
+        wait_until(lambda held_at=held_at: (once / held_at).exists(), 120, interval=0.05,
+                   what=f"the runner to hold at {held_at}")
         run.stop(30.0)  # SIGTERM inside the runner's try: it exits 130, as a signal it did not expect
         t.join(60)
         assert not t.is_alive() and out["job"] == jid
