@@ -15,8 +15,8 @@ request alone over a base-model request alone). Targets on the 2-core dev box: >
     python benchmarks/serve_throughput.py --via engine --random-adapters   # in-process, no training
     python benchmarks/serve_throughput.py --quick    # 8 x 16 tokens, 4 concurrent, in-process, random adapters
 
-Both sides use the engine's thread policy (`openft.serve.executor.pick_threads`: the cores the
-load average leaves free), so a busy machine slows both alike.
+Both sides use the engine's thread policy (`openft.cpu_threads.ThreadPolicy`: the cores other
+processes leave idle), so a busy machine slows both alike.
 """
 
 from __future__ import annotations
@@ -278,11 +278,12 @@ def run_sequential(base_dir: str, adapters: dict[str, str], plan, max_tokens: in
         def end(self):
             pass
 
-    from openft.serve.executor import pick_threads
+    from openft.cpu_threads import ThreadPolicy
 
+    threads = ThreadPolicy()  # the engine's own policy, so that both get the same cores
     stats, t = [], time.perf_counter()
     for i, (mid, msgs) in enumerate(plan):
-        torch.set_num_threads(pick_threads())  # the engine's own policy, so that both get the same cores
+        threads.retune()
         t0 = time.perf_counter()
         ids = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True).to(device)
         torch.manual_seed(i)

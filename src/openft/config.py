@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     serve_backend: str = Field("builtin", description="'builtin' (transformers + our multi-LoRA batching) or 'vllm'.")
     serve_dtype: str = Field("auto", description="'auto' (bf16 where the CPU/GPU has it), 'float32' or 'bfloat16'.")
     serve_threads: int = Field(0, description="Torch threads for decoding; 0 adapts to the machine's load.")
+    train_threads: str = Field("auto", pattern=r"^(auto|default|[1-9][0-9]{0,3})$",
+                               description="Torch threads of a training run on CPU: 'auto' (the cores other "
+                               "processes leave idle, re-checked between steps), 'default' (torch's own: one per "
+                               "core) or a number; a job's num_threads hyperparameter comes first.")
     serve_cuda_graphs: bool = Field(True, description="On CUDA, capture the fixed-shape decode step in CUDA graphs.")
     job_backend: str = Field("local", description="Where jobs' training runs: 'local' (a child process of the "
                              "worker; see openft.jobs.backends).")

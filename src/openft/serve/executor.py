@@ -3,7 +3,8 @@
 `Executor` decides where and how models run (`device` auto -> cuda when present; `dtype` auto ->
 bfloat16 on CUDA or a CPU with bf16 units, else float32), builds runners on that device
 (`build`), keeps the CPU's intra-op threads at the cores other processes leave idle
-(`tune_threads`, unless `serve_threads` fixes them), and runs one step of a runner (`execute`):
+(`tune_threads`: openft.cpu_threads, the policy the trainer uses too, unless `serve_threads`
+fixes them), and runs one step of a runner (`execute`):
 the batched forward, then every row's next token (the grammar's mask on constrained rows, the
 sequence's own random stream, the logprobs rows asked for), with one copy to the host.
 
@@ -13,12 +14,10 @@ processor's business.
 
 from __future__ import annotations
 
-import os
-import time
-
 import torch
 
 from openft.config import Settings
+from openft.cpu_threads import ThreadPolicy
 from openft.errors import InvalidRequest
 from openft.serve.constrain import Guide
 from openft.serve.general import build_runner
@@ -43,11 +42,8 @@ class Executor:
         if name not in DTYPES:
             raise InvalidRequest(f"serve dtype must be one of {sorted(DTYPES)} or 'auto', not {name!r}.", param="dtype")
         self.dtype = DTYPES[name]
-        threads = settings.serve_threads  # 0 = adapt to the machine's load
-        self._threads_fixed = threads > 0
-        self._threads_checked = 0.0
-        if threads > 0:
-            torch.set_num_threads(threads)
+        # 0: adapt to the cores other processes leave idle (on CPU; a GPU's host threads are left alone)
+        self.threads = ThreadPolicy(settings.serve_threads or ("auto" if self.device == "cpu" else "default"))
 
     def build(self, path: str, name: str) -> ModelRunner:
         """A runner for the model in `path` on this device and dtype, with its token-bytes table."""
@@ -57,18 +53,10 @@ class Executor:
         return runner
 
     def tune_threads(self) -> None:
-        """On CPU, every few seconds: as many intra-op threads as there are idle cores. Threads of
-        one matmul wait for each other at barriers; when other processes hold the cores, a second
-        thread that is not scheduled stalls every op (measured 6x slower at load 6 on 2 cores)."""
-        if self.device != "cpu" or self._threads_fixed:
-            return
-        now = time.monotonic()
-        if now - self._threads_checked < 3.0:
-            return
-        self._threads_checked = now
-        n = pick_threads()
-        if n != torch.get_num_threads():
-            torch.set_num_threads(n)
+        """Between decode steps: every few seconds, as many intra-op threads as there are cores
+        other processes leave idle (openft.cpu_threads; measured 6x slower at load 6 on 2 cores
+        with every core's thread)."""
+        self.threads.retune()
 
     def execute(self, runner: ModelRunner, seqs: list[Sequence], guide: Guide | None) -> tuple[Picked, dict]:
         """One step of `runner` over `seqs` (its sequences, in slot order): (each row's next token
@@ -100,18 +88,6 @@ class Executor:
             guide.mask(rows, [(m, k) for k, (m, _) in enumerate(guided)])
             logits = logits.index_copy(0, idx, rows.to(logits.device))
         return Picked(sample_batch(logits, temps, top_ps, uniforms), lp, lp_rows)
-
-
-def pick_threads() -> int:
-    """Cores this process may use, less those other processes keep busy (1-minute load average)."""
-    ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        return ncpu
-    if load <= ncpu + 0.5:
-        return ncpu
-    return max(1, ncpu - int(load - ncpu + 0.5))
 
 
 def _cpu_has_bf16() -> bool:

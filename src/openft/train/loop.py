@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from openft.config import Settings
+from openft.cpu_threads import ThreadPolicy
 from openft.data.auto import learning_rate, resolve_hyperparameters
 from openft.data.estimate import write_pace
 from openft.errors import DataError
@@ -131,6 +132,13 @@ def train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: s
                                                     free_total)) from e
 
 
+def _thread_policy(spec: TrainSpec, settings: Settings, device: torch.device) -> ThreadPolicy:
+    """The job's num_threads, else OPENFT_TRAIN_THREADS ("auto" adapts on CPU only: on CUDA the
+    host threads only launch kernels, and torch's default is left as it is)."""
+    setting = spec.num_threads or settings.train_threads
+    return ThreadPolicy("default" if setting == "auto" and device.type != "cpu" else setting)
+
+
 def _eval_window(valid: list, step: int, eval_every: int, bs: int) -> list:
     """The validation examples measured at `step`: max(bs, 8) of them (at most all), the window
     moving on by that many at each evaluation so that the run sees the whole set in turn."""
@@ -146,11 +154,10 @@ def _train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: 
 
     t_enter = _setup_began(time.time())  # setup (start-up, model, data) is part of the measured pace
     spec.validate()
-    if spec.num_threads:
-        torch.set_num_threads(spec.num_threads)
     out = Path(spec.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = seen["device"] = pick_device(spec.device)
+    threads = _thread_policy(spec, settings, device)  # retuned between steps: the cores may be shared
     precision = pick_precision(spec.precision, device)
     lora_sum = pick_lora_sum(spec.lora_sum, device, precision)
     base_dir = materialize(settings, spec.base_model)
@@ -218,6 +225,7 @@ def _train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: 
     else:
         _write_run_info(out, spec, base_dir, device, precision, hp, n)
     t_phase = time.time()
+    threads.retune()
     phase = objective.prepare(model, {"train": train_data, "valid": valid_data}, out, budget, bool(state), hooks)
     if phase:
         marks[phase] = time.time() - t_phase
@@ -273,6 +281,7 @@ def _train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: 
         optimizer.zero_grad(set_to_none=True)
         step += 1
         trained_tokens += batches.tokens
+        threads.retune()
 
         # the keys every step reports, in this order (TrainHooks.on_metrics); then the objective's own
         metrics = {"step": step, **{M.key("train", q): None for q in M.QUANTITIES}, "total_steps": total_steps}

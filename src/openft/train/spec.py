@@ -137,7 +137,7 @@ class TrainSpec:
     compile: Union[bool, Auto] = "auto"
     """torch.compile the decoder layers; "auto": on for CUDA, off on CPU (see openft.train.model)."""
     num_threads: int | None = None
-    """CPU threads for torch (torch.set_num_threads); None: torch's default (physical cores)."""
+    """CPU threads for torch (torch.set_num_threads); None: OPENFT_TRAIN_THREADS (auto: idle cores, see openft.cpu_threads)."""
     objective: str = "sft"
     """sft (next-token loss on the answers) or dpo (preference pairs; the job's method.type "dpo")."""
     beta: Union[float, Auto] = "auto"
