@@ -184,6 +184,10 @@ def test_compare_helpers():
     tuned = [compare.Prediction("C"), compare.Prediction("B")]
     rep = compare.forgetting_report(rows, base, tuned)
     assert rep["stem"]["drop"] == 1.0 and rep["other"]["drop"] == 0.0 and rep["all"]["drop"] == 0.5
+    preds = [compare.Prediction("B"), compare.Prediction("no idea", [{"token": " C", "logprob": -0.1}]),
+             compare.Prediction("hmm"), compare.Prediction("", error="APIConnectionError")]
+    assert compare.answer_reading(preds, list("ABCD")) == {"n": 4, "failed": 1, "unreadable": 2, "from_logprobs": 1,
+                                                           "counted_wrong": 1}
     mmlu = compare.mmlu_items()
     assert len(mmlu) == 160 and {r["category"] for r in mmlu} == {"stem", "humanities", "social_sciences", "other"}
 
