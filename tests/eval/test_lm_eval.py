@@ -40,14 +40,14 @@ def srv(tmp_path_factory, model_cache, tiny_model_dir):
         yield server
 
 
-def _evaluate(srv, kind: str, model: str, task: str, tokenizer: str, monkeypatch) -> dict:
+def _evaluate(srv, kind: str, model: str, task: str, tokenizer: str, monkeypatch, batch_size: int = 1) -> dict:
     from lm_eval.tasks import TaskManager
 
     monkeypatch.chdir(REPO)                          # the tasks' data_files are relative to the repository
     monkeypatch.setenv("OPENAI_API_KEY", srv.api_key)
     path = "completions" if kind == "local-completions" else "chat/completions"
     args = {"model": model, "base_url": f"{srv.base_url}/{path}", "tokenizer_backend": "huggingface",
-            "tokenizer": tokenizer, "num_concurrent": 1, "max_retries": 1}
+            "tokenizer": tokenizer, "num_concurrent": 1, "max_retries": 1, "batch_size": batch_size}
     out = lm_eval.simple_evaluate(model=kind, model_args=args, tasks=[task], log_samples=True,
                                   apply_chat_template=kind == "local-chat-completions",
                                   task_manager=TaskManager(include_path=str(TASKS), include_defaults=False))
@@ -55,9 +55,9 @@ def _evaluate(srv, kind: str, model: str, task: str, tokenizer: str, monkeypatch
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["openft-tiny", FT_MODEL])
-def test_loglikelihood_task_with_token_id_prompts(srv, model, tiny_model_dir, monkeypatch):
-    out = _evaluate(srv, "local-completions", model, "openft_mc", tiny_model_dir, monkeypatch)
+@pytest.mark.parametrize("model,batch", [("openft-tiny", 1), (FT_MODEL, 4)])   # 4: several prompts per request
+def test_loglikelihood_task_with_token_id_prompts(srv, model, batch, tiny_model_dir, monkeypatch):
+    out = _evaluate(srv, "local-completions", model, "openft_mc", tiny_model_dir, monkeypatch, batch)
     acc = out["results"]["openft_mc"]["acc,none"]
     assert 0.0 <= acc <= 1.0
     samples = out["samples"]["openft_mc"]
@@ -66,6 +66,10 @@ def test_loglikelihood_task_with_token_id_prompts(srv, model, tiny_model_dir, mo
     assert len(lls) == sum(len(s["doc"]["choices"]) for s in samples)
     assert all(ll < 0 for ll in lls), lls          # a continuation of one or more tokens: never 0.0
     assert len(set(lls)) > 1
+    if batch > 1:    # several prompts in one request: each choice's answer is its own prompt's
+        one = _evaluate(srv, "local-completions", model, "openft_mc", tiny_model_dir, monkeypatch, 1)
+        assert lls == pytest.approx([ll for s in one["samples"]["openft_mc"] for ll, _ in s["filtered_resps"]],
+                                    rel=1e-4)
 
 
 @pytest.mark.slow
