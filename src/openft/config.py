@@ -106,6 +106,8 @@ class Settings(BaseSettings):
                                "processes leave idle, re-checked between steps), 'default' (torch's own: one per "
                                "core) or a number; a job's num_threads hyperparameter comes first.")
     serve_cuda_graphs: bool = Field(True, description="On CUDA, capture the fixed-shape decode step in CUDA graphs.")
+    serve_max_prompts: int = Field(256, ge=1, description="Most prompts in one legacy completions request.")
+    serve_max_stop_chars: int = Field(1000, ge=1, description="Longest stop sequence, in characters.")
     job_backend: str = Field("local", description="Where jobs' training runs: 'local' (a child process of the "
                              "worker; see openft.jobs.backends).")
     runner_max_retries: int = Field(2, ge=0, description="Times a job whose training process died of an "

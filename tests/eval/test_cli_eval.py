@@ -68,5 +68,11 @@ def test_forgetting_reports_per_category():
     cats = got["categories"]
     assert set(cats) == {"stem", "humanities", "social_sciences", "other", "all"} and cats["all"]["n"] == 8
     assert all(c["drop"] == 0 for c in cats.values())  # the same greedy model on both sides
+    answers = got["answers"]   # the tiny random model answers no letter: every answer is unreadable
+    assert answers["base"] == answers["tuned"] and answers["base"]["n"] == 8 and answers["base"]["unreadable"] == 8
+    assert answers["base"]["from_logprobs"] + answers["base"]["counted_wrong"] == 8
+    table = cli("eval", "forgetting", "-m", "openft-tiny", "--base", "openft-tiny", "--per-category", "1").stdout
+    assert re.search(r"openft-tiny: could not read 4 of 4 answers \(no A-D in the text\): \d+ scored from the first "
+                     r"token's log-probabilities, \d+ counted wrong", table), table
     bad = cli("eval", "forgetting", "-m", "openft-tiny", ok=False)
     assert bad.exit_code == 1 and "not a fine-tuned model id" in bad.stderr

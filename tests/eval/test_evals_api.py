@@ -236,11 +236,18 @@ def test_llm_judges_run_through_the_engine(api):
                for i in range(3)]
     run = wait_eval_run(api, ev.id, api.evals.runs.create(ev.id, data_source={
         "type": "jsonl", "source": {"type": "file_content", "content": content}}).id)
-    assert run.status == "completed" and run.result_counts.errored == 0 and run.result_counts.total == 3
     usage = {u.run_model_name: u for u in run.per_model_usage}
     assert usage["openft-tiny"].invocation_count == 6  # two judges per item
+    # the tiny random judge answers no number: each sample is errored (not failed at the range's bottom)
+    assert run.status == "completed" and run.result_counts.total == run.result_counts.errored == 3
+    for item in api.evals.runs.output_items.list(run.id, eval_id=ev.id).data:
+        assert item.status == "error" and item.sample.error.code == "unreadable_judge_answer"
+        assert "The judge model openft-tiny answered" in item.sample.error.message
+    ev = _eval(api, [{"type": "label_model", "name": "judge", "model": "openft-tiny", "input": judge_input,
+                      "labels": ["positive", "negative"], "passing_labels": ["positive"]}])
+    run = wait_eval_run(api, ev.id, api.evals.runs.create(ev.id, data_source={
+        "type": "jsonl", "source": {"type": "file_content", "content": content}}).id)
+    assert run.status == "completed" and run.result_counts.errored == 0 and run.result_counts.total == 3
     item = api.evals.runs.output_items.list(run.id, eval_id=ev.id).data[0]
-    score = next(r for r in item.results if r.name == "score")
-    assert 0 <= score.score <= 10 and score.passed is True  # pass_threshold 0: any score in range passes
     judged = next(r for r in item.results if r.name == "judge")
     assert judged.sample["output"][0]["role"] == "assistant"

@@ -73,6 +73,18 @@ def test_label_and_score_model_with_a_judge():
     assert r["score"] == 7.0 and r["passed"] is False
 
 
+def test_a_score_model_answer_without_a_number_is_unreadable_not_graded():
+    """Scored at the range's bottom it would count as a real fail; it is an error naming the answer."""
+    async def judge(model, messages, params):
+        return "I cannot rate this.", {"prompt_tokens": 3, "completion_tokens": 5}
+
+    sm = {"type": "score_model", "name": "s", "model": "m", "range": [1, 5],
+          "input": [{"role": "user", "content": "{{sample.output_text}}"}]}
+    with pytest.raises(graders.UnreadableAnswer) as e:
+        grade(sm, {}, {"output_text": "x"}, judge)
+    assert "'I cannot rate this.'" in str(e.value) and "from 1 to 5" in str(e.value)
+
+
 def test_multi_grader_formula():
     multi = {"type": "multi", "name": "m", "calculate_output": "0.5 * a + 0.5 * b", "graders": {
         "a": {**SC, "name": "a", "operation": "eq"}, "b": {**SC, "name": "b", "operation": "ilike"}}}
@@ -172,6 +184,10 @@ def test_compare_helpers():
     tuned = [compare.Prediction("C"), compare.Prediction("B")]
     rep = compare.forgetting_report(rows, base, tuned)
     assert rep["stem"]["drop"] == 1.0 and rep["other"]["drop"] == 0.0 and rep["all"]["drop"] == 0.5
+    preds = [compare.Prediction("B"), compare.Prediction("no idea", [{"token": " C", "logprob": -0.1}]),
+             compare.Prediction("hmm"), compare.Prediction("", error="APIConnectionError")]
+    assert compare.answer_reading(preds, list("ABCD")) == {"n": 4, "failed": 1, "unreadable": 2, "from_logprobs": 1,
+                                                           "counted_wrong": 1}
     mmlu = compare.mmlu_items()
     assert len(mmlu) == 160 and {r["category"] for r in mmlu} == {"stem", "humanities", "social_sciences", "other"}
 

@@ -20,6 +20,7 @@ from openft.api.generation import (
     refuse_unsupported_sampling,
     resolve,
     start_streams,
+    stop_list,
     system_fingerprint,
     usage_object,
 )
@@ -135,10 +136,10 @@ def _engine_messages(messages: list[Message]) -> list[dict]:
     return template_messages(out)
 
 
-def _sampling(req: ChatRequest):
+def _sampling(req: ChatRequest, max_stop_chars: int):
     from openft.serve.types import SamplingParams
 
-    stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+    stop = stop_list(req.stop, max_stop_chars)
     return SamplingParams(
         max_tokens=req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens,
         temperature=1.0 if req.temperature is None else req.temperature, top_p=1.0 if req.top_p is None else req.top_p,
@@ -151,7 +152,7 @@ async def start(body: ChatRequest, state: AppState, project: str):
     this route and by `/v1/responses`, which translates its request into a ChatRequest."""
     _unsupported(body)
     messages = _engine_messages(body.messages)
-    params = _sampling(body)
+    params = _sampling(body, state.settings.serve_max_stop_chars)
     choice = tool_choice(body)
     model = await resolve(state, project, body.model)
     tools = body.tools if choice.mode != "none" else None  # "none": the prompt does not offer them

@@ -38,6 +38,17 @@ Stop = Annotated[str | list[str] | None, AfterValidator(_at_most_4)]
 """The `stop` field of chat and legacy completions: a string or up to 4 strings."""
 
 
+def stop_list(stop: str | list[str] | None, max_chars: int) -> list[str]:
+    """The `stop` field as a list; a sequence longer than `max_chars` (Settings.serve_max_stop_chars)
+    is a 400 naming `stop` (every generated token is matched against every stop sequence)."""
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    long = next((s for s in stops if len(s) > max_chars), None)
+    if long is not None:
+        raise InvalidRequest(f"A stop sequence may be at most {max_chars} characters long; got one of {len(long)}.",
+                             param="stop")
+    return stops
+
+
 def refuse_unsupported_sampling(req) -> None:
     """What both chat and legacy completions refuse rather than silently ignore."""
     for name in ("frequency_penalty", "presence_penalty"):

@@ -304,10 +304,20 @@ def eval_forgetting(
     prompts = [compare.mmlu_prompt(r) for r in rows]
     preds = _run_models([base, model], prompts, {}, max_tokens=4, logprobs=True, concurrency=concurrency)
     report = compare.forgetting_report(rows, preds[base], preds[model])
+    reading = {side: compare.answer_reading(preds[m], list("ABCD")) for side, m in (("base", base), ("tuned", model))}
     if as_json:
-        return print_json({"base": base, "model": model, "categories": report})
+        return print_json({"base": base, "model": model, "categories": report, "answers": reading})
     print_table(sorted(report.items(), key=lambda kv: kv[0] == "all"),
                 [("category", lambda kv: kv[0]), ("n", lambda kv: kv[1]["n"]),
                  (base, lambda kv: f"{kv[1]['base']:.3f}"), (model, lambda kv: f"{kv[1]['tuned']:.3f}"),
                  ("drop", lambda kv: f"{kv[1]['drop']:+.3f}")],
                 title="General ability (MMLU subset, 4-choice; chance = 0.25)")
+    for side, m in (("base", base), ("tuned", model)):
+        print(_reading_line(m, reading[side]))
+
+
+def _reading_line(model: str, r: dict) -> str:
+    """How many of a model's answers could not be read, and how they were scored."""
+    line = (f"{model}: could not read {r['unreadable']} of {r['n']} answers (no A-D in the text): "
+            f"{r['from_logprobs']} scored from the first token's log-probabilities, {r['counted_wrong']} counted wrong")
+    return line + (f"; {r['failed']} requests failed (counted wrong)" if r["failed"] else "")

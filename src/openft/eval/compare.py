@@ -7,7 +7,8 @@ through an OpenAI-compatible client (openft or any other server), many at once s
 batch them, with logprobs when asked. `detect_kind(refs)` tells labels from free text.
 `score(kind, refs, preds)` gives the metrics of one model (classification with label
 probabilities from the first answer token's top log-probabilities, or generation metrics).
-`disagreements(...)` lists the items where the models' answers differ. Forgetting uses MMLU
+`disagreements(...)` lists the items where the models' answers differ; `answer_reading(...)` says
+how many answers named no label (read from log-probabilities, else wrong). Forgetting uses MMLU
 questions bundled in eval/data (MIT licence, see its README). Knows nothing about openft's
 server internals: it talks the OpenAI API through the clients it is handed.
 """
@@ -154,6 +155,17 @@ def mmlu_prompt(row: dict) -> list[dict]:
     choices = "\n".join(f"{letter}. {c}" for letter, c in zip("ABCD", row["choices"]))
     return [{"role": "user", "content": f"{row['question']}\n{choices}\nAnswer with the letter (A, B, C or D) "
                                         "of the correct choice only."}]
+
+
+def answer_reading(preds: list[Prediction], labels: list[str]) -> dict:
+    """How `label_of` read the answers: {"n", "failed" (the request failed), "unreadable" (the text
+    names no label), "from_logprobs" (of those, read from the first token's top log-probabilities),
+    "counted_wrong" (neither: scored as a wrong answer)}."""
+    failed = sum(1 for p in preds if p.error)
+    unreadable = [p for p in preds if not p.error and parse_label(p.text, labels) is None]
+    guessed = sum(1 for p in unreadable if label_distribution(p, labels))
+    return {"n": len(preds), "failed": failed, "unreadable": len(unreadable), "from_logprobs": guessed,
+            "counted_wrong": len(unreadable) - guessed}
 
 
 def forgetting_report(rows: list[dict], base: list[Prediction], tuned: list[Prediction]) -> dict:

@@ -5,7 +5,8 @@ and `python` (refused unless the operator enables it).
 grader dict at eval creation and raises InvalidRequest naming the exact param
 (`testing_criteria[1].evaluation_metric`). `grade(spec, item, sample, judge)` (async) returns
 OpenAI's result object `{"name", "type", "score", "passed", "sample"}`; it raises
-templates.MissingField for an item without a field the grader needs. LLM judges (label_model,
+templates.MissingField for an item without a field the grader needs, and UnreadableAnswer for a
+score_model judge whose answer holds no number (the caller errors that sample). LLM judges (label_model,
 score_model) call `judge(model, messages, sampling_params) -> (text, usage)`, supplied by the
 caller, so this module knows nothing about engines or HTTP.
 """
@@ -193,6 +194,22 @@ def parse_label(text: str, labels: list[str]) -> str | None:
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
+class UnreadableAnswer(ValueError):
+    """A judge answered something that holds no score: the sample is errored, not graded (a score
+    at the range's bottom would count as a real `failed`)."""
+
+    code = "unreadable_judge_answer"
+
+
+def read_score(text: str, lo: float, hi: float, model: str) -> float:
+    """The first number in a score_model judge's answer, clamped to [lo, hi]; UnreadableAnswer if none."""
+    m = _NUMBER.search(text)
+    if m is None:
+        raise UnreadableAnswer(f"The judge model {model} answered {text[:200]!r}, which holds no score "
+                               f"(a number from {lo} to {hi}); the sample was not graded.")
+    return min(max(float(m.group()), lo), hi)
+
+
 async def grade(spec: dict, item: dict, sample: dict | None, judge: Judge | None = None,
                 usage: Callable[[str, dict], None] | None = None) -> dict:
     kind = spec["type"]
@@ -228,8 +245,7 @@ async def grade(spec: dict, item: dict, sample: dict | None, judge: Judge | None
         text, used = await judge(spec["model"], messages, params)
         if usage:
             usage(spec["model"], used)
-        m = _NUMBER.search(text)
-        score = min(max(float(m.group()), lo), hi) if m else lo
+        score = read_score(text, lo, hi, spec["model"])
         threshold = spec.get("pass_threshold")
         passed = score >= (threshold if threshold is not None else (lo + hi) / 2)
         return _result(spec, score, passed, {"output": [{"role": "assistant", "content": text}]})

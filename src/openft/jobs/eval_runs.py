@@ -293,7 +293,8 @@ class _RunContext:
                        for c in self.ev.testing_criteria]
         except (templates.MissingField, OpenFTError, RuntimeError, ValueError) as e:
             msg = str(e) if not isinstance(e, OpenFTError) else e.message
-            sample_obj = {**(sample_obj or {}), "error": {"code": "invalid_item", "message": msg}}
+            code = e.code if isinstance(e, graders.UnreadableAnswer) else "invalid_item"
+            sample_obj = {**(sample_obj or {}), "error": {"code": code, "message": msg}}
             return {**row, "status": "error", "results": [], "sample": sample_obj}
         passed = all(r["passed"] for r in results)
         return {**row, "status": "pass" if passed else "fail", "results": results, "sample": sample_obj}

@@ -1,8 +1,8 @@
 """The request checks every serving backend makes before it queues anything.
 
 `check_params` (sampling limits), `encode_prompt` (messages through the chat template, or raw
-text, to token ids) and `check_length` (the prompt and max_tokens against the context): each
-raises the OpenAI-shaped error naming the param (InvalidRequest, ContextLengthExceeded). The
+text, to token ids; token-id prompts checked against the vocabulary) and `check_length` (the
+prompt and max_tokens against the context): each raises the OpenAI-shaped error naming the param (InvalidRequest, ContextLengthExceeded). The
 built-in engine (`serve.engine`) and the vLLM backend (`serve.vllm_backend`) both call them, so
 the two refuse the same requests with the same messages.
 
@@ -40,19 +40,31 @@ def check_params(p: SamplingParams) -> None:
 
 
 def encode_prompt(tok, req: GenerationRequest) -> list[int]:
-    """The prompt's token ids: chat messages through the model's chat template, or raw text."""
+    """The prompt's token ids: chat messages through the model's chat template, raw text, or token
+    ids as given (no BOS added: they are the model's input as the client tokenized it)."""
     if req.messages is not None:
         if not tok.chat_template:
             raise InvalidRequest(f"Model {req.base_model} has no chat template; use /v1/completions.", param="model")
         text = tok.apply_chat_template(_flatten(req.messages), tools=req.tools, add_generation_prompt=True,
                                        tokenize=False)
         ids = tok(text, add_special_tokens=False)["input_ids"]
+    elif isinstance(req.prompt, list):
+        ids = check_token_ids(req.prompt, len(tok))
     elif req.prompt is not None:
         ids = tok(req.prompt, add_special_tokens=True)["input_ids"]
     else:
         raise InvalidRequest("A request needs `messages` or `prompt`.", param="messages")
     if not ids:
         raise InvalidRequest("The prompt is empty.", param="prompt")
+    return list(ids)
+
+
+def check_token_ids(ids: list[int], vocab: int) -> list[int]:
+    """A token-id prompt whose every id is one of the tokenizer's `vocab` ids; else 400 naming `prompt`."""
+    bad = next((t for t in ids if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < vocab), None)
+    if bad is not None:
+        raise InvalidRequest(f"Token id {bad!r} in the prompt is not in this model's vocabulary (0..{vocab - 1}).",
+                             param="prompt")
     return list(ids)
 
 

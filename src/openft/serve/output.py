@@ -3,7 +3,8 @@
 `process(runner, seqs, picked, prompt_logits)` takes one executed step (each row's token, the
 logprobs asked for) and turns it into the items each caller streams, in order: the echoed prompt
 (with its logprobs) on a sequence's first step; then per token, the end-of-sequence check, the
-grammar's advance (a matcher in error fails the request), the logprob entry, the detokenized
+grammar's advance (a matcher in error fails the request), the logprob entry (the end-of-sequence
+token's too when the request asks, `eos_logprob`: legacy completions), the detokenized
 text run through the stop strings (text that may begin a stop string is held back, and so are
 its ids and logprobs), and the finish reason ("stop" for end of sequence or a stop string,
 "length" at max_tokens); a request whose last sequence finished gets its Usage. It says which
@@ -58,6 +59,9 @@ def process(runner: ModelRunner, seqs: list[Sequence], picked: Picked, prompt_lo
         tok = picked.ids[i]
         s.out_ids.append(tok)
         if tok in runner.eos_ids:
+            if p.logprobs and p.eos_logprob:    # its entry (not its text) goes out with the held-back tail
+                s.pend_ids.append(tok)
+                s.pend_lps.append(picked.entry(i, p.top_logprobs, runner.token_bytes))
             _finish(out, s, "stop", items)
             continue
         if s.guide is not None:

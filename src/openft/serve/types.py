@@ -20,6 +20,9 @@ class SamplingParams:
     logprobs: bool = False
     top_logprobs: int = 0               # alternatives per token (0..20)
     echo: bool = False                  # legacy completions: prompt text (and logprobs) first
+    eos_logprob: bool = False           # legacy completions: an end-of-sequence token that ends a choice gets
+                                        # its logprob entry (and id) though its text is left out, as OpenAI's and
+                                        # vLLM's legacy API: one entry per generated token
     json_schema: dict | None = None     # the output must be JSON matching this schema (constrained decoding;
                                         # response_format json_object is {"type": "object"})
 
@@ -40,7 +43,7 @@ class GenerationRequest:
     adapter_key: str | None = None      # cache key (the model id); `Engine.evict` takes it
     full_model_path: str | None = None  # a full HF model folder served as its own model
     messages: list[dict] | None = None  # chat: rendered with the model's chat template
-    prompt: str | None = None           # legacy completions: raw text
+    prompt: str | list[int] | None = None  # legacy completions: raw text, or token ids used as they are
     params: SamplingParams = field(default_factory=SamplingParams)
     tools: list | None = None           # OpenAI function tools, rendered by the chat template's tool format
     tool_choice: ToolChoice = field(default_factory=ToolChoice)

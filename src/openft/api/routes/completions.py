@@ -1,7 +1,11 @@
 """`/v1/completions` (legacy): raw prompts in, `text_completion` objects or SSE chunks out.
 
-One engine request per prompt (a list of prompts gives `len(prompts) * n` choices), `echo`,
-`logprobs` as an integer (0..5) with OpenAI's legacy logprobs shape, max_tokens defaulting to 16."""
+One engine request per prompt (a list of prompts gives `len(prompts) * n` choices), each prompt
+text or token ids (OpenAI's four forms of `prompt`; lm-evaluation-harness sends token ids), `echo`,
+`logprobs` as an integer (0..5) with OpenAI's legacy logprobs shape: one entry per generated token,
+the end-of-sequence token included (its text is not), so `token_logprobs[len(prompt):-1]` is the
+prompt's continuation as clients slice it. max_tokens defaults to 16. `text_offset` counts from
+the prompt's text; a token-id prompt without echo has none here, so it counts from the completion."""
 
 from __future__ import annotations
 
@@ -41,15 +45,21 @@ class CompletionRequest(Strict):
     seed: int | None = None
 
 
-def _prompts(req: CompletionRequest) -> list[str]:
+def _prompts(req: CompletionRequest, limit: int) -> list[str | list[int]]:
+    """OpenAI's four prompt forms as a list of prompts, each text or token ids: a string, a list
+    of strings, a list of token ids (one prompt) or a list of such lists. At most `limit`
+    (Settings.serve_max_prompts): each prompt is its own engine request."""
     p = req.prompt
     if isinstance(p, str):
         return [p]
-    if p and all(isinstance(x, str) for x in p):
-        return list(p)  # type: ignore[arg-type]
     if not p:
         raise InvalidRequest("prompt must not be empty.", param="prompt")
-    raise InvalidRequest("Token-id prompts are not supported by openft; send the prompt as text.", param="prompt")
+    prompts = [list(p)] if isinstance(p[0], int) else list(p)
+    if len(prompts) > limit:
+        raise InvalidRequest(f"At most {limit} prompts per request; got {len(prompts)}.", param="prompt")
+    if any(len(x) == 0 for x in prompts if isinstance(x, list)):
+        raise InvalidRequest("A token-id prompt must not be empty.", param="prompt")
+    return prompts
 
 
 def _check(req: CompletionRequest) -> None:
@@ -87,17 +97,18 @@ async def completions(body: CompletionRequest, request: Request, state: StateDep
     from openft.serve.types import SamplingParams
 
     _check(body)
-    prompts = _prompts(body)
+    prompts = _prompts(body, state.settings.serve_max_prompts)
     n = body.n or 1
-    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    stop = gen.stop_list(body.stop, state.settings.serve_max_stop_chars)
     params = SamplingParams(max_tokens=body.max_tokens, temperature=1.0 if body.temperature is None else body.temperature,
                             top_p=1.0 if body.top_p is None else body.top_p, stop=stop, seed=body.seed, n=n,
-                            logprobs=body.logprobs is not None, top_logprobs=body.logprobs or 0, echo=bool(body.echo))
+                            logprobs=body.logprobs is not None, top_logprobs=body.logprobs or 0, echo=bool(body.echo),
+                            eos_logprob=True)
     model = await gen.resolve(state, project, body.model)
     streams = await gen.start_streams(state, [gen.generation_request(model, params, prompt=p) for p in prompts])
     head = {"id": completion_id(chat=False), "object": "text_completion", "created": int(time.time()),
             "model": body.model, "system_fingerprint": gen.system_fingerprint(model)}
-    starts = [0 if body.echo else len(p) for p in prompts]
+    starts = [0 if body.echo or not isinstance(p, str) else len(p) for p in prompts]  # token ids: no text here
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(_stream(streams, head, n, starts, include_usage, body.logprobs is not None),
