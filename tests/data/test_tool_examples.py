@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from openft.data.encode import encode_example
+from openft.data.tokens import TokenCounter
 from openft.data.tool_examples import ASKS, TEST_PHRASINGS, TOOLS, examples, write_jsonl
 from openft.data.validate import validate_file
 
@@ -29,6 +30,8 @@ def test_lines_are_deterministic_and_the_test_split_is_held_out():
 def test_lines_validate_and_train_the_calls(tiny_tokenizer, tmp_path):
     rows = examples(20)
     assert validate_file(write_jsonl(tmp_path / "t.jsonl", rows), tokenizer=tiny_tokenizer).ok
+    assert TokenCounter(tiny_tokenizer).count(rows) == [
+        (len(e.input_ids), sum(e.mask)) for e in (encode_example(tiny_tokenizer, r, None) for r in rows)]
     enc = encode_example(tiny_tokenizer, rows[1], None)
     trained = tiny_tokenizer.decode([t for t, m in zip(enc.input_ids, enc.mask) if m])
     call = rows[1]["messages"][1]["tool_calls"][0]["function"]

@@ -54,7 +54,7 @@ def check_tools(tools: list | None, choice: ToolChoice) -> None:
                              param="tool_choice")
 
 
-def tool_format(chat_template, tools: list | None, choice: ToolChoice, model: str) -> ToolFormat | None:
+def tool_format(chat_template, tools: list | None, choice: ToolChoice) -> ToolFormat | None:
     """The format to parse calls out of (None: the answer is plain text): the template's own, else
     openft's default (data.tool_format.DEFAULT). 400 for bad tools."""
     if tools or choice.mode in ("required", "function"):
