@@ -149,6 +149,31 @@ def test_required_grammar_takes_only_valid_calls(ll_tokenizer, tiny_tokenizer, f
     assert not accepts(ll_tokenizer, tiny_tokenizer, lark, "Sure, " + good)
 
 
+def test_after_each_complete_call_the_answer_may_end_or_call_again(tiny_tokenizer):
+    """The end-of-calls point: under tool_choice required with parallel calls, a complete call is
+    followed by end-of-turn (the EOS token) or a newline starting the next block, nothing else;
+    inside a call the answer cannot end."""
+    import torch
+
+    from openft.serve.constrain import Guide
+
+    eos = tiny_tokenizer.eos_token_id
+    guide = Guide(tiny_tokenizer, len(tiny_tokenizer), {eos})
+    lark, param = answer_grammar(HERMES, TOOLS, ToolChoice("required"), None, no_special)
+    call = '<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>'
+
+    def allowed(text: str) -> list[int]:
+        m = guide.matcher(guide.compile(lark, param))
+        for t in tiny_tokenizer(text, add_special_tokens=False)["input_ids"]:
+            m.consume(t)
+        logits = torch.zeros(1, len(tiny_tokenizer))
+        guide.mask(logits, [(m, 0)])
+        return torch.isfinite(logits[0]).nonzero().flatten().tolist()
+
+    assert sorted(allowed(call)) == sorted([eos, *tiny_tokenizer("\n", add_special_tokens=False)["input_ids"]])
+    assert eos not in allowed(call[:30]) and eos in allowed(call + "\n" + call)
+
+
 def test_named_function_grammar_takes_only_that_function(ll_tokenizer, tiny_tokenizer):
     lark, _ = answer_grammar(HERMES, TOOLS, ToolChoice("function", "get_time"), None, no_special)
     call = '<tool_call>\n{{"name": "{}", "arguments": {}}}\n</tool_call>'
