@@ -220,10 +220,9 @@ def test_other_project_gets_404(api, other_api):
 
 
 # -- tools and structured outputs: whatever the chat route does, the Responses API does too ------
-# The tiny model's template has no tool-call format, so the chat route refuses tools with a 400 and
-# /v1/responses must refuse the same way, naming its own parameter; structured outputs work on it.
-# These compare with chat completions of the same request, whichever way it goes (a model with a
-# tool format: test_responses_tools.py).
+# The tiny model's template has no tool-call format of its own: openft's default one is used (a model
+# with its own: test_responses_tools.py). These compare with chat completions of the same request,
+# whichever way it goes (a call, or a 400 that /v1/responses must give too, naming its own parameter).
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
            "additionalProperties": False}

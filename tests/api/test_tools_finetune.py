@@ -1,4 +1,5 @@
-"""A tiny model fine-tuned on a tool-calling set returns parsed calls: a real fine-tuning job
+"""A tiny model fine-tuned on a tool-calling set returns parsed calls, in its template's tool format
+and in openft's default one (a template without a format): a real fine-tuning job
 (through the SDK, embedded worker) on generated lines with `tools` and assistant `tool_calls`,
 then chat with tools and tool_choice auto. The base model, given the same request, writes no
 call: the call comes from the fine-tune (the format's grammar only keeps an opened call valid)."""
@@ -32,11 +33,14 @@ def tool_lines(n: int = 12) -> bytes:
 
 
 @pytest.mark.slow
-def test_fine_tuned_tiny_model_returns_parsed_tool_calls(live_server, client, tiny_model_dir, tmp_path):
-    register(live_server.data_dir, "tiny-tools", make_tool_model(tiny_model_dir, tmp_path / "tiny-tools"))
+@pytest.mark.parametrize("model", ["tiny-tools", "openft-tiny"])
+def test_fine_tuned_tiny_model_returns_parsed_tool_calls(live_server, client, tiny_model_dir, tmp_path, model):
+    """tiny-tools: the template's own Hermes format; openft-tiny: no template format, openft's default."""
+    if model == "tiny-tools":
+        register(live_server.data_dir, "tiny-tools", make_tool_model(tiny_model_dir, tmp_path / "tiny-tools"))
     f = client.files.create(file=("tools.jsonl", io.BytesIO(tool_lines())), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(
-        model="tiny-tools", training_file=f.id, suffix="tools",
+        model=model, training_file=f.id, suffix="tools",
         method={"type": "supervised", "supervised": {"hyperparameters": {
             "n_epochs": 25, "batch_size": 1, "learning_rate_multiplier": 10, "method": "full"}}})
     job = wait_job(client, job.id, {"succeeded", "failed", "cancelled"}, timeout=900)
@@ -51,5 +55,5 @@ def test_fine_tuned_tiny_model_returns_parsed_tool_calls(live_server, client, ti
     assert call.id.startswith("call_") and call.function.name == "get_weather"
     assert json.loads(call.function.arguments)["city"] in CITIES
 
-    base = client.chat.completions.create(model="tiny-tools", **kw).choices[0]
+    base = client.chat.completions.create(model=model, **kw).choices[0]
     assert base.message.tool_calls is None and base.finish_reason == "length"

@@ -50,8 +50,8 @@ def test_fast_counts_equal_the_trainer(tiny_tokenizer, shared_data, tmp_path):
     got = [g.code if isinstance(g, DataError) else g for g in got]
     want = [exact(tiny_tokenizer, ex) for ex in examples] * 2
     assert got == want
-    # SmolLM2's template reads message.content unguarded: a tool-call turn without content breaks it
-    assert got[5] == "chat_template_error"
+    # SmolLM2's template knows no tools: the tool-call turn is counted in openft's default format
+    assert isinstance(got[5], tuple) and got[5][1] > 0
     assert counter.words is not None  # the word cache stayed in use: it agreed with the tokenizer
     assert counter.exact_count < 30   # probes and checks, not one exact count per example
 
@@ -68,7 +68,7 @@ def test_light_tokenizer_equals_auto_tokenizer(tiny_model_dir, tiny_tokenizer):
     assert light.eos_token_id == tiny_tokenizer.eos_token_id and len(light) == len(tiny_tokenizer)
     for i, ex in enumerate(varied_examples()):
         assert exact(light, ex) == exact(tiny_tokenizer, ex)
-        if "messages" in ex and i != 5:  # 5: the template fails on both (checked just above)
+        if "messages" in ex and i != 5:  # 5: the raw template fails on its tool call (openft renders it)
             for gen in (False, True):
                 assert light.apply_chat_template(ex["messages"], add_generation_prompt=gen) == \
                     tiny_tokenizer.apply_chat_template(ex["messages"], tokenize=False, add_generation_prompt=gen)
@@ -76,7 +76,9 @@ def test_light_tokenizer_equals_auto_tokenizer(tiny_model_dir, tiny_tokenizer):
 
 def test_template_errors_are_located(tiny_tokenizer, tmp_path):
     rows = [chat(i) for i in range(12)]
-    rows[7] = varied_examples()[5]
+    # SmolLM2's template reads message.content unguarded: a legacy function_call turn without content breaks it
+    rows[7] = {"messages": [{"role": "user", "content": "Weather?"},
+                            {"role": "assistant", "function_call": {"name": "w", "arguments": "{}"}}]}
     rep = validate_file(write_jsonl(tmp_path / "t.jsonl", rows), tokenizer=tiny_tokenizer)
     assert [(e.code, e.line, e.field) for e in rep.errors] == [("chat_template_error", 8, "messages")]
     assert str(rep.errors[0]).startswith(f"{tmp_path / 't.jsonl'}:8 [messages]: the model's chat template rejected")

@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from openft.serve.tools import HERMES, LLAMA3, MISTRAL, ToolCallParser, answer_grammar, detect
+from openft.data.tool_format import detect
+from openft.serve.tools import HERMES, LLAMA3, MISTRAL, ToolCallParser, answer_grammar
 from openft.serve.types import GenerationRequest, SamplingParams, ToolChoice
 from tests.support.serving import collect, run
 
@@ -69,6 +70,43 @@ def test_parser_keeps_only_the_first_call_without_parallel_calls():
     assert [c["name"] for c in calls] == ["get_weather"]
 
 
+def test_the_parser_reads_back_what_the_default_format_renders():
+    """What the trainer renders for an assistant message with calls (openft.data.tool_format) is
+    what the server parses back: the same content, names and arguments, however it is chunked."""
+    from openft.data.tool_format import DEFAULT, assistant_text, format_for
+
+    calls = [("get_weather", {"city": "Zürich", "note": "a \"quoted\" }"}), ("get_time", {})]
+    message = {"role": "assistant", "content": "Let me look.", "tool_calls": [
+        {"id": f"c{i}", "type": "function", "function": {"name": n, "arguments": json.dumps(a)}}
+        for i, (n, a) in enumerate(calls)]}
+    text = assistant_text(message)
+    assert format_for(None) is DEFAULT is HERMES
+    for step in (1, 3, len(text)):
+        content, got = parse(DEFAULT, text, step)
+        assert content == "Let me look.\n"
+        assert [(c["name"], json.loads(c["arguments"])) for c in got] == calls
+
+
+def test_a_later_call_cut_by_max_tokens_is_dropped_and_the_answer_ends_with_the_calls_made():
+    """Parallel calls: the first call streams as it grows, a later one is held until complete, so
+    an answer cut inside it ends with the finished calls (finish_reason tool_calls), never with a
+    truncated call; a first call cut short stays `length`."""
+    from openft.serve.tools import ToolStream
+    from openft.serve.types import Delta, Finish, ToolCallDelta
+
+    one = '<tool_call>\n{"name": "get_time", "arguments": {"zone": "UTC"}}\n</tool_call>'
+    for text, reason, n in [(one + "\n" + one[:30], "tool_calls", 1), (one + "\n" + one[:50], "tool_calls", 1),
+                            (one + "\n" + one, "tool_calls", 2), (one[:50], "length", 1)]:
+        stream = ToolStream(HERMES, parallel=True)
+        items = [x for k in range(0, len(text), 4) for x in stream.convert(Delta(0, text[k:k + 4], [], None))]
+        items += stream.convert(Finish(0, "length"))
+        opened = [x for x in items if isinstance(x, ToolCallDelta) and x.id is not None]
+        assert len(opened) == n and items[-1].finish_reason == reason, text
+        args = "".join(x.arguments for x in items if isinstance(x, ToolCallDelta) and x.call_index == n - 1)
+        if reason == "tool_calls":
+            assert json.loads(args) == {"zone": "UTC"}
+
+
 def test_formats_are_read_from_the_template(tiny_tokenizer):
     assert detect(tiny_tokenizer.chat_template) is None
     assert detect("{{ '<tool_call>\\n' }}") is HERMES
@@ -109,6 +147,31 @@ def test_required_grammar_takes_only_valid_calls(ll_tokenizer, tiny_tokenizer, f
     assert accepts(ll_tokenizer, tiny_tokenizer, lark, good)
     assert not accepts(ll_tokenizer, tiny_tokenizer, lark, bad)
     assert not accepts(ll_tokenizer, tiny_tokenizer, lark, "Sure, " + good)
+
+
+def test_after_each_complete_call_the_answer_may_end_or_call_again(tiny_tokenizer):
+    """The end-of-calls point: under tool_choice required with parallel calls, a complete call is
+    followed by end-of-turn (the EOS token) or a newline starting the next block, nothing else;
+    inside a call the answer cannot end."""
+    import torch
+
+    from openft.serve.constrain import Guide
+
+    eos = tiny_tokenizer.eos_token_id
+    guide = Guide(tiny_tokenizer, len(tiny_tokenizer), {eos})
+    lark, param = answer_grammar(HERMES, TOOLS, ToolChoice("required"), None, no_special)
+    call = '<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>'
+
+    def allowed(text: str) -> list[int]:
+        m = guide.matcher(guide.compile(lark, param))
+        for t in tiny_tokenizer(text, add_special_tokens=False)["input_ids"]:
+            m.consume(t)
+        logits = torch.zeros(1, len(tiny_tokenizer))
+        guide.mask(logits, [(m, 0)])
+        return torch.isfinite(logits[0]).nonzero().flatten().tolist()
+
+    assert sorted(allowed(call)) == sorted([eos, *tiny_tokenizer("\n", add_special_tokens=False)["input_ids"]])
+    assert eos not in allowed(call[:30]) and eos in allowed(call + "\n" + call)
 
 
 def test_named_function_grammar_takes_only_that_function(ll_tokenizer, tiny_tokenizer):

@@ -128,6 +128,30 @@ def test_system_message_and_tools(tiny_tokenizer):
     assert trained_runs(tok, enc) == ["y<|im_end|>"]
 
 
+def test_tool_calls_on_a_template_without_a_tool_format_use_the_default_format(tiny_tokenizer):
+    """SmolLM2's template (the tiny model's) knows no tools: a line with `tools`, a call and its
+    result renders in openft's default (Hermes/Qwen) format, the call's tokens trained."""
+    import json
+
+    from openft.data.tool_format import TOOLS_HEADER
+
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}]
+    ex = {"tools": tools, "messages": [
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {
+            "name": "get_weather", "arguments": json.dumps({"city": "Oslo"})}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+        {"role": "assistant", "content": "It is sunny."}]}
+    enc = encode_example(tiny_tokenizer, ex, None)
+    text = tiny_tokenizer.decode(enc.input_ids)
+    assert text.startswith("<|im_start|>system\n" + TOOLS_HEADER + "\n" + json.dumps(tools[0]) + "\n</tools>")
+    assert "<|im_start|>user\n<tool_response>\nsunny\n</tool_response><|im_end|>" in text
+    assert trained_runs(tiny_tokenizer, enc) == [
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call><|im_end|>',
+        "It is sunny.<|im_end|>"]
+
+
 def test_prompt_completion_trains_completion_and_eos(tiny_tokenizer):
     tok = tiny_tokenizer
     enc = encode_example(tok, {"prompt": "Review: tasty soup ->", "completion": " positive"}, None)
@@ -211,8 +235,8 @@ def test_tool_call_arguments_are_rendered_as_served(tiny_tokenizer):
     tok = copy.deepcopy(tiny_tokenizer)
     tok.chat_template = (
         "{% for m in messages %}<|{{ m.role }}|>{{ m.content or '' }}"
-        "{% for c in m.tool_calls or [] %}<call>{\"name\": \"{{ c.function.name }}\", "
-        "\"arguments\": {{ c.function.arguments | tojson }}}</call>{% endfor %}\n{% endfor %}"
+        "{% for c in m.tool_calls or [] %}<tool_call>{\"name\": \"{{ c.function.name }}\", "
+        "\"arguments\": {{ c.function.arguments | tojson }}}</tool_call>{% endfor %}\n{% endfor %}"
         "{% if add_generation_prompt %}<|assistant|>{% endif %}")
     messages = [{"role": "user", "content": "Weather in Paris?"},
                 {"role": "assistant", "content": None, "tool_calls": [

@@ -1,6 +1,8 @@
 """Tokenize one training example and compute its loss mask from the model's own chat template.
 
-Chat examples (`{"messages": [...], "tools"?: [...]}`) train on assistant messages whose
+Chat examples (`{"messages": [...], "tools"?: [...]}`) are rendered with openft.data.tool_format
+(tools, calls and tool results in the template's own tool format, or openft's default one, as
+the server renders and parses them) and train on assistant messages whose
 `weight` is not 0, including the template's end-of-turn token (so the model learns to stop),
 but not the whitespace after it. The mask needs no `{% generation %}` markers: for assistant
 message i we render the conversation up to i with the generation prompt (where the answer
@@ -20,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from openft.data.formats import template_messages
+from openft.data.tool_format import render
 from openft.errors import DataError
 
 _GREEN = "\x1b[42;30m"
@@ -43,8 +46,7 @@ class Encoded:
 
 
 def _render(tokenizer, messages: list[dict], tools, add_generation_prompt: bool) -> str:
-    kw = {"tools": tools} if tools else {}
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt, **kw)
+    return render(tokenizer, messages, tools, add_generation_prompt=add_generation_prompt)
 
 
 def _common_prefix(a: str, b: str) -> int:

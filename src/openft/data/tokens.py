@@ -30,6 +30,7 @@ import json
 from typing import Any
 
 from openft.data.encode import encode_example
+from openft.data.tool_format import render
 from openft.errors import DataError
 
 BIG = 1 << 30  # "no truncation" when counting exactly
@@ -150,13 +151,12 @@ class TokenCounter:
         if "messages" not in ex:
             p, c = self._lens([ex["prompt"], ex["completion"]])
             return p + c + 1, c + 1
-        kw = {"tools": ex["tools"]} if ex.get("tools") else {}
         try:
-            ids = self.tok.apply_chat_template(ex["messages"], tokenize=True, **kw)
+            text = render(self.tok, ex["messages"], ex.get("tools"))
         except Exception as e:  # jinja errors: the template cannot render this example
             raise DataError(f"the model's chat template rejected this example: {e}", field="messages",
                             code="chat_template_error") from None
-        ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+        ids = self.tok(text, add_special_tokens=False)["input_ids"]
         trained = [m.get("content") or "" for m in ex["messages"]
                    if m.get("role") == "assistant" and m.get("weight", 1) != 0]
         return len(ids), sum(self._lens(trained)) + len(trained)

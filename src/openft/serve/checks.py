@@ -1,8 +1,10 @@
 """The request checks every serving backend makes before it queues anything.
 
-`check_params` (sampling limits), `encode_prompt` (messages through the chat template, or raw
+`check_params` (sampling limits), `encode_prompt` (messages through the chat template, tools in
+its format or openft's default one as the trainer renders them (openft.data.tool_format), or raw
 text, to token ids; token-id prompts checked against the vocabulary) and `check_length` (the
-prompt and max_tokens against the context): each raises the OpenAI-shaped error naming the param (InvalidRequest, ContextLengthExceeded). The
+prompt and max_tokens against the context): each raises the OpenAI-shaped error naming the param
+(InvalidRequest, ContextLengthExceeded). The
 built-in engine (`serve.engine`) and the vLLM backend (`serve.vllm_backend`) both call them, so
 the two refuse the same requests with the same messages.
 
@@ -11,6 +13,7 @@ Knows nothing about models beyond a tokenizer and a context length, and nothing 
 
 from __future__ import annotations
 
+from openft.data.tool_format import render
 from openft.errors import ContextLengthExceeded, InvalidRequest
 from openft.serve.types import GenerationRequest, SamplingParams
 
@@ -45,8 +48,7 @@ def encode_prompt(tok, req: GenerationRequest) -> list[int]:
     if req.messages is not None:
         if not tok.chat_template:
             raise InvalidRequest(f"Model {req.base_model} has no chat template; use /v1/completions.", param="model")
-        text = tok.apply_chat_template(_flatten(req.messages), tools=req.tools, add_generation_prompt=True,
-                                       tokenize=False)
+        text = render(tok, _flatten(req.messages), req.tools, add_generation_prompt=True)
         ids = tok(text, add_special_tokens=False)["input_ids"]
     elif isinstance(req.prompt, list):
         ids = check_token_ids(req.prompt, len(tok))

@@ -146,9 +146,9 @@ class Engine:
     # ---- the request's constraints (caller's thread) ----------------------------------------
     def _constraints(self, runner: ModelRunner, req: GenerationRequest) -> tuple:
         """(the tool format whose calls to parse out of the output, or None; one grammar matcher per
-        choice, or None). 400 for tools the model's template cannot express, bad schemas."""
+        choice, or None). 400 for bad tools and schemas."""
         choice = req.tool_choice or ToolChoice()
-        fmt = tool_formats.tool_format(runner.tokenizer.chat_template, req.tools, choice, req.base_model)
+        fmt = tool_formats.tool_format(runner.tokenizer.chat_template, req.tools, choice)
         lark, param = tool_formats.answer_grammar(fmt, req.tools, choice, req.params.json_schema,
                                                   lambda text: tool_formats.special_token_id(runner.tokenizer, text))
         if lark is None:

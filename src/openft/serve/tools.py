@@ -1,18 +1,16 @@
-"""Tool calls in a model's own format: which format its chat template speaks, the grammar that
-makes an answer a valid call (tool_choice required or a named function), and the parser that
-turns generated text back into OpenAI tool calls, piece by piece as the text streams.
+"""Tool calls in a model's format: the grammar that makes an answer a valid call (tool_choice
+required or a named function), and the parser that turns generated text back into OpenAI tool
+calls, piece by piece as the text streams.
 
-Formats, recognised from the chat template's text:
-- hermes (Qwen2/2.5/3, Hermes, SmolLM3): `<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>`,
-  one block per call.
-- llama3 (Llama 3.1-3.3 JSON tool calling): `{"name": ..., "parameters": {...}}`, optionally after
-  `<|python_tag|>`, calls separated by `; `.
-- mistral: `[TOOL_CALLS][{"name": ..., "arguments": {...}}, ...]`.
-A template with none of these markers has no tool format; the engine refuses tools for it.
+The formats (hermes, llama3, mistral, and DEFAULT for templates without one) are defined in
+openft.data.tool_format, which the trainer renders with too: what is parsed here is what a
+fine-tuned model was trained to write.
 
 The parser streams each call's arguments as the model writes them: a call opens (id, name) as
-soon as its name is known, then the raw JSON text of its arguments follows as it grows. Knows
-nothing about HTTP, batching or sampling.
+soon as its name is known, then the raw JSON text of its arguments follows as it grows. A call
+after the first (parallel calls) is held back until it is complete, so an answer cut by
+max_tokens ends with the calls the model finished, never with a truncated one. Knows nothing
+about HTTP, batching or sampling.
 """
 
 from __future__ import annotations
@@ -22,37 +20,12 @@ import secrets
 import string
 from dataclasses import dataclass
 
+from openft.data.tool_format import HERMES, LLAMA3, MISTRAL, ToolFormat, format_for
 from openft.errors import InvalidRequest
 from openft.serve.constrain import check_schema, json_rule, lark_grammar
 from openft.serve.types import Delta, Finish, ToolCallDelta, ToolChoice
 
 _ALNUM = string.ascii_letters + string.digits
-
-
-@dataclass(frozen=True)
-class ToolFormat:
-    name: str            # hermes | llama3 | mistral
-    open: str            # text that starts the calls ("" for llama3: a bare JSON object)
-    close: str           # text after each call (hermes)
-    args_key: str        # key of the arguments object in the call
-    special: bool        # the marker may be a special token: decode with special tokens kept
-
-
-HERMES = ToolFormat("hermes", "<tool_call>", "</tool_call>", "arguments", False)
-LLAMA3 = ToolFormat("llama3", "<|python_tag|>", "", "parameters", True)
-MISTRAL = ToolFormat("mistral", "[TOOL_CALLS]", "", "arguments", True)
-
-
-def detect(chat_template) -> ToolFormat | None:
-    """The tool format of a chat template (a string, or a dict of named templates)."""
-    text = "\n".join(chat_template.values()) if isinstance(chat_template, dict) else (chat_template or "")
-    if "<tool_call>" in text:
-        return HERMES
-    if "[TOOL_CALLS]" in text:
-        return MISTRAL
-    if "<|python_tag|>" in text or ("ipython" in text and "parameters" in text):
-        return LLAMA3
-    return None
 
 
 def new_call_id() -> str:
@@ -81,19 +54,14 @@ def check_tools(tools: list | None, choice: ToolChoice) -> None:
                              param="tool_choice")
 
 
-def tool_format(chat_template, tools: list | None, choice: ToolChoice, model: str) -> ToolFormat | None:
-    """The format to parse calls out of (None: the answer is plain text). 400 for bad tools and
-    for tools that the model's chat template cannot express."""
+def tool_format(chat_template, tools: list | None, choice: ToolChoice) -> ToolFormat | None:
+    """The format to parse calls out of (None: the answer is plain text): the template's own, else
+    openft's default (data.tool_format.DEFAULT). 400 for bad tools."""
     if tools or choice.mode in ("required", "function"):
         check_tools(tools, choice)
     if not tools or choice.mode == "none":
         return None
-    fmt = detect(chat_template)
-    if fmt is None:
-        raise InvalidRequest(f"Model {model}'s chat template has no tool-call format (openft reads Hermes/Qwen "
-                             "<tool_call>, Llama 3 and Mistral [TOOL_CALLS] templates), so it cannot call tools.",
-                             param="tools")
-    return fmt
+    return format_for(chat_template)
 
 
 def special_token_id(tokenizer, text: str) -> int | None:
@@ -317,6 +285,10 @@ class ToolCallParser:
             self._emit(pieces)
         return "", pieces
 
+    def cut_call(self) -> bool:
+        """Is a call that was sent (the first) unfinished? (max_tokens cut it)"""
+        return self.open_call and self.scan is not None and not self.scan.done
+
     def _content(self, text: str) -> tuple[str, str]:
         buf = self.held + text
         self.held = ""
@@ -365,6 +337,8 @@ class ToolCallParser:
             return
         if not self.parallel and self.calls >= 1 and not self.open_call:
             return  # parallel_tool_calls false: only the first call counts
+        if self.calls >= 1 and not self.open_call and not s.done:
+            return  # a later call is held back until complete: max_tokens may cut it (dropped then)
         if not self.open_call:
             self.open_call = True
             self.calls += 1
@@ -394,7 +368,9 @@ class ToolStream:
             content, pieces = p.finish()
             out = [Delta(item.index, content, [], None)] if content else []
             out += self._calls(item.index, pieces)
-            reason = "tool_calls" if p.calls and item.finish_reason == "stop" else item.finish_reason
+            reason = item.finish_reason
+            if p.calls and (reason == "stop" or (reason == "length" and not p.cut_call())):
+                reason = "tool_calls"  # the calls the model finished (a later call cut short was dropped)
             return [*out, Finish(item.index, reason)]
         return [item]
 
