@@ -200,8 +200,10 @@ class OpenFTGroup(TyperGroup):
 # ---------------------------------------------------------------- output
 
 def to_dict(obj: Any) -> Any:
+    """An SDK object as the API's JSON: field names as the API spells them (`schema`, not the
+    pydantic attribute `schema_`)."""
     if hasattr(obj, "model_dump"):
-        return obj.model_dump(mode="json", exclude_unset=False)
+        return obj.model_dump(mode="json", exclude_unset=False, by_alias=True)
     if isinstance(obj, (list, tuple)):
         return [to_dict(o) for o in obj]
     return obj

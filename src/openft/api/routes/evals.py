@@ -179,6 +179,10 @@ def run_counts(conn, run_ids: list[str]) -> dict[str, dict]:
     return out
 
 
+NO_ERROR = {"code": "", "message": ""}
+"""A run's (and a sample's) `error` when there is none: the SDK's EvalAPIError is an object, never null."""
+
+
 def run_object(row, counts: dict, criteria: list[dict], request: Request | None = None) -> dict:
     st = counts["status"]
     crit = counts["criteria"]
@@ -187,7 +191,8 @@ def run_object(row, counts: dict, criteria: list[dict], request: Request | None 
               "total_tokens": u.get("prompt_tokens", 0) + u.get("completion_tokens", 0), "cached_tokens": 0}
              for m, u in sorted((row.usage or {}).items())]
     return {"object": "eval.run", "id": row.id, "eval_id": row.eval_id, "name": row.name, "status": row.status,
-            "model": row.model, "created_at": row.created_at, "data_source": row.data_source, "error": row.error,
+            "model": row.model, "created_at": row.created_at, "data_source": row.data_source,
+            "error": row.error or NO_ERROR,
             "metadata": row.metadata or {},
             "result_counts": {"total": len(row.items), "passed": st.get("pass", 0), "failed": st.get("fail", 0),
                               "errored": st.get("error", 0)},
@@ -295,7 +300,8 @@ def delete_run(eval_id: str, run_id: str, state: StateDep,
 def output_item_object(row) -> dict:
     return {"object": "eval.run.output_item", "id": row.id, "run_id": row.run_id, "eval_id": row.eval_id,
             "created_at": row.created_at, "status": row.status, "datasource_item_id": row.datasource_item_id,
-            "datasource_item": row.datasource_item, "results": row.results, "sample": row.sample}
+            "datasource_item": row.datasource_item, "results": row.results,
+            "sample": {**row.sample, "error": row.sample.get("error") or NO_ERROR} if row.sample else row.sample}
 
 
 @router.get("/{eval_id}/runs/{run_id}/output_items")
