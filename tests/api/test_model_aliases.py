@@ -94,3 +94,11 @@ def test_aliases_from_a_file_in_the_map_file_format(tmp_path):
     assert aliases(Settings(data_dir=tmp_path, model_aliases=str(js))) == (("gpt-3.5-turbo*", "openft-tiny"),)
     with pytest.raises(InvalidRequest, match="OPENFT_MODEL_ALIASES"):
         aliases(Settings(data_dir=tmp_path, model_aliases='{"a": 1}'))
+
+
+def test_serve_refuses_to_start_with_malformed_aliases(tmp_path, monkeypatch):
+    from tests.support.cli import invoke
+
+    monkeypatch.setenv("OPENFT_MODEL_ALIASES", "{not json")
+    out = invoke("serve", "--data-dir", str(tmp_path / "data"), "--port", "1")
+    assert out.exit_code == 1 and "OPENFT_MODEL_ALIASES: not valid JSON" in out.stderr, out.output
