@@ -75,7 +75,7 @@ def available_models(settings: Settings, conn: sa.Connection, project_id: str, l
     names += [f"{src} (alias of {dst})" for src, dst in aliases(settings)]
     names += conn.execute(sa.select(models.c.id).where(models.c.project_id == project_id, models.c.deleted == sa.false())
                           .order_by(models.c.created_at.desc()).limit(limit + 1)).scalars().all()
-    more = f" and {len(names) - limit} more (GET /v1/models lists them all)" if len(names) > limit else ""
+    more = ", and more (GET /v1/models lists them all)" if len(names) > limit else ""
     return f"{AVAILABLE} {', '.join(names[:limit])}{more}."
 
 
