@@ -56,7 +56,8 @@ def test_eval_run_accepts_an_alias(api):
 
 
 def test_models_list_shows_aliases_and_retrieve_answers_them(api, live_server):
-    raw = httpx.get(f"{live_server.base_url}/models", headers={"Authorization": f"Bearer {live_server.api_key}"})
+    raw = httpx.get(f"{live_server.base_url}/models", headers={"Authorization": f"Bearer {live_server.api_key}"},
+                    timeout=120)
     for obj in raw.json()["data"]:
         Model.model_validate(obj)  # strictly, as the SDK's type has it
     listed = {m.id: m for m in api.models.list()}

@@ -35,7 +35,7 @@ def api(live_server):
 
 
 def _get(server, path: str) -> dict:
-    r = httpx.get(f"{server.base_url}{path}", headers={"Authorization": f"Bearer {server.api_key}"})
+    r = httpx.get(f"{server.base_url}{path}", headers={"Authorization": f"Bearer {server.api_key}"}, timeout=120)
     assert r.status_code == 200, r.text
     return r.json()
 
