@@ -82,6 +82,25 @@ def test_unknown_model_lists_the_available_ones(api):
     assert e.value.body["param"] == "model" and "openft-tiny" in e.value.body["message"]
 
 
+def test_evals_with_an_unknown_model_list_the_available_ones(api):
+    schema = {"type": "object", "properties": {"text": {"type": "string"}}}
+    judge = {"type": "label_model", "name": "j", "model": "gpt-4", "labels": ["a"], "passing_labels": ["a"],
+             "input": [{"role": "user", "content": "{{item.text}}"}]}
+    with pytest.raises(openai.BadRequestError) as e:
+        api.evals.create(name="x", data_source_config={"type": "custom", "item_schema": schema},
+                         testing_criteria=[judge])
+    assert e.value.body["param"] == "testing_criteria[0].model" and "Available models:" in e.value.body["message"]
+    ev = api.evals.create(name="x", data_source_config={"type": "custom", "item_schema": schema},
+                          testing_criteria=[{**judge, "model": "gpt-4o-mini"}])  # an alias is a judge too
+    with pytest.raises(openai.BadRequestError) as e:
+        api.evals.runs.create(ev.id, data_source={
+            "type": "completions", "model": "gpt-4", "source": {"type": "file_content", "content": [
+                {"item": {"text": "a"}}]},
+            "input_messages": {"type": "template", "template": [{"role": "user", "content": "{{item.text}}"}]}})
+    body = e.value.body
+    assert body["param"] == "data_source.model" and "openft-tiny" in body["message"], body
+
+
 def test_an_alias_of_a_missing_model_says_so(api):
     with pytest.raises(openai.NotFoundError) as e:
         api.chat.completions.create(model="gpt-4.1-mini", messages=MSG, max_tokens=1)
