@@ -115,6 +115,10 @@ class Settings(BaseSettings):
                                     "checkpoint before it fails.")
     allow_hub_models: bool = Field(False, description="Let `org/name` model ids download from (or load out of the "
                                                       "cache of) the Hugging Face hub; off: only registered models.")
+    model_aliases: str | None = Field(None, description="Model names mapped onto this server's models: a JSON "
+                                      "object such as {\"gpt-4o-mini*\": \"smollm2-135m-instruct\"} (fnmatch "
+                                      "patterns allowed) or the path of a JSON/TOML file in `openft migrate "
+                                      "--map-file`'s format.")
     key_secret: str | None = Field(None, description="Secret that API keys are hashed with (HMAC-SHA256); default: "
                                                      "one generated at first start in data_dir/key_secret.")
     webhooks_allow_private: bool = Field(False, description="Let webhook endpoints point at private, loopback, "

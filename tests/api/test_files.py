@@ -71,6 +71,28 @@ def test_fine_tune_needs_jsonl(api):
     assert e.value.body["param"] == "file" and ".jsonl" in e.value.body["message"]
 
 
+@pytest.mark.parametrize("content, needle", [
+    (b"", "file is empty"),
+    (b"\n\n  \n", "no examples"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)), "line 1 is not UTF-8 text"),
+    ('{"messages": []}\n'.encode("utf-16"), "line 1 is not UTF-8 text"),
+    ("café au lait\n".encode("latin-1"), "line 1 is not UTF-8 text"),
+    (b"prompt,completion\nhi,there\n", "line 1 is not valid JSON"),
+    (b"\n[1, 2]\n", "line 2 is not a JSON object"),
+])
+def test_fine_tune_upload_that_is_not_jsonl_is_refused_saying_why(api, api_server, content, needle):
+    blobs = api_server.data_dir / "blobs"
+    before = {p for p in blobs.rglob("*") if p.is_file()}
+    with pytest.raises(openai.BadRequestError) as e:
+        api.files.create(file=("train.jsonl", io.BytesIO(content)), purpose="fine-tune")
+    body = e.value.body
+    assert body["param"] == "file" and body["code"] == "invalid_file_format" and needle in body["message"], body
+    assert {p for p in blobs.rglob("*") if p.is_file()} == before  # nothing kept of a refused upload
+    # a later line that is broken is the job validation's to report, with its line number
+    ok = api.files.create(file=("later.jsonl", io.BytesIO(_jsonl(2) + b"{broken\n")), purpose="fine-tune")
+    assert ok.status == "processed"
+
+
 def test_unknown_purpose(api):
     with pytest.raises(openai.BadRequestError) as e:
         api.files.create(file=("x.jsonl", io.BytesIO(b"{}\n")), purpose="training")  # type: ignore[arg-type]

@@ -7,6 +7,8 @@ use the result (events, checkpoints, results CSV, chat, export, delete).
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 
@@ -14,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from openft.cli import app
+from openft.train.metrics import LEGACY_CSV_FIELDS
 from tests.support.data import write_chat_jsonl
 from tests.support.wait import JOB_STATES, wait_job, wait_until
 
@@ -163,8 +166,18 @@ def test_job_commands_on_a_finished_job(trained):
     ckpts = json.loads(cli("jobs", "checkpoints", trained["job"], "--json").stdout)
     assert {c["step_number"] for c in ckpts} == {3, 6}
     assert f"{trained['model']}:ckpt-step-3" in cli("jobs", "checkpoints", trained["job"]).stdout
-    csv = cli("api", "fine_tunes.results", "-i", trained["job"]).stdout.splitlines()
-    assert csv[0].startswith("step,train_loss") and len(csv) == 7
+    # the legacy results file (issue 21, 3.2): its columns, computed: cumulative tokens and examples
+    rows = list(csv.DictReader(io.StringIO(cli("api", "fine_tunes.results", "-i", trained["job"]).stdout)))
+    assert list(rows[0]) == list(LEGACY_CSV_FIELDS) and [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [int(r["elapsed_examples"]) for r in rows] == [4, 8, 12, 16, 20, 24]  # 12 examples, batch 4
+    tokens = [int(r["elapsed_tokens"]) for r in rows]
+    assert all(a < b for a, b in zip(tokens, tokens[1:])) and tokens[-1] == job["trained_tokens"]
+    for r in rows:
+        for col in ("training_loss", "training_sequence_accuracy", "training_token_accuracy"):
+            assert r[col] != "", (col, r)
+        assert 0 <= float(r["training_sequence_accuracy"]) <= 1 and 0 <= float(r["training_token_accuracy"]) <= 1
+    measured = [r for r in rows if r["validation_loss"]]
+    assert measured and all(r["validation_sequence_accuracy"] and r["validation_token_accuracy"] for r in measured)
 
 
 @pytest.mark.slow

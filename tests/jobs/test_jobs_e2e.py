@@ -29,7 +29,10 @@ from tests.support.jobs import event_messages, insert_job, job_row, store_file
 from tests.support.wait import wait_until
 
 METRIC_KEYS = {"step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy",
-               "full_valid_loss", "full_valid_mean_token_accuracy", "total_steps"}
+               "full_valid_loss", "full_valid_mean_token_accuracy", "total_steps",
+               # a supervised job's own (issue 21, 3.2: the legacy results file's columns)
+               "elapsed_tokens", "elapsed_examples", "train_mean_sequence_accuracy"}
+MEASURED = {"valid_mean_sequence_accuracy", "full_valid_mean_sequence_accuracy"}  # on the steps that measure them
 
 
 @pytest.fixture(autouse=True)
@@ -92,7 +95,9 @@ def test_job_succeeds_with_events_checkpoints_result_file_and_model(engine, sett
     assert msgs[-2:] == [f"New fine-tuned model created: {model_id}", "The job has successfully completed"]
     metrics = _metrics(engine, jid)
     assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6]
-    assert all(set(m) == METRIC_KEYS and m["total_steps"] == 6 for m in metrics)
+    assert all(METRIC_KEYS <= set(m) <= METRIC_KEYS | MEASURED and m["total_steps"] == 6 for m in metrics), metrics
+    assert [m["elapsed_examples"] for m in metrics] == [4, 8, 12, 16, 20, 24]
+    assert metrics[-1]["elapsed_tokens"] == job["trained_tokens"]
     assert metrics[-1]["full_valid_loss"] is not None and metrics[-1]["valid_loss"] is not None
     assert "Step 6/6: training loss=" in msgs[msgs.index(f"New fine-tuned model created: {model_id}") - 2]
     assert any(m.startswith("Step 6/6: training loss=") and ", validation loss=" in m for m in msgs)
@@ -102,7 +107,7 @@ def test_job_succeeds_with_events_checkpoints_result_file_and_model(engine, sett
     for c in ckpts:
         assert c.fine_tuned_model_checkpoint == f"{model_id}:ckpt-step-{c.step_number}"
         assert c.id.startswith("ftckpt_") and Path(c.path, "adapter_config.json").exists()
-        assert set(c.metrics) == METRIC_KEYS - {"total_steps"} and c.metrics["step"] == c.step_number
+        assert set(c.metrics) - MEASURED == METRIC_KEYS - {"total_steps"} and c.metrics["step"] == c.step_number
         assert f"Checkpoint created at step {c.step_number} with Snapshot ID: {c.fine_tuned_model_checkpoint}" in msgs
 
     (rf,) = job["result_files"]

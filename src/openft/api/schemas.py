@@ -391,7 +391,8 @@ def job_object(row, settings: Settings) -> dict:
         "status": row.status, "hyperparameters": job_hyperparameters(method), "method": method,
         "training_file": row.training_file, "validation_file": row.validation_file,
         "result_files": list(row.result_files or []), "trained_tokens": row.trained_tokens,
-        "seed": row.seed, "suffix": row.suffix, "metadata": row.metadata,
+        "seed": row.seed, "user_provided_suffix": row.suffix, "metadata": row.metadata,
+        "suffix": row.suffix,  # openft's earlier name of user_provided_suffix, kept for existing scripts
         "integrations": row.integrations or [], "error": error,
     }
 

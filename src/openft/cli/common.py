@@ -2,7 +2,8 @@
 
 The CLI is a client like any other: client commands talk to the server through the official
 `openai` SDK only. Local commands (serve, worker, keys, models register/export) build a
-`Settings` from the global `--data-dir` and call the library. This module knows nothing about
+`Settings` from the global `--data-dir` and call the library; the commands that only need the
+model cache (`local_settings`) never create a data folder in the current one. This module knows nothing about
 HTTP routes, the database schema or training; it only turns failures into one readable line:
 
     error: 404 The model 'x' does not exist. (param: model)
@@ -105,6 +106,44 @@ def client():
     return state().client()
 
 
+def user_cache_dir() -> Path:
+    """openft's folder in the user's cache ($XDG_CACHE_HOME, else ~/.cache): `openft/`."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "openft"
+
+
+def quiet_progress_bars() -> None:
+    """Libraries' progress bars (huggingface_hub, transformers' "Writing model shards", tqdm) stay off
+    unless stderr is a terminal: in a pipe or a log they are noise in output that scripts read."""
+    if sys.stderr.isatty():
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read by huggingface_hub, hence transformers
+    os.environ.setdefault("TQDM_DISABLE", "1")                  # any other tqdm (tqdm's TQDM_* defaults)
+    if "huggingface_hub" in sys.modules:
+        importlib.import_module("huggingface_hub.utils").disable_progress_bars()
+    if "transformers" in sys.modules:
+        importlib.import_module("transformers.utils.logging").disable_progress_bar()
+
+
+def local_settings():
+    """Settings of a command that works on this machine without the server (`data validate|inspect
+    -m`, `migrate --dry-run`): the configured data folder (--data-dir / OPENFT_DATA_DIR) and model
+    cache (OPENFT_MODEL_CACHE_DIR). With neither configured and no ./openft-data here, converted
+    models go to the user's cache (user_cache_dir()/models) rather than into a new ./openft-data in
+    whatever folder the command runs from. Progress bars stay off unless stderr is a terminal."""
+    from openft.config import Settings
+
+    quiet_progress_bars()
+    try:
+        st = state()
+    except RuntimeError:  # used outside the root app (tests, embedding): no global options
+        st = State()
+    settings = st.settings() if st.data_dir is not None else Settings()
+    if ("data_dir" not in settings.model_fields_set and settings.model_cache_dir is None
+            and not Path(settings.data_dir).exists()):
+        settings = settings.model_copy(update={"model_cache_dir": user_cache_dir() / "models"})
+    return settings
+
+
 def fail(message: str) -> NoReturn:
     raise CliError(message)
 
@@ -200,8 +239,10 @@ class OpenFTGroup(TyperGroup):
 # ---------------------------------------------------------------- output
 
 def to_dict(obj: Any) -> Any:
+    """An SDK object as the API's JSON: field names as the API spells them (`schema`, not the
+    pydantic attribute `schema_`)."""
     if hasattr(obj, "model_dump"):
-        return obj.model_dump(mode="json", exclude_unset=False)
+        return obj.model_dump(mode="json", exclude_unset=False, by_alias=True)
     if isinstance(obj, (list, tuple)):
         return [to_dict(o) for o in obj]
     return obj

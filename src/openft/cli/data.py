@@ -40,12 +40,9 @@ def _guard(fn):
 
 
 def _settings():
-    try:
-        from openft.cli.common import state
-        return state().settings()
-    except Exception:  # noqa: BLE001 - used outside the root app (tests, embedding)
-        from openft.config import Settings
-        return Settings()
+    from openft.cli.common import local_settings
+
+    return local_settings()
 
 
 def load_tokenizer(model: str, *, light: bool = False) -> tuple[Any, int | None]:

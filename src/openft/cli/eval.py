@@ -17,7 +17,7 @@ from typing import Optional
 
 import typer
 
-from openft.cli.common import client, fail, fmt_time, parse_key_values, print_json, print_table, typer_app
+from openft.cli.common import client, fail, fmt_time, parse_key_values, print_json, print_table, to_dict, typer_app
 
 evals_app = typer_app("The Evals API: evals, their runs and results (OpenAI's client.evals).")
 eval_app = typer_app("Compare models on the same items; measure forgetting against the base model.")
@@ -171,8 +171,7 @@ def evals_results(eval_id: str, run_id: str,
     kw = {"status": status} if status else {}
     items = list(c.evals.runs.output_items.list(run_id, eval_id=eval_id, limit=100, **kw))
     if as_json:
-        return print_json({"run": run.model_dump(mode="json"),
-                           "output_items": [o.model_dump(mode="json") for o in items]})
+        return print_json({"run": to_dict(run), "output_items": to_dict(items)})
     _summary(run)
 
     def output(o):

@@ -1,13 +1,17 @@
 """`openft api fine_tunes.*`: the old `openai api fine_tunes.*` commands people still have in notes.
 
 They map onto today's fine-tuning jobs API: `-t/-v` take a local file (uploaded first) or a
-file id; `create` follows the job unless `--no_follow`; `results` prints the results CSV;
+file id; `create` follows the job unless `--no_follow`; `results` prints the legacy results file
+(openft.train.metrics.LEGACY_CSV_FIELDS, from the job's per-step metrics, plus the classification/*
+columns of its results CSV);
 the old classification flags (`--compute_classification_metrics`, ...) become openft's
 hyperparameters of the same names.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import sys
 from typing import Optional
 
@@ -16,6 +20,8 @@ import typer
 from openft.cli.common import client, fail, resolve_file, typer_app
 from openft.cli.follow import follow_job
 from openft.cli.jobs import build_method, parse_auto
+from openft.train import metrics as M
+from openft.train.metrics import CLASSIFICATION_PREFIX
 from openft.vocab import SUPERVISED
 
 app = typer_app("Legacy commands of the old `openai api` CLI (fine_tunes.*).")
@@ -99,12 +105,56 @@ def fine_tunes_follow(job_id: str = typer.Option(..., "-i", "--id", help="ftjob-
 
 @app.command("fine_tunes.results")
 def fine_tunes_results(job_id: str = typer.Option(..., "-i", "--id", help="ftjob-...")):
-    """Print a finished job's results CSV (step, losses, accuracies, and the classification/* columns
-    when the job computed classification metrics)."""
+    """Print a job's results in the legacy results file's columns: step, elapsed_tokens,
+    elapsed_examples, training_loss, training_sequence_accuracy, training_token_accuracy,
+    validation_loss, validation_sequence_accuracy, validation_token_accuracy, then the
+    classification/* columns when the job computed classification metrics."""
     c = client()
     job = c.fine_tuning.jobs.retrieve(job_id)
-    if not job.result_files:
-        fail(f"job {job_id} has no result file yet (status: {job.status})")
-    data = c.files.content(job.result_files[0]).content
-    sys.stdout.buffer.write(data)
+    points = _metrics(c, job_id)
+    if not points:
+        fail(f"job {job_id} has no results yet (status: {job.status})")
+    extra: dict[int, dict] = {}
+    if job.result_files:  # the classification/* columns are in the results file (once per epoch)
+        text = c.files.content(job.result_files[0]).text
+        extra = {int(r["step"]): {k: v for k, v in r.items() if k.startswith(CLASSIFICATION_PREFIX)}
+                 for r in csv.DictReader(io.StringIO(text)) if (r.get("step") or "").isdigit()}
+    fields, rows = legacy_rows(points, extra)
+    out = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
+    out.writeheader()
+    out.writerows(rows)
     sys.stdout.flush()
+
+
+def _metrics(c, job_id: str) -> list[dict]:
+    """The job's metrics, one dict per step in step order (GET /fine_tuning/jobs/{id}/metrics, every
+    page; a step written again by a resumed job keeps its latest values)."""
+    by_step: dict[int, dict] = {}
+    after = None
+    while True:
+        page = c.get(f"/fine_tuning/jobs/{job_id}/metrics", cast_to=object,
+                     options={"params": {"after": after} if after else {}})
+        steps = page["steps"]
+        series = {k: v for k, v in page.items() if k not in ("steps", "charts") and isinstance(v, list)}
+        for i, step in enumerate(steps):
+            by_step[step] = {"step": step, **{k: v[i] for k, v in series.items()}}
+        if not page.get("has_more"):
+            return [by_step[s] for s in sorted(by_step)]
+        after = page["cursor"]
+
+
+def legacy_rows(points: list[dict], extra: dict[int, dict]) -> tuple[list[str], list[dict]]:
+    """(columns, rows) of the legacy results file from per-step metrics and each step's
+    classification/* values (`extra`, from the results CSV)."""
+    classification = sorted({k for row in extra.values() for k in row})
+    rows = [{**{name: _fmt(name, p.get(source)) for name, source in M.LEGACY_CSV_SOURCES.items()},
+             **{k: extra.get(p["step"], {}).get(k, "") for k in classification}} for p in points]
+    return list(M.LEGACY_CSV_FIELDS) + classification, rows
+
+
+def _fmt(name: str, value) -> str:
+    if value is None:
+        return ""
+    if name == "step" or name in M.ELAPSED_KEYS:
+        return str(int(value))   # counters: the metrics come back as floats
+    return f"{value:.6f}"

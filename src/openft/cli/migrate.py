@@ -18,7 +18,7 @@ from typing import Optional
 
 import typer
 
-from openft.cli.common import fail, state, typer_app
+from openft.cli.common import fail, local_settings, state, typer_app
 
 app = typer_app("Migrate fine-tuning jobs, files and model behaviour from OpenAI to openft.")
 
@@ -108,7 +108,7 @@ def from_openai(
         from openft.cli.data import load_tokenizer
         from openft.migrate.measure import Estimator
 
-        estimator = Estimator(state().settings(), lambda m: load_tokenizer(m, light=True), probe=probe)
+        estimator = Estimator(local_settings(), lambda m: load_tokenizer(m, light=True), probe=probe)
     run = Migration(source, target, source_url=source_base_url, target_url=state().resolved_base_url(),
                     echo=_note, estimator=estimator)
     outcomes: list[Outcome] = []

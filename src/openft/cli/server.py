@@ -26,6 +26,9 @@ def serve(host: Optional[str] = typer.Option(None, "--host", help="Address to bi
     if Path(settings.data_dir).exists() and not Path(settings.data_dir).is_dir():
         fail(f"--data-dir {settings.data_dir} is not a folder")
     from openft.api.server import run
+    from openft.models.aliases import aliases
+
+    aliases(settings)  # a malformed OPENFT_MODEL_ALIASES stops the start, not every later request
 
     run(settings)
 

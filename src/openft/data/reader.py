@@ -5,6 +5,8 @@
   UTF-16/32 with or without a mark, binary files with NUL bytes) and never holds more than
   one line (at most `max_line_bytes`) in memory: a longer line is skipped in chunks and
   reported as `line_too_long`.
+- `jsonl_problem(path)`: why a file is not JSONL at all (empty, binary, not UTF-8, a first line
+  that is not a JSON object), judged from its first non-blank line; the upload check.
 - Tables: `iter_table(path)` yields `(row_no, {column: value})` from CSV, TSV, XLSX and
   Parquet, streaming (csv module, openpyxl read-only mode, pyarrow record batches).
 
@@ -114,6 +116,25 @@ def parse_record(text: str) -> tuple[object, str | None]:
         return None, json_problem(e, text)
     except RecursionError:
         return None, "invalid JSON: nested too deeply"
+
+
+def jsonl_problem(path: str | Path) -> str | None:
+    """Why the file is not JSONL at all, or None: empty, binary or not UTF-8, or its first non-blank
+    line is not a JSON object. Reads only up to that line; later lines are the validator's."""
+    for line, text, problem in iter_lines(path):
+        if problem is not None:
+            code, message = problem
+            return (f"line {line} is not UTF-8 text: {message}" if code == "invalid_encoding"
+                    else f"line {line}: {message}")
+        if not text.strip():
+            continue
+        rec, bad = parse_record(text)
+        if bad is not None:
+            return f"line {line} is not valid JSON ({bad})"
+        if not isinstance(rec, dict):
+            return f"line {line} is not a JSON object (each line of a JSONL file is one example object)"
+        return None
+    return "the file is empty" if Path(path).stat().st_size == 0 else "the file has no examples (only blank lines)"
 
 
 def iter_records(path: str | Path, *, name: str | None = None, allow_utf16: bool = False, start_line: int = 1

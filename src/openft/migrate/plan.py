@@ -13,13 +13,12 @@ Pure: no network, no files; knows nothing about the CLI, the API server or train
 
 from __future__ import annotations
 
-import fnmatch
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from openft.errors import InvalidRequest
+from openft.models.aliases import is_pattern, match, read_model_table
 from openft.vocab import DEFAULT_METHOD, MAX_METADATA_KEYS, METHOD_HYPERPARAMETERS, SUPPORTED_METHODS
 
 MIGRATED_FROM = "migrated_from"      # the metadata key that names the source job on the target
@@ -46,46 +45,22 @@ class ModelMap:
         return cls(tuple(out), default)
 
     def target(self, source_model: str) -> tuple[str, str]:
-        """(target base, why): the mapping that matched, or the default base."""
+        """(target base, why): the mapping that matched (openft.models.aliases.match), or the default base."""
         names = [source_model]
         if source_model.startswith("ft:") and len(source_model.split(":")) > 1:
             names.append(source_model.split(":")[1])  # a job continued from ft:BASE:...: BASE's mapping
-        for name in names:
-            for src, dst in self.pairs:
-                if src == name:
-                    return dst, f"mapped {src}={dst}"
-        for name in names:
-            for src, dst in self.pairs:
-                if any(c in src for c in "*?[") and fnmatch.fnmatchcase(name, src):
-                    return dst, f"mapped {src}={dst}"
+        for exact in (True, False):
+            for name in names:
+                found = match([(s, d) for s, d in self.pairs if (not is_pattern(s)) == exact], name)
+                if found:
+                    return found[1], f"mapped {found[0]}={found[1]}"
         return self.default, "default base (no --base-model mapping for it)"
 
 
 def read_map_file(path: str | Path) -> list[tuple[str, str]]:
     """`{"gpt-4o-mini*": "smollm2-135m-instruct"}` as JSON, or the same as TOML (top level or under
-    [models])."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise InvalidRequest(f"--map-file {path}: {e.strerror or e}", param="map_file") from None
-    try:
-        if path.suffix.lower() == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
-        else:
-            data = json.loads(text)
-    except ValueError as e:
-        raise InvalidRequest(f"--map-file {path}: not valid {'TOML' if path.suffix.lower() == '.toml' else 'JSON'}: "
-                             f"{e}", param="map_file") from None
-    if isinstance(data, dict) and isinstance(data.get("models"), dict):
-        data = data["models"]
-    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) and v.strip()
-                                             for k, v in data.items()):
-        raise InvalidRequest(f"--map-file {path}: expected a table of source model = target base (strings)",
-                             param="map_file")
-    return [(k, v.strip()) for k, v in data.items()]
+    [models]); the same format as OPENFT_MODEL_ALIASES (openft.models.aliases)."""
+    return read_model_table(path, "--map-file", "map_file")
 
 
 @dataclass

@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from openft.config import Settings
-from openft.models.registry import BaseModel, safetensors_header
+from openft.models.registry import TINY_CONTEXT, BaseModel, safetensors_header
 
 EMPTY = {"context_length": None, "parameters": None, "size_bytes": None}
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
@@ -31,6 +31,8 @@ def base_metadata(settings: Settings, model: BaseModel) -> dict:
     if model.source == "gguf-package" and Path(model.location).exists():
         f = Path(model.location)
         return dict(_gguf_metadata(str(f), f.stat().st_mtime_ns))
+    if model.source == "tiny":  # not built yet: its context is fixed by build_tiny's config
+        return {**EMPTY, "context_length": TINY_CONTEXT}
     return dict(EMPTY)
 
 

@@ -36,6 +36,7 @@ from openft.errors import InvalidRequest, NotFound
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 TINY_MODEL = "openft-tiny"
+TINY_CONTEXT = 2048  # the tiny models' max_position_embeddings (build_tiny), known before one is built
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # One part of a hub id (huggingface_hub's validate_repo_id): letters, digits, '-', '_', '.';
 # no leading or trailing '.'/'-', no '..' or '--', at most 96 characters.
@@ -288,7 +289,7 @@ def build_tiny(out: str | Path, model_type: str = "llama") -> str:
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     config = AutoConfig.for_model(
         model_type, vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=TINY_CONTEXT,
         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id, rms_norm_eps=1e-5, **_TINY_EXTRA.get(model_type, {}),
     )

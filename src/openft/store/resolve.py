@@ -1,7 +1,9 @@
 """Model ids -> weights: base registry ids, fine-tuned `ft:` ids and their checkpoints.
 
-`resolve_model` answers "what does the engine load for this id, in this project?" and raises
-NotFound (param "model") for anything the project cannot see. Knows nothing about HTTP.
+`resolve_model` answers "what does the engine load for this id, in this project?": an id that
+names no model may be an operator's alias (OPENFT_MODEL_ALIASES, openft.models.aliases), resolved
+to the model it points to; anything else the project cannot see raises NotFound (param "model")
+whose message lists the models it can use (`available_models`). Knows nothing about HTTP.
 """
 
 from __future__ import annotations
@@ -59,7 +61,47 @@ def _is_adapter(path: str) -> bool:
     return (Path(path) / "adapter_config.json").exists()
 
 
+AVAILABLE = " Available models:"
+"""Where a not-found message's list of the available models starts (routes that rephrase it keep it)."""
+
+
+def available_models(settings: Settings, conn: sa.Connection, project_id: str, limit: int = 20) -> str:
+    """One sentence naming the models a project can use (base models, aliases, its newest fine-tuned
+    models, at most `limit` names in all), for a message about a model that does not exist."""
+    from openft.models import list_base_models
+    from openft.models.aliases import aliases
+
+    names = [m.id for m in list_base_models(settings)]
+    names += [f"{src} (alias of {dst})" for src, dst in aliases(settings)]
+    names += conn.execute(sa.select(models.c.id).where(models.c.project_id == project_id, models.c.deleted == sa.false())
+                          .order_by(models.c.created_at.desc()).limit(limit + 1)).scalars().all()
+    more = ", and more (GET /v1/models lists them all)" if len(names) > limit else ""
+    return f"{AVAILABLE} {', '.join(names[:limit])}{more}."
+
+
 def resolve_model(settings: Settings, conn: sa.Connection, project_id: str, model: str) -> ResolvedModel:
+    """The model `model` names in the project, directly or through an operator's alias; NotFound
+    (param "model") listing the available models otherwise (a pruned checkpoint's message aside)."""
+    from openft.models.aliases import alias_target
+
+    try:
+        return _resolve(settings, conn, project_id, model)
+    except NotFound as e:
+        if is_checkpoint_id(model) or not model:
+            raise
+        target = alias_target(settings, model)
+        if target is None or target == model:
+            raise NotFound(e.message + available_models(settings, conn, project_id), param="model",
+                           code=e.code) from None
+    try:
+        return _resolve(settings, conn, project_id, target)
+    except NotFound as e:
+        raise NotFound(f"The model `{model[:200]}` is an alias of `{target}`, which is not available here "
+                       f"({e.message}).{available_models(settings, conn, project_id)}", param="model",
+                       code=e.code) from None
+
+
+def _resolve(settings: Settings, conn: sa.Connection, project_id: str, model: str) -> ResolvedModel:
     if not model:
         raise model_not_found(model)
     if is_checkpoint_id(model):

@@ -79,6 +79,13 @@ def step_indices(n: int, batch_size: int, seed: int, step: int) -> tuple[int, li
     return epoch, epoch_order(n, seed, epoch)[i * batch_size:(i + 1) * batch_size]
 
 
+def examples_seen(n: int, batch_size: int, steps: int) -> int:
+    """Examples trained on in the first `steps` steps (step_indices' batches; an epoch's last may be short)."""
+    per_epoch = -(-n // batch_size)
+    epochs, i = divmod(steps, per_epoch)
+    return epochs * n + min(i * batch_size, n)
+
+
 @dataclass(frozen=True)
 class StepBatches:
     """The micro-batches of one optimizer step (made by an objective, run by the loop)."""

@@ -33,7 +33,7 @@ from openft.errors import DataError
 from openft.train import checkpoint as ckpt
 from openft.train import memory, rules
 from openft.train import metrics as M
-from openft.train.data import step_indices
+from openft.train.data import examples_seen, step_indices
 from openft.train.faults import fault_point
 from openft.train.hooks import TrainHooks
 from openft.train.model import build_model, pick_compile, pick_device, pick_lora_sum, pick_precision
@@ -284,7 +284,8 @@ def _train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: 
         threads.retune()
 
         # the keys every step reports, in this order (TrainHooks.on_metrics); then the objective's own
-        metrics = {"step": step, **{M.key("train", q): None for q in M.QUANTITIES}, "total_steps": total_steps}
+        metrics = {"step": step, **{M.key("train", q): None for q in M.QUANTITIES}, "total_steps": total_steps,
+                   "elapsed_tokens": trained_tokens, "elapsed_examples": examples_seen(n, bs, step)}
         metrics.update(objective.metrics(tally, "train"))
         epoch_end = step % steps_per_epoch == 0 or step == total_steps
         if valid_data and (step % eval_every == 0 or epoch_end):

@@ -257,6 +257,13 @@ def _fast_path_ok(causal_lm) -> bool:
 def micro_batch_loss(model, mb: MicroBatch, precision: str) -> tuple[torch.Tensor, int, torch.Tensor]:
     """(sum of token losses over trained positions, trained tokens, correct argmax predictions):
     the sums stay 0-d tensors on the device, so a step reads them back once, not per micro-batch."""
+    loss_sum, n, correct, _ = micro_batch_stats(model, mb, precision)
+    return loss_sum, n, correct
+
+
+def micro_batch_stats(model, mb: MicroBatch, precision: str) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]:
+    """micro_batch_loss's three, then how many of the row's examples have every trained token
+    predicted right (a 0-d tensor on the device too)."""
     from openft.train.attention import row_kwargs
 
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -264,7 +271,7 @@ def micro_batch_loss(model, mb: MicroBatch, precision: str) -> tuple[torch.Tenso
     n = mb.n_trained
     if n == 0:
         zero = torch.zeros((), device=mb.input_ids.device)
-        return zero, 0, zero.long()
+        return zero, 0, zero.long(), zero.long()
     extra = row_kwargs(model, mb)              # example boundaries / block mask for the attention kernel
     with autocast(mb.input_ids.device, precision):
         if _fast_path_ok(causal_lm):
@@ -277,18 +284,27 @@ def micro_batch_loss(model, mb: MicroBatch, precision: str) -> tuple[torch.Tenso
     logits = logits.float()
     y = mb.labels[0].index_select(0, idx + 1)
     loss_sum = F.cross_entropy(logits, y, reduction="sum")
-    correct = (logits.detach().argmax(-1) == y).sum()
-    return loss_sum, n, correct
+    hits = logits.detach().argmax(-1) == y                                     # (n,)
+    return loss_sum, n, hits.sum(), sequences_right(mb, hits)
+
+
+def sequences_right(mb: MicroBatch, hits: torch.Tensor) -> torch.Tensor:
+    """How many of the row's examples have every trained token right (`hits`: per trained target,
+    in target_index order), as a 0-d tensor on the device (no read-back)."""
+    example = torch.bucketize(mb.target_index + 1, mb.cu_seqlens[1:].long(), right=True)  # (n,) example of each
+    wrong = torch.zeros(mb.n_examples, dtype=torch.long, device=hits.device).index_add_(0, example, (~hits).long())
+    return (wrong == 0).sum()
 
 
 @torch.no_grad()
-def evaluate(model, batches: list[MicroBatch], precision: str, device) -> tuple[float, float]:
-    """(mean token loss, mean token accuracy) over the trained tokens of `batches`."""
+def evaluate(model, batches: list[MicroBatch], precision: str, device) -> tuple[float, float, float]:
+    """(mean token loss, mean token accuracy, sequence accuracy) over the trained tokens and the
+    examples of `batches`."""
     was_training = model.training
     model.eval()
-    total, n, correct = 0.0, 0, 0
+    total, n, correct, right, seqs = 0.0, 0, 0, 0, 0
     for mb in batches:
-        ls, k, c = micro_batch_loss(model, mb.to(device), precision)
-        total, n, correct = total + ls, n + k, correct + c
+        ls, k, c, r = micro_batch_stats(model, mb.to(device), precision)
+        total, n, correct, right, seqs = total + ls, n + k, correct + c, right + r, seqs + mb.n_examples
     model.train(was_training)
-    return float(total) / max(n, 1), int(correct) / max(n, 1)
+    return float(total) / max(n, 1), int(correct) / max(n, 1), int(right) / max(seqs, 1)

@@ -5,7 +5,8 @@ with their loss masks (openft.data.encode) and packed padding-free into rows
 (openft.train.data). The loss is the summed cross-entropy of the trained tokens; a step's loss
 is that sum over its micro-batches divided by the step's trained-token count, so packing
 changes speed, not the optimizer step. Metrics: `{prefix}_loss` and
-`{prefix}_mean_token_accuracy` over the trained tokens; at each epoch end, when the spec asks
+`{prefix}_mean_token_accuracy` over the trained tokens, `{prefix}_mean_sequence_accuracy` over the
+examples (every trained token right); at each epoch end, when the spec asks
 for them, the legacy `classification/*` columns of the whole validation set
 (openft.eval.label_scoring).
 
@@ -20,7 +21,7 @@ from openft.eval.label_scoring import classification_columns
 from openft.train import metrics as M
 from openft.train.data import StepBatches, load_dataset, pack
 from openft.train.label_scores import epoch_classification
-from openft.train.model import evaluate, micro_batch_loss
+from openft.train.model import evaluate, micro_batch_stats
 
 
 class SFT:
@@ -47,21 +48,25 @@ class SFT:
                            tokens=sum(len(e) for e in examples))
 
     def loss(self, model, batch, tally: dict):
-        loss_sum, n, correct = micro_batch_loss(model, batch.to(self.device), self.precision)
+        loss_sum, n, correct, right = micro_batch_stats(model, batch.to(self.device), self.precision)
         # device tensors, added up on the device: `metrics` reads them back once per step
         tally["loss"] = tally.get("loss", 0.0) + loss_sum.detach()
         tally["correct"] = tally.get("correct", 0) + correct
         tally["tokens"] = tally.get("tokens", 0) + n
+        tally["right"] = tally.get("right", 0) + right       # examples with every trained token right
+        tally["examples"] = tally.get("examples", 0) + batch.n_examples
         return loss_sum
 
     def metrics(self, tally: dict, prefix: str) -> dict:
         n = max(tally.get("tokens", 0), 1)
         return {M.key(prefix, "loss"): float(tally.get("loss", 0.0)) / n,
-                M.key(prefix, "mean_token_accuracy"): int(tally.get("correct", 0)) / n}
+                M.key(prefix, "mean_token_accuracy"): int(tally.get("correct", 0)) / n,
+                M.key(prefix, M.SEQUENCE_ACCURACY): int(tally.get("right", 0)) / max(tally.get("examples", 0), 1)}
 
     def evaluate(self, model, batches: list, prefix: str) -> dict:
-        loss, accuracy = evaluate(model, batches, self.precision, self.device)
-        return {M.key(prefix, "loss"): loss, M.key(prefix, "mean_token_accuracy"): accuracy}
+        loss, accuracy, sequences = evaluate(model, batches, self.precision, self.device)
+        return {M.key(prefix, "loss"): loss, M.key(prefix, "mean_token_accuracy"): accuracy,
+                M.key(prefix, M.SEQUENCE_ACCURACY): sequences}
 
     def epoch_metrics(self, model) -> dict:
         if not self.spec.compute_classification_metrics:

@@ -11,6 +11,7 @@ a run or its eval implies) are openft.jobs.eval_state's. Knows nothing about gen
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any, Literal
 
@@ -26,7 +27,7 @@ from openft.ids import new_id
 from openft.jobs import eval_state
 from openft.store.blobs import stored_file
 from openft.store.db import eval_output_items, eval_runs, evals, next_seq
-from openft.store.resolve import resolve_model
+from openft.store.resolve import available_models, resolve_model
 from openft.vocab import check_metadata
 
 router = APIRouter(prefix="/evals")
@@ -49,6 +50,18 @@ class RunCreate(Strict):
     data_source: dict[str, Any]
     name: str | None = Field(None, max_length=512)
     metadata: dict[str, str] | None = None
+
+
+@contextlib.contextmanager
+def models_listed(state: AppState, project: str):
+    """A 400 for a model that does not exist (a run's or a judge's) also names the available ones."""
+    try:
+        yield
+    except InvalidRequest as e:
+        if e.code == "model_not_found":
+            with state.db.connect() as conn:
+                e.message += available_models(state.settings, conn, project)
+        raise
 
 
 def model_checker(state: AppState, project: str):
@@ -106,9 +119,10 @@ def create_eval(body: EvalCreate, state: StateDep, project: ProjectDep):
     exists = model_checker(state, project)
     names = set()
     for i, spec in enumerate(body.testing_criteria):
-        graders.check_grader(spec, item_schema=datasource.item_schema(cfg), sample_allowed=True,
-                             param=f"testing_criteria[{i}]", allow_python=state.settings.eval_python_grader,
-                             model_exists=exists)
+        with models_listed(state, project):
+            graders.check_grader(spec, item_schema=datasource.item_schema(cfg), sample_allowed=True,
+                                 param=f"testing_criteria[{i}]", allow_python=state.settings.eval_python_grader,
+                                 model_exists=exists)
         if spec["name"] in names:
             raise InvalidRequest(f"Two testing criteria are named {spec['name']!r}; names must be unique.",
                                  param=f"testing_criteria[{i}].name")
@@ -179,6 +193,10 @@ def run_counts(conn, run_ids: list[str]) -> dict[str, dict]:
     return out
 
 
+NO_ERROR = {"code": "", "message": ""}
+"""A run's (and a sample's) `error` when there is none: the SDK's EvalAPIError is an object, never null."""
+
+
 def run_object(row, counts: dict, criteria: list[dict], request: Request | None = None) -> dict:
     st = counts["status"]
     crit = counts["criteria"]
@@ -187,7 +205,8 @@ def run_object(row, counts: dict, criteria: list[dict], request: Request | None 
               "total_tokens": u.get("prompt_tokens", 0) + u.get("completion_tokens", 0), "cached_tokens": 0}
              for m, u in sorted((row.usage or {}).items())]
     return {"object": "eval.run", "id": row.id, "eval_id": row.eval_id, "name": row.name, "status": row.status,
-            "model": row.model, "created_at": row.created_at, "data_source": row.data_source, "error": row.error,
+            "model": row.model, "created_at": row.created_at, "data_source": row.data_source,
+            "error": row.error or NO_ERROR,
             "metadata": row.metadata or {},
             "result_counts": {"total": len(row.items), "passed": st.get("pass", 0), "failed": st.get("fail", 0),
                               "errored": st.get("error", 0)},
@@ -226,8 +245,9 @@ def create_run(eval_id: str, body: RunCreate, request: Request, state: StateDep,
     check_metadata(body.metadata)
     with state.db.connect() as conn:
         ev = _get_eval(conn, project, eval_id)
-    spec = datasource.check_run_source(body.data_source, ev.data_source_config, read_file=_read_file(state, project),
-                                       model_exists=model_checker(state, project))
+    with models_listed(state, project):
+        spec = datasource.check_run_source(body.data_source, ev.data_source_config,
+                                           read_file=_read_file(state, project), model_exists=model_checker(state, project))
     if not spec["items"]:
         raise InvalidRequest("The data source has no items.", param="data_source.source")
     if spec["kind"] == "jsonl" and not datasource.has_sample(ev.data_source_config):
@@ -295,7 +315,8 @@ def delete_run(eval_id: str, run_id: str, state: StateDep,
 def output_item_object(row) -> dict:
     return {"object": "eval.run.output_item", "id": row.id, "run_id": row.run_id, "eval_id": row.eval_id,
             "created_at": row.created_at, "status": row.status, "datasource_item_id": row.datasource_item_id,
-            "datasource_item": row.datasource_item, "results": row.results, "sample": row.sample}
+            "datasource_item": row.datasource_item, "results": row.results,
+            "sample": {**row.sample, "error": row.sample.get("error") or NO_ERROR} if row.sample else row.sample}
 
 
 @router.get("/{eval_id}/runs/{run_id}/output_items")

@@ -1,5 +1,9 @@
 """`/v1/files`: upload (multipart, streamed into the content-addressed blob store), list, retrieve,
-delete, content. Every file belongs to the caller's project; other projects get 404."""
+delete, content. Every file belongs to the caller's project; other projects get 404.
+
+A fine-tune upload must be JSONL, as OpenAI checks at upload: a `.jsonl` name, and content that is
+JSONL at all (not empty, UTF-8 text, a first example that is a JSON object; openft.data.reader's
+`jsonl_problem`). Each example is validated when a job uses the file, with its line number."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from openft.api.deps import AppState, ProjectDep, StateDep
 from openft.api.rows import alive_files, get_file_row
 from openft.api.schemas import FILE_PURPOSES, cursor_page, file_object, keyset
 from openft.api.uploads import receive_upload, too_large
+from openft.data.reader import jsonl_problem
 from openft.errors import InvalidRequest, NotFound
 from openft.ids import file_id
 from openft.store.db import files, next_seq
@@ -76,6 +81,8 @@ async def create_file(request: Request, state: StateDep, project: ProjectDep):
         if up.sha256 is None or up.file_field != "file":
             raise InvalidRequest("Missing required parameter: 'file'.", param="file", code="missing_required_parameter")
         _check_upload(up.fields, up.filename)
+        if up.fields["purpose"] == "fine-tune":
+            await run_in_threadpool(_check_jsonl, state, up)
         now, fid = int(time.time()), file_id()
         expires_at = _expires_at(up.fields, up.fields["purpose"], now)
         return file_object(await run_in_threadpool(insert))
@@ -83,6 +90,15 @@ async def create_file(request: Request, state: StateDep, project: ProjectDep):
         if up.sha256 is not None:  # refused after storing: drop the blob unless another file has it
             await run_in_threadpool(_drop_blob_if_unused, state, up.sha256)
         raise
+
+
+def _check_jsonl(state: AppState, up) -> None:
+    """A fine-tune upload that is not JSONL at all is refused, saying what is wrong with it."""
+    problem = jsonl_problem(state.blobs.path(up.sha256))
+    if problem is not None:
+        raise InvalidRequest(f"Invalid file format for Fine-Tuning API: {up.filename or 'the file'}: {problem}. "
+                             "Each line must be one JSON object (an example).", param="file",
+                             code="invalid_file_format")
 
 
 def _drop_blob_if_unused(state: AppState, sha: str) -> None:

@@ -35,7 +35,7 @@ from openft.jobs.integrations import check_installed
 from openft.store.blobs import stored_file
 from openft.store.db import checkpoints, files, job_events, jobs, next_seq
 from openft.store.events import add_event
-from openft.store.resolve import resolve_model
+from openft.store.resolve import AVAILABLE, resolve_model
 from openft.train import rules
 
 log = logging.getLogger("openft.api")
@@ -89,8 +89,10 @@ def create_job(body: JobCreate, state: StateDep, project: ProjectDep):
         try:
             resolved = resolve_model(settings, conn, project, body.model)
         except NotFound as e:
-            why = "" if "does not exist" in e.message else f" ({e.message})"
-            raise InvalidRequest(f"Model {body.model} is not available for fine-tuning or does not exist{why}.",
+            first, _, listing = e.message.partition(AVAILABLE)
+            why = "" if "does not exist" in first else f" ({first.rstrip('.')})"
+            raise InvalidRequest(f"Model {body.model} is not available for fine-tuning or does not exist{why}."
+                                 + (f"{AVAILABLE}{listing}" if listing else ""),
                                  param="model", code="model_not_available") from None
         _check_continuable(resolved, method)
         check_job_options(settings, body, method, resolved.base_model)

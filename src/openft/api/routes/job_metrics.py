@@ -37,7 +37,7 @@ from openft.train import metrics as M
 router = APIRouter(prefix="/fine_tuning/jobs")
 
 COLUMNS = tuple(k for k in M.METRIC_KEYS if k != "step")  # always present, null-filled
-OPTIONAL = M.DPO_METRIC_KEYS                               # present when any point has them
+OPTIONAL = M.DPO_METRIC_KEYS + M.SFT_METRIC_KEYS           # present when any point has them
 
 # The charts a client draws (the dashboard's js/chart.js draws these and knows no metric name):
 # (name, title, quantity, values are shares in [0, 1], a log scale makes sense, DPO jobs only).

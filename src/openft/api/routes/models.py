@@ -2,7 +2,9 @@
 
 Ids contain colons and may contain slashes (`ft:...`, hub ids `org/name`), hence the path
 converter. Base model objects carry openft's extension fields `context_length`, `parameters`
-and `size_bytes` (openft.models.metadata; None where unknown). Deleting a fine-tuned model
+and `size_bytes` (openft.models.metadata; None where unknown). The operator's aliases
+(OPENFT_MODEL_ALIASES) are listed as model objects too, with `alias_for` naming the model each
+points to; retrieving an alias answers its own id with `alias_for`. Deleting a fine-tuned model
 marks it deleted and evicts it from the serving engine.
 """
 
@@ -16,6 +18,7 @@ from fastapi import APIRouter
 from openft.api.deps import ProjectDep, StateDep
 from openft.api.schemas import model_object
 from openft.errors import InvalidRequest
+from openft.models.aliases import aliases
 from openft.store.db import models
 from openft.store.resolve import resolve_model
 
@@ -62,6 +65,8 @@ def list_models(state: StateDep, project: ProjectDep):
         rows = conn.execute(sa.select(models).where(models.c.project_id == project, models.c.deleted == sa.false())
                             .order_by(models.c.created_at.desc())).all()
     data += [model_object(r.id, r.created_at, r.owned_by) for r in rows]
+    data += [{**model_object(src, _base_created(state.settings, dst), "system"), "alias_for": dst}
+             for src, dst in aliases(state.settings)]
     return {"object": "list", "data": data}
 
 
@@ -70,6 +75,8 @@ def retrieve_model(model: str, state: StateDep, project: ProjectDep):
     with state.db.connect() as conn:
         m = resolve_model(state.settings, conn, project, model)
     created = m.created_at if m.created_at is not None else _base_created(state.settings, m.id)
+    if m.id != model:  # an alias (openft.models.aliases): its own id, and the model it points to
+        return {**model_object(model, created, m.owned_by or "system"), "alias_for": m.id}
     if m.kind == "base":  # openft extension fields: context_length, parameters, size_bytes
         from openft.models import get_base_model
         from openft.models.metadata import base_metadata
@@ -83,6 +90,10 @@ def retrieve_model(model: str, state: StateDep, project: ProjectDep):
 def delete_model(model: str, state: StateDep, project: ProjectDep):
     with state.db.begin() as conn:
         m = resolve_model(state.settings, conn, project, model)
+        if m.id != model:
+            raise InvalidRequest(f"'{model}' is an alias of '{m.id}' set by the server's operator "
+                                 "(OPENFT_MODEL_ALIASES); delete the model itself.", param="model",
+                                 code="invalid_value")
         if m.kind != "fine-tuned":
             raise InvalidRequest(f"Only fine-tuned models can be deleted; '{model}' is a {m.kind} model.",
                                  param="model", code="invalid_value")

@@ -167,7 +167,7 @@ async function evalPage(root, evalId, ctx) {
       { label: "Run", value: (r) => h("a", { href: `#/evals/${enc(evalId)}/runs/${enc(r.id)}`, class: "ev-run-link" }, r.name) },
       { label: "Model", value: (r) => h("span", { class: "mono ev-model" }, r.model || `given samples (${r.data_source?.type})`) },
       { label: "Status", value: (r) => h("div", {}, badge(r.status), LIVE.includes(r.status) && progress(r),
-          r.error && h("div", { class: "ev-fail" }, r.error.message)) },
+          r.error?.message && h("div", { class: "ev-fail" }, r.error.message)) },
       { label: "Items", class: "num ev-total", value: (r) => fmtNum(r.result_counts.total) },
       { label: "Passed", class: "num ev-passed", value: (r) => fmtNum(r.result_counts.passed) },
       { label: "Failed", class: "num ev-failed", value: (r) => fmtNum(r.result_counts.failed) },
@@ -275,7 +275,7 @@ async function runPage(root, evalId, runId, ctx) {
         h("dt", {}, "Results"), h("dd", { class: "ev-counts" },
           `${c.passed} passed · ${c.failed} failed · ${c.errored} errored of ${c.total}`),
         h("dt", {}, "Tokens"), h("dd", {}, tokens(run))),
-      run.error && errorBox(run.error),
+      run.error?.message && errorBox(run.error),
       h("h2", {}, "Testing criteria"),
       table([
         { label: "Criterion", value: (x) => x.testing_criteria },
