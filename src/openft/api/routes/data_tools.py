@@ -182,16 +182,20 @@ def _store_file(state: AppState, project: str, path: Path, filename: str) -> dic
     limit = state.settings.max_upload_bytes
     with open(path, "rb") as f:
         try:
-            sha, size = state.blobs.put_stream(f, limit)
+            sha, size = state.blobs.put_stream(f, limit, pin=True)
         except PayloadTooLarge:
             raise PayloadTooLarge(f"{filename} (the JSONL made from the upload) is larger than the upload limit of "
                                   f"{limit} bytes (OPENFT_MAX_UPLOAD_BYTES).", param="file") from None
     fid, now = file_id(), int(time.time())
-    with state.db.begin() as conn:
-        conn.execute(files.insert().values(
-            id=fid, project_id=project, filename=filename, purpose="fine-tune", bytes=size, sha256=sha,
-            created_at=now, expires_at=None, status="processed", seq=next_seq(conn, files)))
-        return file_object(conn.execute(sa.select(files).where(files.c.id == fid)).first())
+
+    def insert():  # under the blob's lock (openft.store.blobs): a concurrent delete cannot remove it
+        with state.db.begin() as conn:
+            conn.execute(files.insert().values(
+                id=fid, project_id=project, filename=filename, purpose="fine-tune", bytes=size, sha256=sha,
+                created_at=now, expires_at=None, status="processed", seq=next_seq(conn, files)))
+            return file_object(conn.execute(sa.select(files).where(files.c.id == fid)).first())
+
+    return state.blobs.keep(sha, insert)
 
 
 def _jsonl_name(filename: str, tail: str = "") -> str:
