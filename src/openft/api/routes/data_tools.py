@@ -46,6 +46,7 @@ from openft.data.bounds import TableLimits
 from openft.data.isolated import Abandoned, run_isolated
 from openft.errors import DataError, InvalidRequest, NotFound, OpenFTError, PayloadTooLarge
 from openft.ids import file_id
+from openft.names import plain
 from openft.store.blobs import BlobStore
 from openft.store.db import files, next_seq
 from openft.train import rules
@@ -105,6 +106,7 @@ async def _receive_table(request: Request, state: AppState, folder: Path):
     if up.sha256 is None or up.file_field != "file":
         raise InvalidRequest("Missing required parameter: 'file'.", param="file", code="missing_required_parameter")
     _check_table_upload(up.fields, up.filename)
+    up.filename = plain(up.filename)  # as stored and shown: no bidi controls (openft.names)
     kind = _table_kind(up.filename)
     path = folder / f"table.{kind}"  # readers (openpyxl) go by the extension; ours, not the client's name
     scratch.path(up.sha256).replace(path)
@@ -199,7 +201,7 @@ def _store_file(state: AppState, project: str, path: Path, filename: str) -> dic
 
 
 def _jsonl_name(filename: str, tail: str = "") -> str:
-    stem = Path(filename or "data").stem or "data"
+    stem = Path(plain(filename) or "data").stem or "data"
     return f"{stem[:100]}{tail}.jsonl"
 
 
@@ -299,7 +301,7 @@ def _report(state: AppState, project: str, fid: str, body: ReportRequest) -> dic
         resolved = resolve_hyperparameters(n, hp.get("n_epochs", "auto"), hp.get("batch_size", "auto"),
                                            hp.get("learning_rate_multiplier", "auto"))
         resolved["method"] = train_method
-    out.update(object="openft.data.report", id=fid, filename=row.filename, bytes=row.bytes, role=body.role,
+    out.update(object="openft.data.report", id=fid, filename=plain(row.filename), bytes=row.bytes, role=body.role,
                model=body.model, base_model=base, method=kind, tokenizer=tokenizer is not None,
                context_length=rules.model_context_length(model_dir) if model_dir else None, max_seq_len=max_seq_len,
                hyperparameters=resolved, auto=[k for k in HYPERPARAMETERS if hp.get(k, "auto") == "auto"],

@@ -16,6 +16,7 @@ from openft.api.schemas import FILE_PURPOSES, cursor_page, file_object, keyset
 from openft.api.uploads import receive_upload, too_large
 from openft.errors import InvalidRequest, NotFound
 from openft.ids import file_id
+from openft.names import plain
 from openft.store.db import files, next_seq
 
 router = APIRouter()
@@ -64,7 +65,7 @@ async def create_file(request: Request, state: StateDep, project: ProjectDep):
     def insert_row():
         with state.db.begin() as conn:
             conn.execute(files.insert().values(
-                id=fid, project_id=project, filename=up.filename or "upload", purpose=up.fields["purpose"],
+                id=fid, project_id=project, filename=plain(up.filename) or "upload", purpose=up.fields["purpose"],
                 bytes=up.size, sha256=up.sha256, created_at=now, expires_at=expires_at, status="processed",
                 seq=next_seq(conn, files)))
             return conn.execute(sa.select(files).where(files.c.id == fid)).first()
