@@ -1,7 +1,7 @@
 """File names keep no Unicode bidirectional controls (issue 21, section 4, item 6):
 `invoice\u202egpj.exe` would show as `invoiceexe.jpg`. Uploads and conversions store the name
 without them, file objects show a name stored before without them, and the CLI's tables print
-none (the dashboard: tests/web/test_security_headers.py)."""
+none (the dashboard: tests/web/test_csp.py)."""
 
 from __future__ import annotations
 

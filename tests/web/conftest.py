@@ -2,7 +2,8 @@
 (`executable_path`, never a downloaded browser) against a real `openft serve` process.
 
 `browser` is one Chromium per test session; `page` is a fresh context (1280x800, its own
-sessionStorage) per test. Signing in, dropping files and screenshots: tests/support/web.py.
+sessionStorage) per test, which fails the test on a JavaScript error or a Content-Security-Policy
+violation reported on the console. Signing in, dropping files and screenshots: tests/support/web.py.
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ def page(browser):
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
     pg.js_errors = errors
+    violations: list[str] = []  # the dashboard must work under its Content-Security-Policy
+    pg.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    pg.csp_violations = violations
     yield pg
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+    assert not violations, f"Content-Security-Policy violations on the page: {violations}"
