@@ -42,8 +42,9 @@ def _post(server, route: str, name: str, data: bytes, **fields) -> httpx.Respons
                       headers={"Authorization": f"Bearer {server.api_key}"}, timeout=120)
 
 
-def _xlsx(shared_strings: bytes) -> bytes:
-    """A minimal workbook (one sheet, two columns) whose xl/sharedStrings.xml is `shared_strings`."""
+def _xlsx(shared_strings: bytes, dimension: str = "A1:B2") -> bytes:
+    """A minimal workbook (one sheet, two columns) whose xl/sharedStrings.xml is `shared_strings`
+    and whose sheet declares the size `dimension`."""
     ns = 'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"'
     rel = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
     parts = {
@@ -62,7 +63,7 @@ def _xlsx(shared_strings: bytes) -> bytes:
         "xl/_rels/workbook.xml.rels": '<?xml version="1.0"?><Relationships xmlns="http://schemas.openxmlformats.org/'
         f'package/2006/relationships"><Relationship Id="rId1" Type="{rel}/worksheet" Target="worksheets/sheet1.xml"'
         f'/><Relationship Id="rId2" Type="{rel}/sharedStrings" Target="sharedStrings.xml"/></Relationships>',
-        "xl/worksheets/sheet1.xml": f'<?xml version="1.0"?><worksheet {ns}><sheetData><row r="1"><c r="A1" t="s">'
+        "xl/worksheets/sheet1.xml": f'<?xml version="1.0"?><worksheet {ns}><dimension ref="{dimension}"/><sheetData><row r="1"><c r="A1" t="s">'
         '<v>0</v></c><c r="B1" t="inlineStr"><is><t>assistant</t></is></c></row><row r="2"><c r="A2" t="inlineStr">'
         '<is><t>hi</t></is></c><c r="B2" t="inlineStr"><is><t>hello</t></is></c></row></sheetData></worksheet>',
     }
@@ -119,6 +120,11 @@ def test_a_small_xlsx_within_the_bounds_still_reads(bounded):
     r = _post(bounded, "inspect", "fine.xlsx", _xlsx(_shared(10)))
     assert r.status_code == 200, r.text
     assert r.json()["columns"] == ["user", "assistant"] and r.json()["sheets"] == ["S"]
+
+
+def test_xlsx_declaring_too_many_rows_is_refused_before_reading(bounded):
+    r = _post(bounded, "convert", "tall.xlsx", _xlsx(_shared(10), dimension="A1:B3000001"))
+    _refused(r, 413, "too_many_rows", "OPENFT_DATA_TOOLS_MAX_ROWS")
 
 
 def test_parquet_with_too_many_rows_is_refused_from_its_metadata(bounded, tmp_path):

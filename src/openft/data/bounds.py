@@ -2,7 +2,7 @@
 
 `TableLimits` says how many rows a table may have, how many bytes it may inflate to, and how
 many bytes of JSONL a conversion may write; `check_table` looks at an XLSX's zip directory
-(each member's uncompressed size) and a Parquet file's metadata (row count, uncompressed row
+(each member's uncompressed size, each sheet's declared row count) and a Parquet file's metadata (row count, uncompressed row
 group sizes) before either is opened by openpyxl or pyarrow, so a small file that inflates to
 gigabytes is refused without being read. Every refusal is a `PayloadTooLarge` whose message
 names the limit and the setting that sets it (`setting` in `TableLimits.settings`).
@@ -12,11 +12,14 @@ Knows nothing about HTTP or processes; the memory and time bounds are `openft.da
 
 from __future__ import annotations
 
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from openft.errors import PayloadTooLarge
+
+_DIMENSION = re.compile(rb'<(?:\w+:)?dimension\s+ref="[A-Z]+\d+:[A-Z]+(\d{1,9})"')
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,13 @@ def _check_xlsx(path, limits: TableLimits, name: str) -> None:
     for m in members:
         limits.expanded(m.file_size, f"the workbook part {m.filename}", name)
     limits.expanded(sum(m.file_size for m in members), "the workbook", name)
+    with zipfile.ZipFile(path) as z:  # each sheet's declared size (<dimension ref="A1:D3000001"/>)
+        for m in members:
+            if m.filename.startswith("xl/worksheets/") and m.filename.endswith(".xml"):
+                with z.open(m) as f:
+                    found = _DIMENSION.search(f.read(4096))
+                if found:
+                    limits.rows(int(found.group(1)) - 1, name)  # the header is row 1
 
 
 def _check_parquet(path, limits: TableLimits, name: str) -> None:
