@@ -85,7 +85,8 @@ def _parquet(n: int, cell: str, path: Path) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({"user": pa.array([cell] * n).dictionary_encode(), "assistant": pa.array(["ok"] * n)})
+    user = pa.DictionaryArray.from_arrays(pa.array([0] * n, pa.int32()), pa.array([cell]))  # one value, n rows
+    table = pa.table({"user": user, "assistant": pa.array(["ok"] * n)})
     pq.write_table(table, path, compression="zstd")
     return path.read_bytes()
 
