@@ -130,6 +130,15 @@ class Settings(BaseSettings):
                                           "delivery; doubled after every further failed attempt.")
     webhooks_retry_max_seconds: float = Field(3600.0, gt=0, description="Longest wait between two attempts.")
     webhooks_timeout_seconds: float = Field(10.0, gt=0, description="Connect and read timeout of one attempt.")
+    # Bounds on what one /v1/openft/data/inspect or convert may use (it runs in a child process).
+    data_tools_max_rows: int = Field(1_000_000, gt=0, description="Most rows a table read by the data tools may have.")
+    data_tools_max_expanded_bytes: int = Field(
+        256 * 1024**2, gt=0, description="Most bytes an uploaded table may inflate to before it is read (XLSX zip "
+                                         "members, Parquet uncompressed row groups), checked before reading.")
+    data_tools_max_memory_bytes: int = Field(2 * 1024**3, gt=0, description="Address-space limit (RLIMIT_AS) of "
+                                                                           "the child process that reads the table.")
+    data_tools_timeout_seconds: float = Field(300.0, gt=0, description="A data-tools child still working after "
+                                                                     "this long is killed.")
     # Upper bounds on what a job's hyperparameters may ask for (the API refuses more at creation).
     limit_n_epochs: int = Field(50, description="Most epochs a job may ask for.")
     limit_batch_size: int = Field(256, description="Largest batch_size a job may ask for.")

@@ -137,7 +137,8 @@ def test_upload_limit_applies(http, api_server):
     table = ("question,answer\n" + rows).encode()
     assert len(table) < 200_000
     r = _table(http, "convert", "grows.csv", table, mapping="question=user,answer=assistant")
-    assert r.status_code == 413 and _error(r)["message"].startswith("grows.jsonl (the JSONL made")
+    assert r.status_code == 413 and _error(r)["code"] == "output_too_large"  # stopped while writing
+    assert _error(r)["message"].startswith("the JSONL made from grows.csv") and "OPENFT_MAX_UPLOAD_BYTES" in _error(r)["message"]
     assert _scratch_left(api_server) == []
 
 

@@ -2,12 +2,14 @@
 (`executable_path`, never a downloaded browser) against a real `openft serve` process.
 
 `browser` is one Chromium per test session; `page` is a fresh context (1280x800, its own
-sessionStorage) per test. Signing in, dropping files and screenshots: tests/support/web.py.
+sessionStorage) per test, which fails the test on a JavaScript error or a Content-Security-Policy
+violation reported on the console. Signing in, dropping files and screenshots: tests/support/web.py.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import pytest
@@ -38,6 +40,20 @@ def browser():
         b.close()
 
 
+_FUNCTION = re.compile(r"^\s*(async\s+)?(function\b|\(|[A-Za-z_$][\w$]*\s*=>)")
+
+
+def _as_function(wait_for_function):
+    """Playwright runs a wait_for_function *expression* through eval() in the page, which the
+    dashboard's Content-Security-Policy forbids (no 'unsafe-eval'); a function it compiles over
+    the protocol instead. So `"a === b"` is passed on as `"() => (a === b)"`."""
+    def wait(expression: str, *args, **kwargs):
+        if not _FUNCTION.match(expression):
+            expression = f"() => ({expression})"
+        return wait_for_function(expression, *args, **kwargs)
+    return wait
+
+
 @pytest.fixture
 def page(browser):
     context = browser.new_context(viewport={"width": 1280, "height": 800})
@@ -46,6 +62,11 @@ def page(browser):
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
     pg.js_errors = errors
+    pg.wait_for_function = _as_function(pg.wait_for_function)
+    violations: list[str] = []  # the dashboard must work under its Content-Security-Policy
+    pg.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    pg.csp_violations = violations
     yield pg
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+    assert not violations, f"Content-Security-Policy violations on the page: {violations}"

@@ -1,5 +1,5 @@
 """`create_app(settings)`: the FastAPI app with every route under `/v1`, `/health`, one error
-handler and an `x-request-id` on every response.
+handler, and an `x-request-id` and the security headers (api/security_headers.py) on every response.
 
 The app opens the database (it does not migrate it: `server.run` or the caller does) and the
 blob store; the serving engine is created on first use and closed on shutdown. The dashboard's
@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from openft import __version__
 from openft.api.deps import AppState
 from openft.api.errors import RequestIdMiddleware, install_error_handlers
+from openft.api.security_headers import SecurityHeadersMiddleware
 from openft.config import Settings
 from openft.store.blobs import BlobStore
 from openft.store.db import make_engine
@@ -37,6 +38,7 @@ def create_app(settings: Settings, *, db=None) -> FastAPI:
     app.state.openft = state
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)  # outermost: also on the 500s RequestIdMiddleware writes
 
     from openft.api.routes import (
         chat,

@@ -28,6 +28,7 @@ from openft.api.schemas import StreamOptions, Strict
 from openft.data.formats import template_messages
 from openft.errors import InvalidRequest
 from openft.ids import completion_id
+from openft.serve.constrain import check_finite
 
 
 class Message(Strict):
@@ -94,6 +95,7 @@ def response_schema(fmt: dict | None) -> dict | None:
         if not isinstance(schema, dict):
             raise InvalidRequest("response_format.json_schema.schema must be a JSON schema object.",
                                  param="response_format.json_schema.schema")
+        check_finite(schema, "response_format.json_schema.schema")
         return schema
     raise InvalidRequest(f"response_format type {kind!r} is not supported; use text, json_object or json_schema.",
                          param="response_format")

@@ -24,6 +24,7 @@ from pydantic import (
 
 from openft import vocab
 from openft.config import Settings
+from openft.names import plain
 from openft.train import rules
 from openft.train.metrics import reported as reported_metrics
 
@@ -369,7 +370,7 @@ def cursor_page(data: list[dict], has_more: bool) -> dict:
 
 def file_object(row) -> dict:
     return {"id": row.id, "object": "file", "bytes": row.bytes, "created_at": row.created_at,
-            "filename": row.filename, "purpose": row.purpose, "status": row.status,
+            "filename": plain(row.filename), "purpose": row.purpose, "status": row.status,
             "status_details": row.status_details, "expires_at": row.expires_at}
 
 

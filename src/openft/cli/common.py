@@ -27,6 +27,7 @@ import typer
 from typer.core import TyperGroup
 
 from openft.errors import OpenFTError
+from openft.names import plain
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 
@@ -268,7 +269,7 @@ def print_table(rows: Iterable[Any], columns: list[tuple[str, Callable[[Any], An
         table.add_column(header, overflow="fold")
     n = 0
     for row in rows:
-        table.add_row(*("-" if (v := get(row)) is None else str(v) for _, get in columns))
+        table.add_row(*("-" if (v := get(row)) is None else plain(str(v)) for _, get in columns))
         n += 1
     console = Console()
     if not console.is_terminal:  # piped: never fold ids across lines

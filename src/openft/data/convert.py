@@ -7,7 +7,7 @@ Parquet) with a column mapping: `{"review": "user", "sentiment": "assistant"}`, 
 their names (`guess_mapping`). A fixed `system` prompt turns a text column and a label column
 into a classification dataset.
 
-Streams: one record in memory at a time; the output is written to a temporary name and renamed
+Streams: one record in memory at a time (`limits` bounds the rows read and the bytes written); the output is written to a temporary name and renamed
 at the end, so a failed conversion leaves no half-written file.
 
 Knows nothing about tokenizers, jobs or the CLI; bad input raises `DataError` with its location
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from openft.data import formats as F
+from openft.data.bounds import TableLimits
 from openft.data.reader import iter_records, iter_table, table_kind
 from openft.errors import DataError, InvalidRequest
 
@@ -155,8 +156,10 @@ def _records(path: Path, kind: str | None, mapping, system, result: ConvertResul
 
 def convert_file(src: str | Path, dst: str | Path, *, from_: str | None = None, mapping: dict[str, str] | None = None,
                  system: str | None = None, to: str = "chat", sheet: str | None = None,
-                 skip_invalid: bool = False) -> ConvertResult:
-    """Convert `src` to `dst` (JSONL: chat, or prompt_completion with `to="prompt_completion"`)."""
+                 skip_invalid: bool = False, limits: TableLimits | None = None, name: str | None = None
+                 ) -> ConvertResult:
+    """Convert `src` to `dst` (JSONL: chat, or prompt_completion with `to="prompt_completion"`).
+    `limits`: stop with PayloadTooLarge past its rows or output bytes (`name`: the file in the message)."""
     src, dst = Path(src), Path(dst)
     if to not in ("chat", F.PROMPT_COMPLETION):
         raise InvalidRequest(f"--to must be chat or prompt_completion, got {to!r}", param="to")
@@ -170,6 +173,7 @@ def convert_file(src: str | Path, dst: str | Path, *, from_: str | None = None, 
     result = ConvertResult(input_format=kind, output_format=to)
     label_like = True  # every answer short, few distinct: a classification dataset
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    name, n_bytes = name or str(src), 0
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         with open(tmp, "w", encoding="utf-8") as out:
@@ -188,6 +192,8 @@ def convert_file(src: str | Path, dst: str | Path, *, from_: str | None = None, 
                         result.skipped.append(e.message)
                     continue
                 result.n_read += 1
+                if limits is not None:
+                    limits.rows(result.n_read, name)
                 _line, rec, fmt = item
                 if fmt == F.PROMPT_COMPLETION and to == F.PROMPT_COMPLETION:
                     ex = {"prompt": rec["prompt"], "completion": rec["completion"]}
@@ -200,7 +206,11 @@ def convert_file(src: str | Path, dst: str | Path, *, from_: str | None = None, 
                     result.labels[answer.strip()] += 1
                 else:
                     label_like = False
-                out.write(json.dumps(ex, ensure_ascii=False) + "\n")
+                text = json.dumps(ex, ensure_ascii=False) + "\n"
+                if limits is not None:
+                    n_bytes += len(text.encode("utf-8"))
+                    limits.output(n_bytes, name)
+                out.write(text)
                 result.n_written += 1
         os.replace(tmp, dst)
     finally:

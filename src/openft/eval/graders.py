@@ -138,6 +138,30 @@ def check_grader(spec, *, item_schema: dict | None, sample_allowed: bool, param:
             raise InvalidRequest(f"The python grader's source does not compile: {e}", param=f"{param}.source") from None
 
 
+def python_graders(criteria: list) -> list[str]:
+    """The names of the python graders among `criteria` (an eval's testing_criteria), multi's included."""
+    out: list[str] = []
+    for spec in criteria or []:
+        if not isinstance(spec, dict):
+            continue
+        if spec.get("type") == "python":
+            out.append(str(spec.get("name") or "python"))
+        elif spec.get("type") == "multi" and isinstance(spec.get("graders"), dict):
+            subs = spec["graders"]
+            out += python_graders([subs] if "type" in subs else list(subs.values()))
+    return out
+
+
+def check_python_allowed(criteria: list, allow_python: bool) -> None:
+    """Refuse to run an eval whose python grader was saved while the operator allowed it and is
+    no longer allowed (OPENFT_EVAL_PYTHON_GRADER is checked when a run starts, not only at creation)."""
+    names = python_graders(criteria)
+    if names and not allow_python:
+        raise InvalidRequest(f"This eval's python grader ({', '.join(names)}) runs user code, which is disabled on "
+                             "this server now (OPENFT_EVAL_PYTHON_GRADER is off); the run was not started.",
+                             param="testing_criteria", code="python_grader_disabled")
+
+
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
         ast.Pow: operator.pow, ast.USub: operator.neg, ast.UAdd: operator.pos}
 _FUNCS = {"min": min, "max": max, "abs": abs, "sqrt": lambda x: x ** 0.5, "log": __import__("math").log,

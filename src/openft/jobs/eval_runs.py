@@ -130,6 +130,7 @@ class EvalRunExecutor:
             ev = conn.execute(sa.select(evals).where(evals.c.id == run.eval_id)).first()
             done = set(conn.execute(sa.select(eval_output_items.c.datasource_item_id)
                                     .where(eval_output_items.c.run_id == run_id)).scalars())
+        graders.check_python_allowed(ev.testing_criteria, self.settings.eval_python_grader)  # the run fails
         spec = datasource.generation_spec(run.data_source)
         usage: dict = dict(run.usage or {})
         ctx = _RunContext(self, run, ev, spec, usage)

@@ -6,7 +6,8 @@ against the model's tokenizer, and each sequence gets its own `LLMatcher`. At ev
 `Guide.mask` computes the allowed-token bitmask of all constrained rows of the batch at once
 and sets the logits of forbidden tokens to -inf in place, before sampling, greedy or not.
 End-of-sequence tokens are allowed only where the grammar accepts. Unsupported JSON-schema features are found at compile time and refused with a 400 that
-names them.
+names them, as is a schema with no finite instance (`check_finite`), which llguidance would only
+find mid-answer.
 
 JSON is generated with Python's `json.dumps` separators (", " and ": ") and no other whitespace:
 a model cannot pad the answer with endless blank lines, and tool calls look as templates render
@@ -17,6 +18,7 @@ Knows nothing about HTTP, batching or tool formats (openft.serve.tools builds th
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 from typing import TYPE_CHECKING
@@ -25,6 +27,8 @@ from openft.errors import InvalidRequest, ServerError
 
 if TYPE_CHECKING:   # the API imports this module; torch only where a mask is applied
     import torch
+
+log = logging.getLogger(__name__)
 
 JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
@@ -59,6 +63,71 @@ def check_schema(schema, param: str) -> None:
     if is_error:
         raise InvalidRequest(f"{param}: this JSON schema is not supported for constrained decoding: "
                              f"{_why(messages)}.", param=param)
+    check_finite(schema, param)
+
+
+MAX_SCHEMA_VISITS = 10_000  # subschemas looked at by `check_finite` before it gives up (and lets llguidance judge)
+
+
+def check_finite(schema, param: str) -> None:
+    """400 naming `param` when `schema` has no finite instance: a `$ref` cycle every instance must
+    follow (a required property, or the items of a non-empty array, that refer back with no
+    alternative), e.g. `{"properties": {"a": {"$ref": "#"}}, "required": ["a"]}`. llguidance
+    compiles such a schema and only fails mid-answer, in the parser's internal state."""
+    visits = [0]
+    if isinstance(schema, dict) and not _finite(schema, schema, frozenset(), visits):
+        raise InvalidRequest(f"{param}: this JSON schema has no finite instance (a $ref cycle through required "
+                             "properties or non-empty arrays, with no alternative that ends it), so no answer "
+                             "could ever complete.", param=param)
+
+
+def _resolve(root: dict, ref: str):
+    """A local `$ref` (`#`, `#/$defs/x`, `#/definitions/x`, any JSON pointer), None when not local."""
+    if not ref.startswith("#"):
+        return None
+    node = root
+    for part in filter(None, ref[1:].split("/")):
+        part = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
+def _finite(node, root: dict, seen: frozenset, visits: list[int]) -> bool:
+    """Whether `node` has a finite instance, taking a `$ref` already on this path (in `seen`) as none."""
+    visits[0] += 1
+    if visits[0] > MAX_SCHEMA_VISITS or not isinstance(node, dict):
+        return node is not False
+    ref = node.get("$ref")
+    if isinstance(ref, str):
+        target = _resolve(root, ref)
+        if target is not None and (ref in seen or not _finite(target, root, seen | {ref}, visits)):
+            return False
+    sub = lambda n: _finite(n, root, seen, visits)  # noqa: E731
+    for key, need in (("anyOf", any), ("oneOf", any), ("allOf", all)):
+        if isinstance(node.get(key), list) and node[key] and not need(sub(n) for n in node[key]):
+            return False
+    if "const" in node or "enum" in node:
+        return True
+    types = node.get("type")
+    types = types if isinstance(types, list) else [types] if isinstance(types, str) else []
+    if any(t in ("string", "number", "integer", "boolean", "null") for t in types):
+        return True
+    props = node.get("properties") if isinstance(node.get("properties"), dict) else {}
+    required = node.get("required") if isinstance(node.get("required"), list) else []
+    if not all(sub(props[k]) for k in required if isinstance(k, str) and k in props):
+        return False
+    min_items = node.get("minItems", 0)
+    if isinstance(min_items, int) and min_items > 0:
+        prefix = node.get("prefixItems") if isinstance(node.get("prefixItems"), list) else []
+        rest = [node["items"]] if "items" in node and len(prefix) < min_items else []
+        if not all(sub(n) for n in prefix[:min_items] + rest):
+            return False
+    return True
 
 
 def _why(messages: list[str]) -> str:
@@ -133,7 +202,9 @@ class Guide:
 
         m = LLMatcher(self.tokenizer, grammar, log_level=0)
         if m.is_error():
-            raise InvalidRequest(f"The output constraint cannot be enforced: {m.get_error()}", param="response_format")
+            log.warning("llguidance refused a grammar: %s", m.get_error())
+            raise InvalidRequest(f"The output constraint cannot be enforced: {_why([m.get_error()])[:300]}",
+                                 param="response_format")
         return Matcher(m)
 
     def mask(self, logits: torch.Tensor, rows: list[tuple[Matcher, int]]) -> None:
@@ -165,8 +236,9 @@ class Matcher:
         self.m = m
 
     def consume(self, token: int) -> None:
-        if not self.m.consume_token(token):
-            raise ServerError(f"Constrained decoding lost its place in the grammar: {self.m.get_error()}")
+        if not self.m.consume_token(token):  # the parser's state and the grammar go to the log, not the client
+            log.error("constrained decoding lost its place in the grammar: %s", self.m.get_error())
+            raise ServerError("Constrained decoding lost its place in the grammar (the server log has the details).")
 
     def accepting(self) -> bool:
         return self.m.is_accepting()

@@ -7,7 +7,8 @@ Inert unless `OPENFT_FAULT` is set (the fault tests set it on the server they st
              optimizer step; @N is the step being computed), checkpoint (a checkpoint's temporary
              folder is written, not yet renamed), final (the final model's temporary folder is
              written, not yet renamed), eval-item (an eval run's output item is written; `raise`
-             there stops the worker, which puts the run back in the queue: openft.jobs.eval_runs)
+             there stops the worker, which puts the run back in the queue: openft.jobs.eval_runs),
+             data-tool (the data tools' child process, before it reads the table: openft.data.isolated)
     actions: kill (SIGKILL itself, as the kernel or an operator would), exit (print a traceback
              line to stderr and exit 3 without recording anything), hold (block until killed:
              the test kills the server meanwhile), raise (a Python exception), oom (torch's

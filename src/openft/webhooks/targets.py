@@ -2,7 +2,7 @@
 
 A target is an http(s) URL without credentials. Unless the operator allows it
 (`webhooks_allow_private`, OPENFT_WEBHOOKS_ALLOW_PRIVATE=1), every address its host resolves to
-must be public: private, loopback, link-local, shared (CGNAT), multicast, reserved and
+must be public: private, loopback, link-local, IPv6 site-local, shared (CGNAT), multicast, reserved and
 unspecified addresses (and IPv6 forms that embed them) are refused, at registration and again at
 every delivery, after DNS resolution. The POST then connects to an address that passed the
 check (the hostname still goes in the Host header and TLS SNI/certificate check), so a name that
@@ -70,8 +70,9 @@ def is_public(address: str) -> bool:
         inner = _embedded_v4(ip)
         if inner is not None and not is_public(str(inner)):
             return False
+    site_local = isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local  # fec0::/10: is_global misses it
     return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_unspecified or ip.is_loopback
-                                 or ip.is_link_local or ip.is_private)
+                                 or ip.is_link_local or ip.is_private or site_local)
 
 
 def resolve(target: Target) -> list[str]:

@@ -11,6 +11,11 @@ extensions; OpenAI has no such endpoints).
 - `POST /openft/data/files/{id}/split` (JSON `valid`, `seed`, `stratify`): `split_file`, the two
   parts stored as new `fine-tune` files.
 
+Tables are read in a child process (`openft.data.isolated`): declared sizes are checked before
+anything is opened, rows, inflated bytes and JSONL written are bounded (OPENFT_DATA_TOOLS_MAX_ROWS,
+OPENFT_DATA_TOOLS_MAX_EXPANDED_BYTES, OPENFT_MAX_UPLOAD_BYTES), its memory is capped with RLIMIT_AS
+and its time with OPENFT_DATA_TOOLS_TIMEOUT_SECONDS, and it is killed when the client disconnects:
+a 413 names the limit that was hit, and the server (with its embedded worker) never holds the table.
 Uploaded tables go to a scratch folder inside the data folder (`<data_dir>/tmp/data-tools/<random>`,
 content-addressed names, never the client's file name), removed when the request ends; the size
 limit is OPENFT_MAX_UPLOAD_BYTES as for /v1/files. Every file id is looked up in the caller's
@@ -26,7 +31,7 @@ import shutil
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Literal
+from typing import Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Request
@@ -37,8 +42,11 @@ from openft.api.deps import AppState, ProjectDep, StateDep
 from openft.api.rows import get_file_row
 from openft.api.schemas import JobCreate, Method, Strict, check_job_options, file_object
 from openft.api.uploads import receive_upload, too_large
+from openft.data.bounds import TableLimits
+from openft.data.isolated import Abandoned, run_isolated
 from openft.errors import DataError, InvalidRequest, NotFound, OpenFTError, PayloadTooLarge
 from openft.ids import file_id
+from openft.names import plain
 from openft.store.blobs import BlobStore
 from openft.store.db import files, next_seq
 from openft.train import rules
@@ -46,7 +54,6 @@ from openft.vocab import HYPERPARAMETERS
 
 router = APIRouter(prefix="/openft/data")
 
-SAMPLE_ROWS = 5                 # rows shown by inspect
 SCRATCH_TTL = 24 * 3600         # scratch folders older than this were left by a killed server
 _TABLE_FIELDS = {"file", "mapping", "system", "sheet"}
 _MULTIPART_OVERHEAD = 64 * 1024
@@ -99,6 +106,7 @@ async def _receive_table(request: Request, state: AppState, folder: Path):
     if up.sha256 is None or up.file_field != "file":
         raise InvalidRequest("Missing required parameter: 'file'.", param="file", code="missing_required_parameter")
     _check_table_upload(up.fields, up.filename)
+    up.filename = plain(up.filename)  # as stored and shown: no bidi controls (openft.names)
     kind = _table_kind(up.filename)
     path = folder / f"table.{kind}"  # readers (openpyxl) go by the extension; ours, not the client's name
     scratch.path(up.sha256).replace(path)
@@ -110,59 +118,37 @@ def _renamed(e: DataError, path: Path, name: str, param: str = "file") -> Invali
     return InvalidRequest(e.message.replace(str(path), name), param=e.param or param, code=e.code)
 
 
-def _cell(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)
-    return str(v)
+def _limits(settings) -> TableLimits:
+    return TableLimits(max_rows=settings.data_tools_max_rows,
+                       max_expanded_bytes=settings.data_tools_max_expanded_bytes,
+                       max_output_bytes=settings.max_upload_bytes)
+
+
+async def _isolated(request: Request, state: AppState, op: str, up, path: Path, kind: str, **args) -> dict:
+    """`op` on the uploaded table in a bounded child process, killed if the client leaves."""
+    s = state.settings
+    try:
+        return await run_isolated(op, path=path, kind=kind, name=up.filename, sheet=up.fields.get("sheet") or None,
+                                  limits=_limits(s), args=args, memory_bytes=s.data_tools_max_memory_bytes,
+                                  timeout_s=s.data_tools_timeout_seconds, abandoned=request.is_disconnected)
+    except Abandoned:  # nobody reads this answer
+        raise InvalidRequest("The client closed the connection.", param="file", code="client_disconnected") from None
 
 
 # ---------------------------------------------------------------- inspect and convert
-
-def _inspect(path: Path, kind: str, name: str, sheet: str | None) -> dict:
-    from openft.data.convert import TARGETS, guess_mapping
-    from openft.data.reader import iter_table
-
-    columns: list[str] = []
-    rows: list[dict[str, str]] = []
-    n_rows, problem = 0, None
-    try:
-        for _line, row in iter_table(path, kind, sheet=sheet):
-            if not columns:
-                columns = list(row)
-            n_rows += 1
-            if len(rows) < SAMPLE_ROWS:
-                rows.append({k: _cell(v) for k, v in row.items()})
-    except DataError as e:
-        if not columns and e.code != "invalid_row":
-            raise _renamed(e, path, name) from None
-        problem = {"line": e.line, "field": e.field, "code": e.code,
-                   "message": _renamed(e, path, name).message}
-    guessed, guess_error = None, None
-    if columns:
-        try:
-            guessed = guess_mapping(columns)
-        except InvalidRequest as e:
-            guess_error = e.message.replace("--map COLUMN=user --map COLUMN=assistant", "a mapping")
-    sheets = None
-    if kind == "xlsx":
-        import openpyxl
-
-        wb = openpyxl.load_workbook(path, read_only=True)
-        sheets = list(wb.sheetnames)
-        wb.close()
-    return {"object": "openft.data.table", "filename": name, "format": kind, "columns": columns, "rows": rows,
-            "n_rows": n_rows, "guessed_mapping": guessed, "guess_error": guess_error, "error": problem,
-            "sheets": sheets, "roles": list(TARGETS)}
-
 
 @router.post("/inspect")
 async def inspect_table(request: Request, state: StateDep, project: ProjectDep):
     folder = _scratch(state.settings)
     try:
         up, path, kind = await _receive_table(request, state, folder)
-        return await run_in_threadpool(_inspect, path, kind, up.filename, up.fields.get("sheet") or None)
+        try:
+            out = await _isolated(request, state, "inspect", up, path, kind)
+        except DataError as e:
+            raise _renamed(e, path, up.filename) from None
+        if out["error"]:
+            out["error"]["message"] = out["error"]["message"].replace(str(path), up.filename)
+        return out
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -198,41 +184,45 @@ def _store_file(state: AppState, project: str, path: Path, filename: str) -> dic
     limit = state.settings.max_upload_bytes
     with open(path, "rb") as f:
         try:
-            sha, size = state.blobs.put_stream(f, limit)
+            sha, size = state.blobs.put_stream(f, limit, pin=True)
         except PayloadTooLarge:
             raise PayloadTooLarge(f"{filename} (the JSONL made from the upload) is larger than the upload limit of "
                                   f"{limit} bytes (OPENFT_MAX_UPLOAD_BYTES).", param="file") from None
     fid, now = file_id(), int(time.time())
-    with state.db.begin() as conn:
-        conn.execute(files.insert().values(
-            id=fid, project_id=project, filename=filename, purpose="fine-tune", bytes=size, sha256=sha,
-            created_at=now, expires_at=None, status="processed", seq=next_seq(conn, files)))
-        return file_object(conn.execute(sa.select(files).where(files.c.id == fid)).first())
+
+    def insert():  # under the blob's lock (openft.store.blobs): a concurrent delete cannot remove it
+        with state.db.begin() as conn:
+            conn.execute(files.insert().values(
+                id=fid, project_id=project, filename=filename, purpose="fine-tune", bytes=size, sha256=sha,
+                created_at=now, expires_at=None, status="processed", seq=next_seq(conn, files)))
+            return file_object(conn.execute(sa.select(files).where(files.c.id == fid)).first())
+
+    return state.blobs.keep(sha, insert)
 
 
 def _jsonl_name(filename: str, tail: str = "") -> str:
-    stem = Path(filename or "data").stem or "data"
+    stem = Path(plain(filename) or "data").stem or "data"
     return f"{stem[:100]}{tail}.jsonl"
 
 
-def _convert(state: AppState, project: str, up, path: Path, kind: str, folder: Path) -> dict:
-    from openft.data.convert import convert_file
-
+async def _convert(request: Request, state: AppState, project: str, up, path: Path, kind: str, folder: Path) -> dict:
     mapping = _mapping(up.fields.get("mapping"))
     system = (up.fields.get("system") or "").strip() or None
     out = folder / "out.jsonl"
     try:
-        r = convert_file(path, out, from_=kind, mapping=mapping, system=system, sheet=up.fields.get("sheet") or None)
+        r = await _isolated(request, state, "convert", up, path, kind, out=str(out), mapping=mapping, system=system)
     except DataError as e:
         raise _renamed(e, path, up.filename, "mapping" if e.code == "missing_column" else "file") from None
+    except PayloadTooLarge:
+        raise
     except InvalidRequest as e:
         raise InvalidRequest(e.message.replace("--map", "mapping"), param="mapping", code=e.code) from None
-    if r.n_written == 0:
+    if r["n_written"] == 0:
         raise InvalidRequest(f"{up.filename} has no rows to convert.", param="file", code="invalid_n_examples")
-    stored = _store_file(state, project, out, _jsonl_name(up.filename))
-    return {"object": "openft.data.conversion", "file": stored, "input_format": r.input_format,
-            "n_read": r.n_read, "n_written": r.n_written, "mapping": r.mapping, "system": system,
-            "ignored_columns": r.ignored_columns, "labels": dict(r.labels.most_common())}
+    stored = await run_in_threadpool(_store_file, state, project, out, _jsonl_name(up.filename))
+    return {"object": "openft.data.conversion", "file": stored, "input_format": r["input_format"],
+            "n_read": r["n_read"], "n_written": r["n_written"], "mapping": r["mapping"], "system": system,
+            "ignored_columns": r["ignored_columns"], "labels": r["labels"]}
 
 
 @router.post("/convert")
@@ -240,7 +230,7 @@ async def convert_table(request: Request, state: StateDep, project: ProjectDep):
     folder = _scratch(state.settings)
     try:
         up, path, kind = await _receive_table(request, state, folder)
-        return await run_in_threadpool(_convert, state, project, up, path, kind, folder)
+        return await _convert(request, state, project, up, path, kind, folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -311,7 +301,7 @@ def _report(state: AppState, project: str, fid: str, body: ReportRequest) -> dic
         resolved = resolve_hyperparameters(n, hp.get("n_epochs", "auto"), hp.get("batch_size", "auto"),
                                            hp.get("learning_rate_multiplier", "auto"))
         resolved["method"] = train_method
-    out.update(object="openft.data.report", id=fid, filename=row.filename, bytes=row.bytes, role=body.role,
+    out.update(object="openft.data.report", id=fid, filename=plain(row.filename), bytes=row.bytes, role=body.role,
                model=body.model, base_model=base, method=kind, tokenizer=tokenizer is not None,
                context_length=rules.model_context_length(model_dir) if model_dir else None, max_seq_len=max_seq_len,
                hyperparameters=resolved, auto=[k for k in HYPERPARAMETERS if hp.get(k, "auto") == "auto"],

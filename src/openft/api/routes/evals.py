@@ -245,6 +245,7 @@ def create_run(eval_id: str, body: RunCreate, request: Request, state: StateDep,
     check_metadata(body.metadata)
     with state.db.connect() as conn:
         ev = _get_eval(conn, project, eval_id)
+    graders.check_python_allowed(ev.testing_criteria, state.settings.eval_python_grader)
     with models_listed(state, project):
         spec = datasource.check_run_source(body.data_source, ev.data_source_config,
                                            read_file=_read_file(state, project), model_exists=model_checker(state, project))

@@ -21,6 +21,7 @@ from openft.api.uploads import receive_upload, too_large
 from openft.data.reader import jsonl_problem
 from openft.errors import InvalidRequest, NotFound
 from openft.ids import file_id
+from openft.names import plain
 from openft.store.db import files, next_seq
 
 router = APIRouter()
@@ -64,15 +65,22 @@ async def create_file(request: Request, state: StateDep, project: ProjectDep):
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit + _MULTIPART_OVERHEAD:
         raise too_large(limit)  # before reading a byte of the body
-    up = await receive_upload(request, state.blobs, limit, check=_check_upload)
+    up = await receive_upload(request, state.blobs.pinning(), limit, check=_check_upload)
 
-    def insert():
+    def insert_row():
         with state.db.begin() as conn:
             conn.execute(files.insert().values(
-                id=fid, project_id=project, filename=up.filename or "upload", purpose=up.fields["purpose"],
+                id=fid, project_id=project, filename=plain(up.filename) or "upload", purpose=up.fields["purpose"],
                 bytes=up.size, sha256=up.sha256, created_at=now, expires_at=expires_at, status="processed",
                 seq=next_seq(conn, files)))
             return conn.execute(sa.select(files).where(files.c.id == fid)).first()
+
+    pinned = up.sha256 is not None
+
+    def insert():  # under the blob store's lock: a delete of another file with this content cannot remove it
+        nonlocal pinned
+        pinned = False  # keep drops the pin, whatever insert_row does
+        return state.blobs.keep(up.sha256, insert_row)
 
     try:
         if up.fields.get("purpose") is None:
@@ -87,6 +95,8 @@ async def create_file(request: Request, state: StateDep, project: ProjectDep):
         expires_at = _expires_at(up.fields, up.fields["purpose"], now)
         return file_object(await run_in_threadpool(insert))
     except BaseException:
+        if pinned:
+            state.blobs.unpin(up.sha256)
         if up.sha256 is not None:  # refused after storing: drop the blob unless another file has it
             await run_in_threadpool(_drop_blob_if_unused, state, up.sha256)
         raise
@@ -102,10 +112,12 @@ def _check_jsonl(state: AppState, up) -> None:
 
 
 def _drop_blob_if_unused(state: AppState, sha: str) -> None:
-    with state.db.connect() as conn:
-        used = conn.execute(sa.select(sa.func.count()).select_from(files).where(files.c.sha256 == sha)).scalar()
-    if not used:
-        state.blobs.path(sha).unlink(missing_ok=True)
+    """Unlink the blob unless a files row names it: counted and unlinked under the blob store's lock."""
+    def count() -> int:
+        with state.db.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(files).where(files.c.sha256 == sha)).scalar()
+
+    state.blobs.drop_if_unused(sha, count)
 
 
 @router.get("/files")
@@ -141,10 +153,7 @@ def delete_file(fid: str, state: StateDep, project: ProjectDep):
     with state.db.begin() as conn:
         row = get_file_row(conn, project, fid)
         conn.execute(files.delete().where(files.c.id == fid))
-        still_used = conn.execute(sa.select(sa.func.count()).select_from(files)
-                                  .where(files.c.sha256 == row.sha256)).scalar()
-    if not still_used:
-        state.blobs.path(row.sha256).unlink(missing_ok=True)
+    _drop_blob_if_unused(state, row.sha256)
     return {"id": fid, "object": "file", "deleted": True}
 
 

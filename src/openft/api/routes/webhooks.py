@@ -186,7 +186,7 @@ def test_endpoint(endpoint_id: str, body: TestEvent, state: StateDep,
         raise InvalidRequest(f"The endpoint {row.url} did not answer: {type(e).__name__}: {e}",
                              param="webhook_endpoint_id", code="webhook_unreachable") from None
     return {"object": "webhook_endpoint.test", "webhook_endpoint_id": endpoint_id, "event_type": body.event_type,
-            "status_code": code, "success": True}
+            "status_code": code, "success": 200 <= code < 300}
 
 
 @router.get("/webhook_endpoints/{endpoint_id}/deliveries")

@@ -4,7 +4,7 @@
 // Everything the dashboard shows comes from /v1 through js/api.js, with the user's key.
 
 import { api, ApiError, auth, setUnauthorizedHandler } from "./api.js";
-import { errorBox, h, loading, mount } from "./ui.js";
+import { errorBox, h, loading, mount, plain } from "./ui.js";
 
 // [pattern, page module, nav section]; the first match wins. `:name` captures one segment.
 const ROUTES = [
@@ -110,7 +110,7 @@ async function route() {
     const mod = await import(`./pages/${m.page}.js`);
     if (seq !== renderSeq) return;  // the user moved on while the module loaded
     main.replaceChildren();
-    const ctx = { navigate, query, setTitle: (t) => { document.title = `${t} · openft`; } };
+    const ctx = { navigate, query, setTitle: (t) => { document.title = `${plain(t)} · openft`; } };
     ctx.setTitle(m.section ? NAV.find((n) => n[0] === m.section)[1] : "openft");
     const done = await mod.render(main, m.params, ctx);
     if (seq !== renderSeq) { if (typeof done === "function") done(); return; }

@@ -18,10 +18,15 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+// Unicode bidirectional controls (U+200E/F, U+202A-E, U+2066-9): a file name with U+202E shows
+// "invoice\u202egpj.exe" as "invoiceexe.jpg". Text is shown without them (as openft.names does).
+const BIDI = /[\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+export function plain(text) { return String(text).replace(BIDI, ""); }
+
 function append(el, children) {
   for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
-    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    el.append(c instanceof Node ? c : document.createTextNode(plain(c)));
   }
 }
 
