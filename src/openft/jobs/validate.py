@@ -169,7 +169,7 @@ def validate_job(settings: Settings, engine: sa.Engine, job_id: str) -> str | No
                 estimate = est
             if failure:
                 break
-    if estimate and not failure:  # this machine's measured pace (earlier jobs or a probe), outside any transaction
+    if estimate and not failure:  # this machine's pace (earlier jobs, a kept probe, else the table), never a new probe
         from openft.data.estimate import with_pace
         from openft.jobs.pace import pace_for_job
 
