@@ -393,6 +393,8 @@ def job_object(row, settings: Settings) -> dict:
         "result_files": list(row.result_files or []), "trained_tokens": row.trained_tokens,
         "seed": row.seed, "suffix": row.suffix, "metadata": row.metadata,
         "integrations": row.integrations or [], "error": error,
+        # openft: a pause was asked for and the runner has not paused yet (it does within one step)
+        "pause_requested": row.status == "running" and getattr(row, "requested_action", None) == "pause",
     }
 
 
