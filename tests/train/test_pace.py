@@ -162,6 +162,7 @@ def test_validation_never_waits_on_a_probe_the_table_says_it_is_a_table(tmp_path
     assert validate_job(settings, db, jid) == "queued"
     with db.connect() as conn:
         said = conn.execute(sa.select(job_events.c.message).where(job_events.c.job_id == jid)).scalars().all()
+    assert not any(m.startswith("Preparing base model") for m in said), said   # converted already: no wait
     (est,) = [m for m in said if m.startswith("Training file: ")]
     assert "estimated training time on this machine: " in est
     assert est.endswith("(from a table for 3M-parameter models on CPU, until this job's own steps are measured)"), est
@@ -175,3 +176,13 @@ def test_the_table_pace_scales_with_model_size_and_device():
     assert table_pace(135_000_000, "cuda").tokens_per_second > 100 * small.tokens_per_second
     assert "135M-parameter models on CPU" in small.source and "1.4B-parameter" in big.source
     assert table_pace(None, "cpu") is None
+
+
+def test_validation_says_when_it_waits_for_a_model_conversion(tmp_path, settings, tiny_model_dir):
+    """The one wait validation may still have (the packaged model's one-time conversion, for its
+    tokenizer) is announced in an event before it starts; a converted model is not."""
+    from openft.models.registry import needs_conversion
+
+    assert needs_conversion(settings.model_copy(update={"model_cache_dir": tmp_path / "empty"}), "openft-tiny")
+    assert not needs_conversion(settings, "openft-tiny")   # built in the shared cache
+    assert not needs_conversion(settings, "no-such-model")
