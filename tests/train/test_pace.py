@@ -134,7 +134,7 @@ def test_without_history_a_probe_measures_the_pace_once(tmp_path, db, settings, 
     with db.connect() as conn:
         job = conn.execute(sa.select(jobs).where(jobs.c.id == jid)).one()
     monkeypatch.setattr(job_pace, "_probe_file", lambda *a: tmp_path / "pace" / "probe.json")  # none kept yet
-    pace = pace_for_job(settings, db, job, 40)
+    pace = pace_for_job(settings, db, job, 40, probe=True)   # what `measure pace` and the migration planner ask
     assert pace.source == "a 3-step probe" and pace.tokens_per_second > 0 and pace.setup_seconds > 0
     monkeypatch.setattr(probe, "run_probe", lambda *a, **k: pytest.fail("probed twice"))
     assert pace_for_job(settings, db, job, 40) == pace  # kept in <data_dir>/pace/ for the next jobs
