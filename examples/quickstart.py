@@ -42,8 +42,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data_dir: Path, port: int, key: str, model_cache: Path) -> subprocess.Popen:
+def start_server(data_dir: Path, port: int, key: str, model_cache: Path, model: str) -> subprocess.Popen:
     env = {**os.environ, "OPENFT_API_KEY": key, "OPENFT_MODEL_CACHE_DIR": str(model_cache),
+           "OPENFT_PRELOAD_MODELS": model,  # loaded in the background while the job trains
            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     log = open(data_dir.parent / "server.log", "ab")
     return subprocess.Popen([sys.executable, "-m", "openft", "serve", "--host", "127.0.0.1", "--port", str(port),
@@ -131,7 +132,7 @@ def main() -> int:
     data_dir, port, key = work / "data", free_port(), "sk-quickstart-" + secrets.token_hex(16)
     data_dir.mkdir()
     print(f"Starting openft serve on port {port} (data: {data_dir}; log: {work / 'server.log'})", flush=True)
-    server = start_server(data_dir, port, key, model_cache)
+    server = start_server(data_dir, port, key, model_cache, args.model)
     try:
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=2, timeout=600)
         wait_until_up(client, server, work / "server.log")

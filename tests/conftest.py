@@ -34,7 +34,8 @@ def settings(tmp_path, model_cache):
     from openft.config import Settings
 
     return Settings(data_dir=tmp_path / "data", model_cache_dir=model_cache, api_key=ADMIN_KEY,
-                    worker_poll_seconds=0.2, heartbeat_seconds=0.5, lease_seconds=5)
+                    worker_poll_seconds=0.2, heartbeat_seconds=0.5, lease_seconds=5,
+                    preload_models="", serve_load_wait_s=600)
 
 
 # Columns that later migrations add; a database made by migration 1 of the first release lacks them.

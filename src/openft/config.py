@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     serve_max_queue: int = Field(64, description="Requests waiting beyond the running batch before 429.")
     serve_max_adapters: int = Field(8, description="LoRA adapters kept loaded (LRU).")
     serve_max_adapter_bytes: int = Field(2 * 1024**3, description="Memory bound for loaded adapters, bytes.")
+    preload_models: str = Field("smollm2-135m-instruct", description=(
+        "Models loaded in the background when the server starts, comma-separated (empty: none)."))
+    serve_load_wait_s: float = Field(0.0, ge=0, description=(
+        "How long a request for a model still loading waits (asynchronously) before 503 + Retry-After."))
     serve_backend: str = Field("builtin", description="'builtin' (transformers + our multi-LoRA batching) or 'vllm'.")
     serve_dtype: str = Field("auto", description="'auto' (bf16 where the CPU/GPU has it), 'float32' or 'bfloat16'.")
     serve_threads: int = Field(0, description="Torch threads for decoding; 0 adapts to the machine's load.")
@@ -165,6 +169,10 @@ class Settings(BaseSettings):
 
     def resolved_model_cache_dir(self) -> Path:
         return (self.model_cache_dir or self.layout.models).resolve()
+
+    def preload_model_ids(self) -> list[str]:
+        """OPENFT_PRELOAD_MODELS as a list of model ids."""
+        return [m.strip() for m in self.preload_models.split(",") if m.strip()]
 
     def ensure_dirs(self) -> None:
         layout = self.layout

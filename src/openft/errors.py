@@ -56,6 +56,17 @@ class RateLimited(OpenFTError):
         super().__init__(message, headers={"Retry-After": str(max(1, round(retry_after)))}, **kw)
 
 
+class ModelLoading(OpenFTError):
+    """The model a request needs is still loading (503, with when to try again)."""
+
+    status = 503
+    type = "server_error"
+    default_code = "model_loading"
+
+    def __init__(self, message: str, *, retry_after: float = 5.0, **kw):
+        super().__init__(message, headers={"Retry-After": str(max(1, round(retry_after)))}, **kw)
+
+
 class ServerError(OpenFTError):
     status = 500
     type = "server_error"

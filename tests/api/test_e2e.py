@@ -27,8 +27,8 @@ SERVER = ServerSpec(API)
 
 @pytest.fixture(scope="module")
 def trained(server, model_cache):
-    # the first job of this server must measure its pace (test_the_time_estimate_...): no probe kept from
-    # an earlier run in the shared model cache, which may have been measured on a busier machine
+    # the first job of this server has no measured pace (test_the_time_estimate_...): no probe kept from
+    # an earlier run in the shared model cache
     shutil.rmtree(model_cache / "pace", ignore_errors=True)
     api = server.client()
     train = upload(api, chat_jsonl(12), "train.jsonl")
@@ -252,11 +252,9 @@ def _estimate_seconds(api, job_id: str) -> tuple[int, str]:
 @pytest.mark.slow
 def test_the_time_estimate_is_measured_on_this_machine(server, trained):
     api, job = trained
-    estimated, source = _estimate_seconds(api, job.id)  # the server's first job: nothing to learn from yet
-    assert source == "a 3-step probe"
-    took = job.finished_at - job.created_at
-    # the pace table said 0 s for a 35 s job and 1 s for a 385 s one on another machine
-    assert took / 5 <= estimated <= took * 5, (estimated, took)
+    _, source = _estimate_seconds(api, job.id)  # the server's first job: nothing measured yet
+    # validation never waits on a probe (it took 2-5 minutes): the table's guess, named as such
+    assert source.startswith("a table for ") and source.endswith("until this job's own steps are measured"), source
     train = upload(api, chat_jsonl(12, seed=4), "again.jsonl")
     again = api.fine_tuning.jobs.create(model="openft-tiny", training_file=train.id, hyperparameters={"n_epochs": 1})
     _, source = _estimate_seconds(api, again.id)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +101,24 @@ def test_every_reference_file_converts_and_validates(tmp_path, run_data, shared_
         assert code == 0, (src, stdout, stderr)
         code, stdout, stderr = run_data("validate", out, "-m", "openft-tiny")
         assert code == 0, (src, stdout, stderr)
+
+
+def test_validate_loads_no_sdk_no_torch(tmp_path, tiny_model_dir):
+    """`openft data validate -m MODEL` runs on the Rust tokenizer and the chat template alone: the
+    openai SDK (imported by `openft chat` at the CLI's import, ~45 MB) and PyTorch stay out of the
+    process (its peak RSS on 200 MB had grown from 183 to 487 MB)."""
+    import subprocess
+    import sys
+
+    from tests.support.data import write_chat_jsonl
+
+    data = write_chat_jsonl(tmp_path / "t.jsonl", 12)
+    probe = ("import sys, json\nfrom openft.cli import app\n"
+             "try:\n    app(['data', 'validate', sys.argv[1], '-m', sys.argv[2]])\nexcept SystemExit:\n    pass\n"
+             "print(json.dumps(sorted(m for m in ('openai', 'torch', 'sqlalchemy') if m in sys.modules)))")
+    env = {**os.environ, "OPENFT_DATA_DIR": str(tmp_path / "no-data"),
+           "OPENFT_MODEL_CACHE_DIR": str(Path(tiny_model_dir).parent)}
+    out = subprocess.run([sys.executable, "-c", probe, str(data), "openft-tiny"], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert "OK" in out.stdout, out.stdout + out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [], out.stdout

@@ -53,7 +53,10 @@ class LiveServer:
         self.env = {**os.environ, "OPENFT_DATA_DIR": str(data_dir), "OPENFT_MODEL_CACHE_DIR": str(model_cache),
                     "OPENFT_API_KEY": ADMIN_KEY, "OPENFT_HOST": "127.0.0.1", "OPENFT_PORT": str(self.port),
                     "OPENFT_WORKER_POLL_SECONDS": "0.2",
-                    "OPENFT_HEARTBEAT_SECONDS": "0.5", "OPENFT_LEASE_SECONDS": "5", **(env or {})}
+                    "OPENFT_HEARTBEAT_SECONDS": "0.5", "OPENFT_LEASE_SECONDS": "5",
+                    # no model loads at start; a chat for a model still loading waits for it instead of
+                    # a 503 (tests/api/test_model_loading.py checks the defaults)
+                    "OPENFT_PRELOAD_MODELS": "", "OPENFT_SERVE_LOAD_WAIT_S": "600", **(env or {})}
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> LiveServer:

@@ -183,3 +183,34 @@ def test_full_fine_tuning_saves_a_plain_transformers_model(run_dir, settings):
     assert os.path.exists(os.path.join(hooks.checkpoints[-1][2], "trainer_state", "optimizer.pt"))
     model = AutoModelForCausalLM.from_pretrained(r.model_dir)  # stock attention, no openft needed
     assert model.config._attn_implementation in ("sdpa", "eager")
+
+
+class PauseInsideStep(RecordingHooks):
+    """Asks for a pause between the micro-batches of step `step` (not at a step's end)."""
+
+    def __init__(self, step: int):
+        super().__init__()
+        self.step, self.calls = step, 0
+
+    def should_stop(self):
+        done = self.progress[-1][0] if self.progress else 0
+        if done == self.step - 1:
+            self.calls += 1
+            return "pause" if self.calls > 1 else None   # call 1: the end-of-step check of the step before
+        return None
+
+
+def test_a_pause_between_micro_batches_stops_inside_the_step_with_a_checkpoint(run_dir, model_cache):
+    """A step of many micro-batches (one example each) is not finished first: the pause saves the
+    weights of the last whole step and stops; resuming redoes the interrupted step."""
+    from openft.config import Settings
+
+    settings = Settings(model_cache_dir=model_cache)
+    hooks = PauseInsideStep(3)
+    spec = spec_for(run_dir, "mid-step-pause", packing=False, n_epochs=1)
+    r1 = train(spec, hooks, settings)
+    assert r1.status == "paused" and r1.step == 2 and [m["step"] for m in hooks.metrics] == [1, 2]
+    assert r1.checkpoint_dir.endswith("step-2") and hooks.checkpoints[-1][0] == 2
+    again = RecordingHooks()
+    r2 = train(spec, again, settings, resume_from=r1.checkpoint_dir)
+    assert r2.status == "succeeded" and [m["step"] for m in again.metrics] == [3, 4]

@@ -134,7 +134,55 @@ def test_without_history_a_probe_measures_the_pace_once(tmp_path, db, settings, 
     with db.connect() as conn:
         job = conn.execute(sa.select(jobs).where(jobs.c.id == jid)).one()
     monkeypatch.setattr(job_pace, "_probe_file", lambda *a: tmp_path / "pace" / "probe.json")  # none kept yet
-    pace = pace_for_job(settings, db, job, 40)
+    pace = pace_for_job(settings, db, job, 40, probe=True)   # what `measure pace` and the migration planner ask
     assert pace.source == "a 3-step probe" and pace.tokens_per_second > 0 and pace.setup_seconds > 0
     monkeypatch.setattr(probe, "run_probe", lambda *a, **k: pytest.fail("probed twice"))
     assert pace_for_job(settings, db, job, 40) == pace  # kept in <data_dir>/pace/ for the next jobs
+
+
+def test_validation_never_waits_on_a_probe_the_table_says_it_is_a_table(tmp_path, db, settings, monkeypatch,
+                                                                        tiny_model_dir):
+    """No earlier job and no kept probe: the job is queued with the table's estimate, which names
+    its source, and no probe is started (validation waited 2-5 minutes on one)."""
+    from openft.jobs import pace as job_pace
+    from openft.jobs.validate import validate_job
+    from openft.store.blobs import BlobStore
+    from openft.store.db import files, job_events, jobs
+    from openft.train import probe
+
+    monkeypatch.setattr(probe, "run_probe", lambda *a, **k: pytest.fail("validation started a probe"))
+    monkeypatch.setattr(job_pace, "_probe_file", lambda *a: tmp_path / "pace" / "probe.json")  # none kept
+    sha, size = BlobStore(settings.layout.blobs).put_bytes(write_chat_jsonl(tmp_path / "t.jsonl", 40).read_bytes())
+    with db.begin() as conn:
+        conn.execute(files.insert().values(id="file-t", project_id="p", filename="t.jsonl", purpose="fine-tune",
+                                           bytes=size, sha256=sha, created_at=1, status="processed", seq=1))
+    jid = add_job(db, settings, "openft-tiny", "validating_files", tmp_path / "job", 1000, training_file="file-t")
+    with db.begin() as conn:
+        conn.execute(jobs.update().where(jobs.c.id == jid).values(finished_at=None))
+    assert validate_job(settings, db, jid) == "queued"
+    with db.connect() as conn:
+        said = conn.execute(sa.select(job_events.c.message).where(job_events.c.job_id == jid)).scalars().all()
+    assert not any(m.startswith("Preparing base model") for m in said), said   # converted already: no wait
+    (est,) = [m for m in said if m.startswith("Training file: ")]
+    assert "estimated training time on this machine: " in est
+    assert est.endswith("(from a table for 3M-parameter models on CPU, until this job's own steps are measured)"), est
+
+
+def test_the_table_pace_scales_with_model_size_and_device():
+    from openft.data.estimate import table_pace
+
+    small, big = table_pace(135_000_000, "cpu"), table_pace(1_350_000_000, "cpu")
+    assert small.tokens_per_second == pytest.approx(10 * big.tokens_per_second)
+    assert table_pace(135_000_000, "cuda").tokens_per_second > 100 * small.tokens_per_second
+    assert "135M-parameter models on CPU" in small.source and "1.4B-parameter" in big.source
+    assert table_pace(None, "cpu") is None
+
+
+def test_validation_says_when_it_waits_for_a_model_conversion(tmp_path, settings, tiny_model_dir):
+    """The one wait validation may still have (the packaged model's one-time conversion, for its
+    tokenizer) is announced in an event before it starts; a converted model is not."""
+    from openft.models.registry import needs_conversion
+
+    assert needs_conversion(settings.model_copy(update={"model_cache_dir": tmp_path / "empty"}), "openft-tiny")
+    assert not needs_conversion(settings, "openft-tiny")   # built in the shared cache
+    assert not needs_conversion(settings, "no-such-model")

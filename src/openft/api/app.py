@@ -2,7 +2,9 @@
 handler, and an `x-request-id` and the security headers (api/security_headers.py) on every response.
 
 The app opens the database (it does not migrate it: `server.run` or the caller does) and the
-blob store; the serving engine is created on first use and closed on shutdown. The dashboard's
+blob store; models load in the background (`state.loads`, openft.serve.loading: a chat for a
+model still loading gets a 503 with Retry-After, never a silent wait; `server.run` preloads the
+ones OPENFT_PRELOAD_MODELS names); the engine is created by the first load, closed on shutdown. The dashboard's
 static files (openft/web/static), when present, are served at `/`. The app does not
 run jobs: that is the worker's business (`server.run` embeds one).
 """

@@ -30,6 +30,13 @@ class AppState:
     _engine: Any = None
     _engine_lock: threading.Lock = field(default_factory=threading.Lock)
     _key_secret: bytes | None = None
+    loads: Any = None   # openft.serve.loading.ModelLoads: models loading in the background
+
+    def __post_init__(self):
+        from openft.serve.loading import ModelLoads
+
+        if self.loads is None:
+            self.loads = ModelLoads(self.settings, self.engine, self.engine_if_started)
 
     def key_secret(self) -> bytes:
         """The secret API keys are hashed with (openft.store.auth.key_secret), read once."""

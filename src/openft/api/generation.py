@@ -143,6 +143,10 @@ class Streams:
 
 
 async def start_streams(state: AppState, requests: list) -> Streams:
+    """Start the engine requests once their models are loaded: a model still loading answers 503
+    (openft.serve.loading) rather than holding a worker thread while it loads."""
+    for r in requests:
+        await state.loads.ready_for(r)
     engine = await run_in_threadpool(state.engine)
     try:
         return await Streams([engine.generate(r) for r in requests]).start()

@@ -395,6 +395,8 @@ def job_object(row, settings: Settings) -> dict:
         "seed": row.seed, "user_provided_suffix": row.suffix, "metadata": row.metadata,
         "suffix": row.suffix,  # openft's earlier name of user_provided_suffix, kept for existing scripts
         "integrations": row.integrations or [], "error": error,
+        # openft: a pause was asked for and the runner has not paused yet (it does within one step)
+        "pause_requested": row.status == "running" and getattr(row, "requested_action", None) == "pause",
     }
 
 

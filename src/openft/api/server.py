@@ -1,6 +1,8 @@
 """`run(settings)`: what `openft serve` does. Prepare the data folder and database, make sure an
 admin key exists (printing a new one), start the embedded worker thread, recover jobs (requeue
-those whose worker vanished, re-validate those left in `validating_files`), and serve the app with uvicorn until SIGINT/SIGTERM.
+those whose worker vanished, re-validate those left in `validating_files`), start loading the
+models OPENFT_PRELOAD_MODELS names (in the background: openft.serve.loading), and serve the
+app with uvicorn until SIGINT/SIGTERM.
 
 The embedded worker gets the app's `AppState.release_memory` as a callback: a job it claims first
 makes the chat engine give back its caches (one card, two users), without the worker importing the API.
@@ -195,6 +197,7 @@ def run(settings: Settings) -> None:
             worker = EmbeddedWorker(settings, config.app.state.openft.release_memory,
                                     config.app.state.openft.engine).start()
         recover_in_background(settings, db)
+        config.app.state.openft.loads.preload(settings.preload_model_ids())  # in the background, logged
         _Server(config, on_signal=worker.stop_event.set if worker else None).run()
     finally:
         if worker is not None:
@@ -237,6 +240,7 @@ class ServerThread:
             self.worker = EmbeddedWorker(self.settings, self.app.state.openft.release_memory,
                                          self.app.state.openft.engine).start()
         recover_in_background(self.settings, self.db)
+        self.app.state.openft.loads.preload(self.settings.preload_model_ids())
         return self
 
     def stop(self) -> None:

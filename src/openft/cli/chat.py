@@ -6,7 +6,6 @@ import sys
 from collections.abc import Callable
 from typing import Optional
 
-import openai
 import typer
 
 from openft.cli.common import client, error_line, fail, state
@@ -42,6 +41,7 @@ def chat(model: str = typer.Option(..., "--model", "-m", help="Model id: base, f
          seed: Optional[int] = typer.Option(None, "--seed", help="Same seed, same answer."),
          no_stream: bool = typer.Option(False, "--no-stream", help="Wait for whole answers.")):
     """Chat with a model (interactive, streaming; history kept until /reset)."""
+    import openai  # here, not at import: every other command (`openft data validate`) stays small
     params = {k: v for k, v in (("temperature", temperature), ("top_p", top_p), ("max_tokens", max_tokens),
                                 ("seed", seed)) if v is not None}
     base: list[dict] = [{"role": "system", "content": system}] if system else []

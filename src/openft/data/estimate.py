@@ -2,11 +2,13 @@
 
 `auto_n_epochs(n)` is the rule the trainer follows too (`openft.data.auto`, pure arithmetic, no torch).
 
-Time comes from a pace measured on this machine, never from a table: the trainer writes
+Time comes from a pace measured on this machine where there is one: the trainer writes
 `pace.json` into each job folder (`write_pace`: setup seconds, then processed tokens over
 training seconds, evaluations and checkpoints included), `openft.store.pace` reads those of
-earlier jobs of the same base model (`openft.jobs.pace` runs a short probe when there are none)
-and a `Pace` is handed to `estimate` / `with_pace`. Without a pace there is no time estimate.
+earlier jobs of the same base model; before any run of that model was measured here,
+`table_pace` gives a first guess from the model's size and the device, and says so in its
+`source` (the running job's `estimated_finish` then follows its own measured steps). A `Pace` is
+handed to `estimate` / `with_pace`. Without a pace there is no time estimate.
 Seconds = setup + processed tokens / tokens per second, where processed tokens count every
 token of every example each epoch (masked tokens cost the same forward and backward pass).
 
@@ -80,6 +82,24 @@ def with_pace(est: dict, pace: Pace | None) -> dict:
     seconds = round(pace.setup_seconds + est["processed_tokens"] / pace.tokens_per_second) if pace else None
     return {**est, "tokens_per_second": pace.tokens_per_second if pace else None, "estimated_seconds": seconds,
             "pace_source": pace.source if pace else None}
+
+
+# A first guess for a machine that has measured nothing yet: LoRA training processes a token in
+# about 6 FLOPs per parameter (forward and backward), at these sustained FLOP/s per device; the
+# setup is loading the model and tokenizing. Replaced by the job's own measured pace as it runs.
+TABLE_FLOPS = {"cpu": 4e10, "cuda": 4e13}
+TABLE_SETUP_SECONDS = {"cpu": 15.0, "cuda": 30.0}
+TABLE_SOURCE = "a table for {size}-parameter models on {device}, until this job's own steps are measured"
+
+
+def table_pace(parameters: int | None, device: str) -> Pace | None:
+    """The table's pace for a model of `parameters` on `device` ("cpu" | "cuda"); None if the size is unknown."""
+    if not parameters or parameters <= 0:
+        return None
+    device = device if device in TABLE_FLOPS else "cpu"
+    size = f"{parameters / 1e9:.1f}B" if parameters >= 1e9 else f"{max(1, round(parameters / 1e6))}M"
+    return Pace(TABLE_FLOPS[device] / (6 * parameters), TABLE_SETUP_SECONDS[device],
+                TABLE_SOURCE.format(size=size, device=device.upper() if device == "cpu" else "CUDA"))
 
 
 def human_duration(seconds: float | None) -> str:

@@ -1,11 +1,14 @@
-"""The pace to estimate a job's training time with: earlier jobs' paces, else a short probe run.
+"""The pace to estimate a job's training time with: earlier jobs' paces, a kept probe, else a table.
 
 `pace_for_job(settings, engine, job, n_examples)`: the paces earlier jobs of the same base model
-and method recorded (openft.store.pace.history_pace), else a short probe of the real trainer on
-the job's own training file (openft.train.probe, in a child process), kept for a day beside the
-converted models (`<model cache>/pace/`: a property of this machine and that model, shared by
-every data folder) so that the jobs queued before the first one finishes probe once. Each `Pace`
-says where it comes from ("2 earlier jobs of openft-tiny", "a 3-step probe").
+and method recorded (openft.store.pace.history_pace), else a probe's pace kept for a day beside
+the converted models (`<model cache>/pace/`: a property of this machine and that model, shared
+by every data folder), else, only when asked (`probe=True`: the data report's "measure pace", the
+migration planner), a short probe of the real trainer on the job's own training file
+(openft.train.probe, in a child process), else the table for the model's size and this device
+(openft.data.estimate.table_pace). Job validation never waits on a probe: the running job's
+own steps correct its estimate (`estimated_finish`). Each `Pace` says where it comes from
+("2 earlier jobs of openft-tiny", "a 3-step probe", "a table for 135M-parameter models on CPU ...").
 
 Here rather than in openft.store because it starts a training run, which is the jobs layer's to
 start. Knows the files table, the blob store and the probe's interface; knows nothing about HTTP.
@@ -21,7 +24,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from openft.config import Settings
-from openft.data.estimate import Pace
+from openft.data.estimate import Pace, table_pace
 from openft.store.blobs import stored_file
 from openft.store.pace import history_pace
 from openft.train import rules
@@ -34,9 +37,36 @@ def _probe_file(settings: Settings, base_model: str, method: str) -> Path:
     return settings.resolved_model_cache_dir() / "pace" / f"probe-{safe}-{method}.json"
 
 
-def pace_for_job(settings: Settings, engine: sa.Engine, job, n_examples: int, *, probe: bool = True) -> Pace | None:
-    """The pace to estimate `job` (a jobs row) with: earlier jobs, else a (cached) probe; None if neither.
-    probe=False: only what is known already (no new probe run)."""
+def pace_for_job(settings: Settings, engine: sa.Engine, job, n_examples: int, *, probe: bool = False,
+                 table: bool = True) -> Pace | None:
+    """The pace to estimate `job` (a jobs row) with: earlier jobs, a kept probe, a new probe (only
+    with probe=True), the table (unless table=False); None if none applies."""
+    pace = _known_pace(settings, engine, job, n_examples, probe)
+    if pace is None and table:
+        pace = table_pace_for(settings, job.base_model)
+    return pace
+
+
+def table_pace_for(settings: Settings, base_model: str) -> Pace | None:
+    """The table's pace for `base_model` (its parameter count from its files' headers) on this device."""
+    try:
+        from openft.models import get_base_model
+        from openft.models.metadata import base_metadata
+
+        parameters = base_metadata(settings, get_base_model(settings, base_model))["parameters"]
+    except Exception:  # noqa: BLE001 - an unknown model has no table pace, not an error
+        return None
+    return table_pace(parameters, device_kind(settings))
+
+
+def device_kind(settings: Settings) -> str:
+    """"cuda" or "cpu": the setting, or for "auto" whether an NVIDIA driver is loaded (no torch import)."""
+    if settings.device != "auto":
+        return "cuda" if settings.device.startswith("cuda") else "cpu"
+    return "cuda" if Path("/proc/driver/nvidia/version").exists() else "cpu"
+
+
+def _known_pace(settings: Settings, engine: sa.Engine, job, n_examples: int, probe: bool) -> Pace | None:
     hp = rules.hyperparameters(job.method)
     method = hp.get("method") if isinstance(hp.get("method"), str) else "lora"
     pace = history_pace(engine, job.base_model, method)

@@ -32,6 +32,7 @@ from openft.errors import InvalidRequest, OpenFTError
 from openft.ids import file_id as new_file_id
 from openft.jobs import naming, queue, state
 from openft.jobs.hooks import DBHooks
+from openft.procs import die_with_parent
 from openft.store.blobs import BlobStore, stored_file
 from openft.store.db import files, jobs, make_engine, models, next_seq
 from openft.train import rules
@@ -43,16 +44,7 @@ FILE_PARAMS = ("training_file", "validation_file")
 
 def _die_with_parent() -> None:
     """Ask the kernel to SIGKILL this process when the worker that started it dies (Linux)."""
-    parent = int(os.environ.get("OPENFT_RUNNER_PARENT_PID", "0") or 0)
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-    if parent and os.getppid() != parent:  # the worker died before prctl took effect
-        sys.exit(1)
+    die_with_parent("OPENFT_RUNNER_PARENT_PID")
 
 
 def _link_file(engine: sa.Engine, settings: Settings, file_id: str, dest: Path) -> str:

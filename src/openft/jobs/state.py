@@ -7,7 +7,8 @@
     paused   -> queued (resume) | cancelled
 
 A running job may also carry `requested_action='pause'` (asked by the API, taken back by a
-resume, honoured by the runner at its next checkpoint).
+resume, honoured by the runner within the optimizer step it is in: it saves a checkpoint there);
+the API shows it as `pause_requested` until the job is paused.
 
 Every change is one checked `UPDATE jobs ... WHERE id = ? AND status IN (<allowed from>)` (and
 `AND worker_id = ?` where a worker owns the job), written through openft.jobs.lease (`LEASE`:
@@ -52,6 +53,8 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str | None]] = {
 
 # what the API's verbs accept (the message of a refused one lists these)
 CAN = {"cancel": TRANSITIONS["cancel"][0], "pause": TRANSITIONS["pause"][0], "resume": TRANSITIONS["resume"][0]}
+
+PAUSING = "Pausing...: the job saves a checkpoint when its current step ends, then pauses"
 
 # A worker that stops heartbeating (crashed, killed, partitioned) is "lost"; counted in jobs.workers_lost.
 LOST_PREFIX = "The worker running this job stopped responding"
@@ -168,10 +171,11 @@ def fail(conn: sa.Connection, job_id: str, code: str, message: str, param: str |
 # -- pause, resume, cancel -----------------------------------------------------------------------
 
 def request_pause(conn: sa.Connection, job_id: str) -> bool:
-    """A running job is asked to pause at its next checkpoint."""
+    """A running job is asked to pause: its runner saves a checkpoint when the current optimizer
+    step ends (or at once, between the step's micro-batches) and stops."""
     if not _apply(conn, "request_pause", job_id, {"requested_action": "pause"}):
         return False
-    add_event(conn, job_id, "Pause requested: the job will pause at its next checkpoint")
+    add_event(conn, job_id, PAUSING)
     return True
 
 

@@ -156,6 +156,12 @@ def validate_job(settings: Settings, engine: sa.Engine, job_id: str) -> str | No
             msg += f" and validation file: {job.validation_file}"
         add_event(conn, job_id, msg)
     method_type = rules.method_type(job.method)
+    from openft.models.registry import needs_conversion
+
+    if needs_conversion(settings, job.base_model):  # never a silent wait: say what takes the time
+        with engine.begin() as conn:
+            add_event(conn, job_id, f"Preparing base model {job.base_model} for its tokenizer: converted once on "
+                                    "this machine (about a minute on a CPU), then kept")
     tokenizer, model_dir = tokenizer_for(settings, job.base_model)
     max_seq_len = effective_max_seq_len(model_dir, job.method) if tokenizer is not None else None
     failure, warnings, estimate = None, [], None
@@ -169,7 +175,7 @@ def validate_job(settings: Settings, engine: sa.Engine, job_id: str) -> str | No
                 estimate = est
             if failure:
                 break
-    if estimate and not failure:  # this machine's measured pace (earlier jobs or a probe), outside any transaction
+    if estimate and not failure:  # this machine's pace (earlier jobs, a kept probe, else the table), never a new probe
         from openft.data.estimate import with_pace
         from openft.jobs.pace import pace_for_job
 

@@ -227,6 +227,16 @@ def materialize(settings: Settings, model_id: str) -> str:
     return _build_once(dest, build_tiny)
 
 
+def needs_conversion(settings: Settings, model_id: str) -> bool:
+    """Whether `materialize` would convert or build the model first (the packaged GGUF model's
+    one-time conversion takes about a minute on a CPU); False for unknown ids and hub models."""
+    try:
+        m = get_base_model(settings, model_id)
+    except NotFound:
+        return False
+    return m.source in ("gguf-package", "tiny") and not (settings.resolved_model_cache_dir() / m.id / "config.json").exists()
+
+
 def tiny_model(settings: Settings, model_type: str) -> str:
     """The folder of the tiny model of `model_type` (see build_tiny) in the model cache, built once;
     `openft-tiny` itself for llama. Tests register the others as local models."""

@@ -29,6 +29,15 @@ class ServingBackend(Protocol):
         `__anext__()`, before any item; closing the iterator early cancels the request."""
         ...
 
+    def load(self, req: GenerationRequest) -> None:
+        """Load what serving `req` needs (base or full model weights) now, in the caller's thread
+        (openft.serve.loading runs it in the background)."""
+        ...
+
+    def loaded(self, req: GenerationRequest) -> bool:
+        """Whether `req`'s model is in memory already."""
+        ...
+
     def merge_adapter(self, base_model: str, adapter_path: str, adapter_key: str) -> None:
         """A hint that `adapter_key` will be asked for alone for a while (an eval run): a backend
         may serve it from merged weights. May do nothing."""

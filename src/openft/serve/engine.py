@@ -111,6 +111,14 @@ class Engine:
             if not r.done:
                 self.scheduler.cancel(r)
 
+    def load(self, req: GenerationRequest) -> None:
+        """Load what serving `req` needs (its runner: base or full model weights), in the caller's thread."""
+        self.models.runner_for(req)
+
+    def loaded(self, req: GenerationRequest) -> bool:
+        """Whether `req`'s runner is in memory (a request for it starts without loading weights)."""
+        return self.models.has_runner(req)
+
     def evict(self, adapter_key: str) -> None:
         """A model was deleted: drop its adapter (or full model) from memory; running requests finish."""
         self.models.evict(adapter_key)

@@ -55,6 +55,9 @@ class LoadedModels:
                 self._full_keys[req.adapter_key] = name
             return runner
 
+    def has_runner(self, req: GenerationRequest) -> bool:
+        return (f"full:{req.full_model_path}" if req.full_model_path else req.base_model) in self.runners
+
     def adapter_for(self, runner: ModelRunner, req: GenerationRequest) -> LoraAdapter:
         key = f"{runner.name}|{req.adapter_key or req.adapter_path}"
         return self.adapters.get_or_load(key, lambda: load_adapter(

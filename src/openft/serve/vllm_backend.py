@@ -59,6 +59,7 @@ class VllmBackend:
         self._lock = threading.Lock()           # _models, _lora_ids, _outstanding
         self._start_lock = threading.Lock()     # one engine start at a time
         self._outstanding = 0
+        self._loaded: set[str] = set()          # what `load` loaded: base model ids, full model folders
         self._closed = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="openft-vllm", daemon=True)
@@ -92,6 +93,13 @@ class VllmBackend:
                 with self._lock:
                     self._models[path] = _Model(engine, tok, TokenBytes(tok), _max_model_len(engine))
             return self._models[path]
+
+    def load(self, req: GenerationRequest) -> None:
+        self._model_for(req)
+        self._loaded.add(req.full_model_path or req.base_model)
+
+    def loaded(self, req: GenerationRequest) -> bool:
+        return (req.full_model_path or req.base_model) in self._loaded
 
     async def _start(self, path: str, lora: bool):
         """Built on the engines' loop: vLLM's output handler is a task of the loop it starts on."""

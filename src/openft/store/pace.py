@@ -11,11 +11,13 @@ never starts a training run.
 
 from __future__ import annotations
 
-import sqlalchemy as sa
+from typing import TYPE_CHECKING
 
 from openft.config import Settings
 from openft.data.estimate import Pace, combine, read_pace
-from openft.store.db import jobs
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 HISTORY_JOBS = 5             # the newest this-many matching jobs
 
@@ -23,6 +25,10 @@ HISTORY_JOBS = 5             # the newest this-many matching jobs
 def history_pace(engine: sa.Engine, base_model: str, method: str = "lora", *, limit: int = HISTORY_JOBS
                  ) -> Pace | None:
     """The pace of the newest succeeded jobs of `base_model` trained with `method`, or None."""
+    import sqlalchemy as sa  # here: `openft data validate` without a data folder never loads SQLAlchemy
+
+    from openft.store.db import jobs
+
     with engine.connect() as conn:
         folders = conn.execute(
             sa.select(jobs.c.output_dir).where(jobs.c.base_model == base_model, jobs.c.status == "succeeded",
@@ -37,6 +43,8 @@ def pace_in_data_dir(settings: Settings, base_model: str, method: str = "lora") 
     """`history_pace` of a data folder that may not exist yet (`openft data validate -m MODEL`)."""
     if not settings.database_url and not settings.layout.database.exists():
         return None
+    import sqlalchemy as sa
+
     from openft.store.db import make_engine
 
     engine = make_engine(settings.resolved_database_url())

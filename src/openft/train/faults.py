@@ -11,8 +11,9 @@ Inert unless `OPENFT_FAULT` is set (the fault tests set it on the server they st
              data-tool (the data tools' child process, before it reads the table: openft.data.isolated)
     actions: kill (SIGKILL itself, as the kernel or an operator would), exit (print a traceback
              line to stderr and exit 3 without recording anything), hold (block until killed:
-             the test kills the server meanwhile), raise (a Python exception), oom (torch's
-             OutOfMemoryError, as CUDA raises it when the card is full)
+             the test kills the server meanwhile), wait (block until the file <point>[@<step>].go
+             exists in OPENFT_FAULT_ONCE_DIR: the test lets it go on), raise (a Python exception),
+             oom (torch's OutOfMemoryError, as CUDA raises it when the card is full)
     OPENFT_FAULT_ONCE_DIR=<folder>: each fault fires once; the file <folder>/<point>@<step> is
              created when it fires and, once it exists, that fault is inert (a retried run gets
              past the point; a test waits for the file to know the point was reached).
@@ -47,6 +48,11 @@ def fault_point(name: str, step: int | None = None) -> None:
                 (Path(once) / where).touch(exist_ok=False)
             except FileExistsError:
                 return
+        if action == "wait":
+            go = Path(once or ".") / f"{where}.go"
+            while not go.exists():
+                time.sleep(0.05)
+            return
         if action == "hold":
             while True:
                 time.sleep(60)

@@ -269,9 +269,12 @@ def _train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: 
         batches = objective.step_batches(model, [train_data.examples[i] for i in idx], budget)
         tally: dict = {}  # what the step's micro-batches add up to (the objective's metrics read it)
         for k, mb in enumerate(batches.batches):
-            if k and hooks.should_stop() == "cancel":  # big steps: do not wait for the step to end
-                optimizer.zero_grad(set_to_none=True)
-                return finish("cancelled")
+            stop = hooks.should_stop() if k else None  # big steps: do not wait for the step to end
+            if stop in ("cancel", "pause"):
+                optimizer.zero_grad(set_to_none=True)  # the weights are still those of the last step
+                if stop == "pause" and step and last_saved != step:
+                    save(step, metrics)
+                return finish("cancelled" if stop == "cancel" else "paused")
             (objective.loss(model, mb, tally) / batches.n_target).backward()
         fault_point("step", step + 1)  # test-only, inert by default (openft.train.faults)
         if spec.max_grad_norm:

@@ -3,7 +3,8 @@
 `run_probe(settings, base_model, train_file, n_examples, hyperparameters)` starts
 `python -m openft.train.probe` in a child process (its own memory and threads, bounded in time,
 so a probe never breaks the server that asks; it does share the machine's cores for those
-seconds, and measures the pace under whatever load there is). The child copies the first examples of the
+seconds, and measures the pace under whatever load there is; it dies with the process that
+started it: openft.procs.die_with_parent). The child copies the first examples of the
 training file (read with openft.data's reader), runs the real trainer (`train`) for `steps`
 optimizer steps with the job's batch size and pace-relevant settings in a temporary folder, and
 prints the pace the trainer recorded there (`pace.json`, see openft.data.estimate).
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from openft.config import Settings
 from openft.data.estimate import Pace, read_pace
+from openft.procs import die_with_parent, parent_env
 
 log = logging.getLogger("openft.train.probe")
 
@@ -31,6 +33,7 @@ log = logging.getLogger("openft.train.probe")
 PACE_FIELDS = ("method", "lora_r", "target_modules", "max_seq_len", "packing", "pack_tokens", "precision",
                "num_threads")
 PROBE_STEPS = 3
+PARENT_ENV = "OPENFT_PROBE_PARENT_PID"
 
 
 def run_probe(settings: Settings, base_model: str, train_file: str | Path, n_examples: int,
@@ -41,6 +44,7 @@ def run_probe(settings: Settings, base_model: str, train_file: str | Path, n_exa
                "data_dir": str(Path(settings.data_dir).resolve()),
                "model_cache_dir": str(settings.resolved_model_cache_dir()), "device": settings.device}
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENFT_")}  # no credentials
+    env.update(parent_env(PARENT_ENV))   # the child dies with this process (a server killed with -9)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         done = subprocess.run([sys.executable, "-m", "openft.train.probe"], input=json.dumps(request), env=env,
@@ -91,6 +95,7 @@ def _probe(req: dict) -> dict | None:
 
 
 def main() -> None:  # `python -m openft.train.probe` < request JSON > pace JSON
+    die_with_parent(PARENT_ENV)
     rec = _probe(json.loads(sys.stdin.read()))
     if rec is None:
         sys.exit("the probe recorded no pace")

@@ -2,7 +2,10 @@
 
 Ids contain colons and may contain slashes (`ft:...`, hub ids `org/name`), hence the path
 converter. Base model objects carry openft's extension fields `context_length`, `parameters`
-and `size_bytes` (openft.models.metadata; None where unknown). The operator's aliases
+and `size_bytes` (openft.models.metadata; None where unknown), and every model object retrieved
+by id, like every base model listed, carries `serving`: whether the model it is served from is
+loaded (`state`: not_loaded | loading | ready | failed; while loading, the stage and seconds so
+far: openft.serve.loading), so the dashboard can show a model warming up. The operator's aliases
 (OPENFT_MODEL_ALIASES) are listed as model objects too, with `alias_for` naming the model each
 points to; retrieving an alias answers its own id with `alias_for`. Deleting a fine-tuned model
 marks it deleted and evicts it from the serving engine.
@@ -59,8 +62,8 @@ def list_models(state: StateDep, project: ProjectDep):
     from openft.models import list_base_models
     from openft.models.metadata import base_metadata
 
-    data = [{**model_object(m.id, _base_created(state.settings, m.id, m), "system"), **base_metadata(state.settings, m)}
-            for m in list_base_models(state.settings)]
+    data = [{**model_object(m.id, _base_created(state.settings, m.id, m), "system"), **base_metadata(state.settings, m),
+             "serving": _serving(state, m.id)} for m in list_base_models(state.settings)]
     with state.db.connect() as conn:
         rows = conn.execute(sa.select(models).where(models.c.project_id == project, models.c.deleted == sa.false())
                             .order_by(models.c.created_at.desc())).all()
@@ -82,8 +85,16 @@ def retrieve_model(model: str, state: StateDep, project: ProjectDep):
         from openft.models.metadata import base_metadata
 
         meta = base_metadata(state.settings, get_base_model(state.settings, m.id))
-        return {**model_object(m.id, created, "system"), **meta}
-    return model_object(m.id, created, m.owned_by or "system")
+        return {**model_object(m.id, created, "system"), **meta, "serving": _serving(state, m.base_model)}
+    return {**model_object(m.id, created, m.owned_by or "system"),
+            "serving": _serving(state, m.base_model, m.full_model_path)}
+
+
+def _serving(state, base_model: str, full_model_path: str | None = None) -> dict:
+    """Whether the weights this model is served from are loaded, loading (stage, seconds) or failed."""
+    from openft.serve.types import GenerationRequest
+
+    return state.loads.view(GenerationRequest(base_model=base_model, full_model_path=full_model_path))
 
 
 @router.delete("/models/{model:path}")

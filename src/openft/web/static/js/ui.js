@@ -63,7 +63,7 @@ export function fmtBytes(n) {
 const STATUS_KIND = {
   succeeded: "ok", completed: "ok", processed: "ok", ready: "ok",
   failed: "bad", error: "bad", cancelled: "muted", canceled: "muted", expired: "muted",
-  running: "run", in_progress: "run", validating_files: "wait", queued: "wait", paused: "wait",
+  running: "run", in_progress: "run", validating_files: "wait", queued: "wait", paused: "wait", pausing: "wait",
 };
 
 export function badge(status) {

@@ -7,7 +7,7 @@
 // written since its cursor (GET /v1/fine_tuning/jobs/{id}/metrics?after=...), only the events it
 // has not seen, and the checkpoints when an event says one was written. It stops at the end.
 //
-// Stable hooks for tests: #job-status .badge[data-status], #job-cancel, #job-pause, #job-resume,
+// Stable hooks for tests: #job-status .badge[data-status] ("pausing" while a pause is pending), #job-cancel, #job-pause, #job-resume,
 // #job-error (.error-file, .error-line, .error-field), #job-progress[aria-valuenow],
 // #job-progress-text, #job-eta, #job-facts, #job-hyperparameters, #chart-loss, #chart-accuracy,
 // #chart-reward_margin, #chart-reward_accuracy (each in #figure-NAME, hidden without data; see
@@ -110,7 +110,7 @@ export async function render(root, { id }, ctx) {
 
   // ---- pieces that change --------------------------------------------------------------------
   function showStatus() {
-    mount(statusEl, badge(job.status));
+    mount(statusEl, badge(job.pause_requested ? "pausing" : job.status));  // pausing: until the runner's checkpoint
     ctx.setTitle(`Job ${id} (${job.status.replace(/_/g, " ")})`);
   }
 
@@ -129,7 +129,7 @@ export async function render(root, { id }, ctx) {
     button.disabled = true;
     try {
       job = await api(`${path}/${verb}`, { method: "POST" });
-      toast(verb === "pause" && job.status === "running" ? "Pause requested: the job pauses at its next checkpoint."
+      toast(verb === "pause" && job.status === "running" ? "Pausing: the job saves a checkpoint when its current step ends."
         : `Job ${verb === "cancel" ? "cancelled" : verb === "pause" ? "paused" : "resumed"}.`);
       update();
       if (!stopPoll) { terminalTicks = 0; startPolling(); }

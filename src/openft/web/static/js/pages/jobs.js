@@ -14,7 +14,7 @@ import { STATUSES, isTerminal, jobSeconds, modelName } from "../jobs_view.js";
 const PAGE = 25;
 
 const COLUMNS = [
-  { label: "Status", class: "job-status", value: (j) => badge(j.status) },
+  { label: "Status", class: "job-status", value: (j) => badge(j.pause_requested ? "pausing" : j.status) },
   { label: "Job", class: "job-id", value: (j) => h("a", { href: `#/jobs/${encodeURIComponent(j.id)}` }, h("code", {}, j.id)) },
   { label: "Base model", class: "job-model", value: (j) => h("code", {}, j.model) },
   { label: "Suffix", class: "job-suffix", value: (j) => j.suffix || "—" },

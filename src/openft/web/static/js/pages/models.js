@@ -1,5 +1,6 @@
 // Models (#/models): base and fine-tuned models with owner, created time and, for base models,
-// context length, parameter count and size (openft's extension fields on GET /v1/models);
+// context length, parameter count, size and whether the model is loaded for serving, loading (its
+// stage and seconds so far) or failed (openft's extension fields on GET /v1/models);
 // delete a fine-tuned model (after an inline confirmation); export any model as a merged folder,
 // GGUF or its LoRA adapter (POST /v1/models/{id}/exports) and follow the exports' progress
 // (GET /v1/exports, polled while one runs) to a download (GET /v1/exports/{id}/content).
@@ -29,6 +30,7 @@ export async function render(root, _params, ctx) {
       { label: "Model", value: (m) => h("span", { class: "mono md-id" }, m.id, copyButton(m.id)) },
       { label: "Type", value: (m) => (m.id.startsWith("ft:")
         ? h("span", {}, "fine-tuned", h("div", { class: "hint" }, `from ${m.id.split(":")[1]}`)) : "base") },
+      { label: "Serving", class: "md-serving", value: (m) => servingCell(m.serving) },
       { label: "Owned by", value: (m) => m.owned_by },
       { label: "Created", class: "md-created", value: (m) => fmtTime(m.created) },
       { label: "Context", class: "num md-context", value: (m) => (m.context_length ? fmtNum(m.context_length) : "—") },
@@ -173,4 +175,17 @@ function fmtParams(n) {
   if (n >= 1e6) return `${(n / 1e6).toFixed(1)}M`;
   if (n >= 1e3) return `${(n / 1e3).toFixed(1)}K`;
   return String(n);
+}
+
+
+// A base model's `serving` (GET /v1/models): loaded, loading (stage and seconds so far), failed.
+function servingCell(sv) {
+  if (!sv) return "—";
+  const label = { not_loaded: "not loaded", loading: "loading", ready: "loaded", failed: "failed" }[sv.state] || sv.state;
+  const b = h("span", { class: `badge ${{ ready: "ok", loading: "wait", failed: "bad" }[sv.state] || "muted"}`,
+                        dataset: { serving: sv.state } }, label);
+  const why = sv.state === "loading" ? `${sv.stage} (stage ${sv.stage_number} of ${sv.stages}), ${Math.round(sv.elapsed_s)} s so far`
+    : sv.state === "failed" ? sv.error : "";
+  if (why) b.title = why;
+  return why && sv.state === "loading" ? h("span", {}, b, " ", h("span", { class: "muted" }, why)) : b;
 }
