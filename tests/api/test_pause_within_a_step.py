@@ -2,7 +2,7 @@
 the SDK, a runner held mid-step by a fault point.
 
 The runner waits inside step 3 (after its backward pass, before the optimizer step:
-openft.train.faults `step@3:wait`) until the test lets it go, so "the step the pause was asked
+openft.faults `step@3:wait`) until the test lets it go, so "the step the pause was asked
 in" is fixed, not raced: asked while step 3 runs, the job is paused with a checkpoint at step 3,
 or 4 at most (it used to run on to the next epoch-end checkpoint: minutes), shows `pause_requested` and a
 "Pausing..." event until then, and resumes from there to the end."""

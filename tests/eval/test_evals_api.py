@@ -170,7 +170,7 @@ def test_run_survives_a_server_restart(tmp_path, model_cache):
     waves = {"OPENFT_SERVE_MAX_BATCH": "4", "OPENFT_SERVE_MAX_QUEUE": "0"}  # 24 items in 6 waves of 4
     # The fault point stops the first server's worker right after the run's first output item is
     # written, as a server stop at that moment would: the run goes back to the queue mid-run, every
-    # time, however fast the machine (openft.jobs.eval_runs, openft.train.faults).
+    # time, however fast the machine (openft.jobs.eval_runs, openft.faults).
     first = LiveServer(data, model_cache, env={**waves, "OPENFT_FAULT": "eval-item:raise"}).start()
     try:
         api = first.client()

@@ -1,7 +1,7 @@
 """Kill -9 at named points: the training process (mid-step, while a checkpoint is written, while
 the final model is written) and the server (mid-upload, with one job running and one queued).
 
-Each point is hit deterministically by openft.train.faults (`OPENFT_FAULT`, inert unless set):
+Each point is hit deterministically by openft.faults (`OPENFT_FAULT`, inert unless set):
 the runner kills itself, or holds still at a step until the test kills the server. Checked:
 every acknowledged file and job survives, jobs continue from their newest checkpoint, nothing
 is called out-of-memory, and no half-written folder is left behind. The real server
@@ -157,7 +157,7 @@ def test_server_killed_mid_upload_with_a_job_running_and_one_queued(tmp_path, mo
 
 
 def test_fault_points_are_inert_by_default(monkeypatch):
-    from openft.train import faults
+    from openft import faults
 
     monkeypatch.delenv(faults.ENV, raising=False)
     faults.fault_point("step", 1)  # nothing happens

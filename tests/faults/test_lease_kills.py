@@ -3,7 +3,7 @@ resumes from its lease like a job. After a restart on the same data folder the r
 worker holds it; once that lease expires (OPENFT_LEASE_SECONDS, 5 s here; a webhook delivery's
 own lease of 2 x timeout + 30 s) the new server's worker takes it over and finishes it.
 
-Each kill lands at a named fault point (openft.train.faults, `OPENFT_FAULT` with a once-folder):
+Each kill lands at a named fault point (openft.faults, `OPENFT_FAULT` with a once-folder):
 the server holds there until the test, seeing the point's file appear, kills it; the restarted
 server runs past the point. The real server (`python -m openft serve`), the `openai` SDK (httpx
 for openft's export extension) and a receiver that counts requests; on SQLite, and on PostgreSQL

@@ -121,7 +121,7 @@ def test_a_run_stopped_from_outside_is_retried_then_fails_with_what_its_backend_
         engine, settings, tmp_path, monkeypatch):
     """The run ends without finishing its job (stopped by a signal nobody in openft sent): the
     backend's exit() says it is worth a retry; the worker requeues, then fails at the bound.
-    Each attempt holds mid-step (openft.train.faults) until it is stopped, so it can never finish
+    Each attempt holds mid-step (openft.faults) until it is stopped, so it can never finish
     first however fast the machine trains."""
     once = tmp_path / "once"
     once.mkdir()

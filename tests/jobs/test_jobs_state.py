@@ -110,7 +110,7 @@ def test_the_runners_own_error_reaches_the_job_when_its_log_cannot_be_written(en
     jid = insert_job(engine, "file-a")
     out = Path(queue.job_output_dir(settings.data_dir, jid))
     (out / "runner.log").mkdir(parents=True)
-    monkeypatch.setenv("OPENFT_FAULT", "runner-start:exit")  # openft.train.faults: print a line, exit 3
+    monkeypatch.setenv("OPENFT_FAULT", "runner-start:exit")  # openft.faults: print a line, exit 3
     worker = Worker(settings, engine=engine)
     t = threading.Thread(target=worker.run_once, daemon=True)
     t.start()

@@ -114,7 +114,7 @@ def _child(request: dict) -> dict:
 
     memory = int(request["memory_bytes"])
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    from openft.train.faults import fault_point
+    from openft.faults import fault_point
 
     fault_point("data-tool")
     limits = TableLimits(**request["limits"])

@@ -10,7 +10,7 @@ run survives a server restart. An item that cannot be evaluated (a missing field
 fails) becomes an `error` output item and the run goes on. Every status change is
 openft.jobs.eval_state's (the lease itself openft.jobs.lease's).
 
-Test-only fault point (openft.train.faults, inert unless OPENFT_FAULT is set): `eval-item@N`
+Test-only fault point (openft.faults, inert unless OPENFT_FAULT is set): `eval-item@N`
 fires after this worker wrote its N-th output item of a run, before any other item is written
 (`eval-item@1:hold` stops a run after its first item, until the test kills the server;
 `eval-item:raise` stops this worker there, as a server stop would, and the run goes back to the queue).
@@ -31,12 +31,12 @@ import sqlalchemy as sa
 from openft.config import Settings
 from openft.errors import OpenFTError, RateLimited
 from openft.eval import datasource, graders, templates
+from openft.faults import fault_point
 from openft.ids import new_id
 from openft.jobs import eval_state
 from openft.jobs.lease import poll_until_stopped
 from openft.store.db import eval_output_items, eval_runs, evals
 from openft.store.resolve import resolve_model
-from openft.train.faults import fault_point
 
 log = logging.getLogger("openft.worker.evals")
 DEFAULT_MAX_TOKENS = 1024  # a completions run without max_completion_tokens stops here

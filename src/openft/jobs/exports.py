@@ -16,7 +16,7 @@ stopped puts its export back in the queue.
 Exports that older versions kept as `<id>/export.json` records are imported by `import_files`
 at start-up (one whose process is gone reads as failed, `interrupted`, as it did then).
 
-Test-only fault point (openft.train.faults, inert unless OPENFT_FAULT is set): `export-start@N`
+Test-only fault point (openft.faults, inert unless OPENFT_FAULT is set): `export-start@N`
 fires when a worker starts attempt N of an export (`export-start@1:hold` holds the first attempt
 until the test kills the server).
 
@@ -39,11 +39,11 @@ import sqlalchemy as sa
 
 from openft.config import DataLayout, Settings
 from openft.errors import NotFound
+from openft.faults import fault_point
 from openft.ids import new_id
 from openft.jobs import lease
 from openft.store.db import exports, next_seq
 from openft.store.resolve import resolve_model
-from openft.train.faults import fault_point
 
 log = logging.getLogger("openft.worker.exports")
 

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 
 from openft.config import Settings
 from openft.errors import InvalidRequest, OpenFTError
+from openft.faults import fault_point
 from openft.ids import file_id as new_file_id
 from openft.jobs import naming, queue, state
 from openft.jobs.hooks import DBHooks
@@ -36,7 +37,6 @@ from openft.procs import die_with_parent
 from openft.store.blobs import BlobStore, stored_file
 from openft.store.db import files, jobs, make_engine, models, next_seq
 from openft.train import rules
-from openft.train.faults import fault_point
 from openft.vocab import SUPPORTED_METHODS
 
 FILE_PARAMS = ("training_file", "validation_file")
@@ -161,7 +161,7 @@ def run(job_id: str, settings: Settings | None = None) -> int:
         print(f"job {job_id} is not running ({row['status'] if row else 'no such job'}); nothing to do")
         return 0
     job = dict(row)
-    fault_point("runner-start")  # test-only, inert by default (openft.train.faults)
+    fault_point("runner-start")  # test-only, inert by default (openft.faults)
     model_id = naming.fine_tuned_model_id(job["base_model"], settings.organization, job["suffix"], job_id)
     hooks = DBHooks(engine, job, model_id)
     spec = None

@@ -13,7 +13,7 @@ it; anything else waits `webhooks_retry_seconds * 2**(attempt-1)` (at most
 in the database, so they survive a restart. A slow endpoint holds up only its own thread of
 a small pool, never a job.
 
-Test-only fault point (openft.train.faults, inert unless OPENFT_FAULT is set): `webhook-attempt@N`
+Test-only fault point (openft.faults, inert unless OPENFT_FAULT is set): `webhook-attempt@N`
 fires as a worker starts attempt N of a delivery, before anything is sent.
 
 Knows the webhook tables and settings; nothing about HTTP routes or training.
@@ -30,10 +30,10 @@ from concurrent.futures import ThreadPoolExecutor
 import sqlalchemy as sa
 
 from openft.config import Settings
+from openft.faults import fault_point
 from openft.jobs import lease
 from openft.jobs.lease import poll_until_stopped
 from openft.store.db import webhook_attempts, webhook_deliveries, webhook_endpoints
-from openft.train.faults import fault_point
 from openft.webhooks import signing, targets
 
 log = logging.getLogger("openft.worker.webhooks")

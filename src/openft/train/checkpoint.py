@@ -17,7 +17,7 @@ import random
 import shutil
 from pathlib import Path
 
-from openft.train.faults import fault_point
+from openft.faults import fault_point
 from openft.train.metrics import CSV_FIELDS, CSV_SOURCES
 
 

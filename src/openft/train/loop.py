@@ -30,11 +30,11 @@ from openft.cpu_threads import ThreadPolicy
 from openft.data.auto import learning_rate, resolve_hyperparameters
 from openft.data.estimate import write_pace
 from openft.errors import DataError
+from openft.faults import fault_point
 from openft.train import checkpoint as ckpt
 from openft.train import memory, rules
 from openft.train import metrics as M
 from openft.train.data import examples_seen, step_indices
-from openft.train.faults import fault_point
 from openft.train.hooks import TrainHooks
 from openft.train.model import build_model, pick_compile, pick_device, pick_lora_sum, pick_precision
 from openft.train.objective import OBJECTIVES, Objective
@@ -276,7 +276,7 @@ def _train(spec: TrainSpec, hooks: TrainHooks, settings: Settings, resume_from: 
                     save(step, metrics)
                 return finish("cancelled" if stop == "cancel" else "paused")
             (objective.loss(model, mb, tally) / batches.n_target).backward()
-        fault_point("step", step + 1)  # test-only, inert by default (openft.train.faults)
+        fault_point("step", step + 1)  # test-only, inert by default (openft.faults)
         if spec.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, spec.max_grad_norm)
         optimizer.step()
