@@ -8,7 +8,7 @@ llama.cpp took must be, in the engine's own distribution, within DELTA nats of t
 probability llama.cpp gives each of the engine's tokens is within EPS of the engine's. f16 stores
 weights with an 11-bit mantissa (measured here: logprobs within 0.013, every prompt identical); q8_0
 rounds each block of 32 weights to 8 bits (measured: logprobs within 0.41, divergences only at
-near-ties of 0.08 nats or less, 6 of 8 prompts identical). So: f16 DELTA 0.05, EPS 0.05 and at
+near-ties of 0.22 nats or less, 4 to 6 of 8 prompts identical, by llama.cpp's version and CPU build). So: f16 DELTA 0.05, EPS 0.05 and at
 least 7 of 8 prompts identical over 16 tokens; q8_0 DELTA 0.5, EPS 1.0 and at least half identical.
 
 The tokenizer is checked too: llama.cpp tokenizes the rendered prompt (special tokens parsed) into
