@@ -5,9 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install.sh dev
-# llama-cpp-python (the `llama` extra) compiles llama.cpp on first install, ~30 min on 2 cores; pip
-# caches the wheel, so later runs take seconds. Set OPENFT_SKIP_LLAMA=1 to skip (its tests then skip).
-[ -n "${OPENFT_SKIP_LLAMA:-}" ] || python -m pip install -q -e '.[llama]'
+# llama.cpp for the GGUF export's consumer tests: node-llama-cpp's prebuilt CPU binaries from npm (about 10 s,
+# nothing compiled; scripts/llama_cpp.sh). Set OPENFT_SKIP_LLAMA=1 to skip it (its tests then skip, in CI too).
+if [ -z "${OPENFT_SKIP_LLAMA:-}" ] && ! bash scripts/llama_cpp.sh; then
+  if [ "${CI:-}" = true ]; then echo "error: could not install llama.cpp for the GGUF consumer tests" >&2; exit 1; fi
+  echo "warning: llama.cpp not installed; the GGUF consumer tests will be skipped" >&2
+fi
 # PostgreSQL: the job-queue tests also run against a real server when one can be started here
 # (root, Debian's postgresql package); in CI that is required.
 if [ -z "${OPENFT_TEST_POSTGRES_URL:-}" ] && [ "$(id -u)" = 0 ]; then
