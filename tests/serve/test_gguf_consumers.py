@@ -9,7 +9,10 @@ probability llama.cpp gives each of the engine's tokens is within EPS of the eng
 weights with an 11-bit mantissa (measured here: logprobs within 0.013, every prompt identical); q8_0
 rounds each block of 32 weights to 8 bits (measured: logprobs within 0.41, divergences only at
 near-ties of 0.22 nats or less, 4 to 6 of 8 prompts identical, by llama.cpp's version and CPU build). So: f16 DELTA 0.05, EPS 0.05 and at
-least 7 of 8 prompts identical over 16 tokens; q8_0 DELTA 0.5, EPS 1.0 and at least half identical.
+least 7 of 8 prompts identical over 16 tokens; q8_0 DELTA 0.5, EPS 1.0 and at least 3 of 8 identical
+(the near-tie rule is the check; the count only refuses a file that parts from the engine on most
+prompts, with one prompt of slack below the 4 measured on two CPU builds, as another build's
+rounding may flip one more near-tie).
 
 The tokenizer is checked too: llama.cpp tokenizes the rendered prompt (special tokens parsed) into
 exactly the ids openft feeds. llama.cpp is node-llama-cpp's prebuilt CPU build (npm; scripts/llama_cpp.sh,
@@ -35,7 +38,7 @@ PROMPTS = ["What is the capital of France?", "Write a haiku about autumn leaves.
            "Translate 'good morning' into Spanish.", "What is 17 times 3?", "Give me a name for a pet turtle.",
            "Why is the sky blue?"]
 TOLERANCE = {"f16": {"delta": 0.05, "eps": 0.05, "identical": 7},
-             "q8_0": {"delta": 0.5, "eps": 1.0, "identical": 4}}
+             "q8_0": {"delta": 0.5, "eps": 1.0, "identical": 3}}
 
 
 def engine_answers(engine, base: str, adapter: str | None) -> list[tuple[list[int], list[dict]]]:
