@@ -46,10 +46,12 @@ def step_message(data: dict) -> str:
 
 
 class DBHooks:
-    def __init__(self, engine: sa.Engine, job: dict, model_id: str, *, poll_seconds: float = 0.2,
+    def __init__(self, engine: sa.Engine, job: dict, model_id: str, *, poll_seconds: float = 0.0,
                  flush_seconds: float = 0.5):
-        """poll_seconds: how often should_stop reads the job row; flush_seconds: how often
-        buffered metrics events and progress are written."""
+        """poll_seconds: how often should_stop reads the job row (0: at every call, i.e. once per
+        step and per micro-batch of a big step; one indexed read of one row, so that a pause or a
+        cancel lands at the step it was asked in, not after the steps a throttle lets run on);
+        flush_seconds: how often buffered metrics events and progress are written."""
         self.engine = engine
         self.job_id = job["id"]
         self.project_id = job["project_id"]

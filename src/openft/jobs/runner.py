@@ -161,6 +161,9 @@ def run(job_id: str, settings: Settings | None = None) -> int:
         print(f"job {job_id} is not running ({row['status'] if row else 'no such job'}); nothing to do")
         return 0
     job = dict(row)
+    # the log's first line says whose run it is (runner.log beside the job; its tail ends up in errors)
+    print(f"openft runner: job {job_id}, base model {job['base_model']}, pid {os.getpid()}, "
+          f"worker {job['worker_id']}", file=sys.stderr, flush=True)
     fault_point("runner-start")  # test-only, inert by default (openft.faults)
     model_id = naming.fine_tuned_model_id(job["base_model"], settings.organization, job["suffix"], job_id)
     hooks = DBHooks(engine, job, model_id)
