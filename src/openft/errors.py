@@ -47,24 +47,29 @@ class PayloadTooLarge(OpenFTError):
     default_code = "file_too_large"
 
 
-class RateLimited(OpenFTError):
+class _TryLater(OpenFTError):
+    """An error that says when to try again: a `Retry-After` header in whole seconds (at least 1)."""
+
+    retry_after_default = 1.0
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw):
+        seconds = self.retry_after_default if retry_after is None else retry_after
+        super().__init__(message, headers={"Retry-After": str(max(1, round(seconds)))}, **kw)
+
+
+class RateLimited(_TryLater):
     status = 429
     type = "rate_limit_exceeded"
     default_code = "rate_limit_exceeded"
 
-    def __init__(self, message: str, *, retry_after: float = 1.0, **kw):
-        super().__init__(message, headers={"Retry-After": str(max(1, round(retry_after)))}, **kw)
 
-
-class ModelLoading(OpenFTError):
+class ModelLoading(_TryLater):
     """The model a request needs is still loading (503, with when to try again)."""
 
     status = 503
     type = "server_error"
     default_code = "model_loading"
-
-    def __init__(self, message: str, *, retry_after: float = 5.0, **kw):
-        super().__init__(message, headers={"Retry-After": str(max(1, round(retry_after)))}, **kw)
+    retry_after_default = 5.0
 
 
 class ServerError(OpenFTError):

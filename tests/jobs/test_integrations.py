@@ -115,7 +115,7 @@ def test_a_failing_logger_becomes_one_warning_and_training_goes_on(engine, setti
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")  # the tensorboard/ folder cannot be made inside a file
     job = {**job, "output_dir": str(blocker), "integrations": [TENSORBOARD]}
-    hooks = DBHooks(engine, job, "ft:openft-tiny:openft:unit:abcdefgh", poll_seconds=0, flush_seconds=0)
+    hooks = DBHooks(engine, job, "ft:openft-tiny:openft:unit:abcdefgh", flush_seconds=0)
     hooks.on_resolved({"n_epochs": 1, "batch_size": 2, "learning_rate_multiplier": 0.1})
     for step in (1, 2):
         hooks.on_metrics({"step": step, "total_steps": 2, "train_loss": 1.0, "train_mean_token_accuracy": 0.5})

@@ -14,8 +14,7 @@ from tests.support.jobs import event_messages, insert_job, job_row
 def _hooks(engine, settings, flush_seconds: float = 0.5, **kw) -> tuple[str, DBHooks]:
     jid = insert_job(engine, "file-a", **kw)
     job = queue.claim_next(engine, "w1", settings.data_dir)
-    return jid, DBHooks(engine, job, "ft:openft-tiny:openft:unit:abcdefgh", poll_seconds=0,
-                        flush_seconds=flush_seconds)
+    return jid, DBHooks(engine, job, "ft:openft-tiny:openft:unit:abcdefgh", flush_seconds=flush_seconds)
 
 
 def test_is_a_train_hooks(engine, settings):

@@ -46,23 +46,18 @@ def step_message(data: dict) -> str:
 
 
 class DBHooks:
-    def __init__(self, engine: sa.Engine, job: dict, model_id: str, *, poll_seconds: float = 0.0,
-                 flush_seconds: float = 0.5):
-        """poll_seconds: how often should_stop reads the job row (0: at every call, i.e. once per
-        step and per micro-batch of a big step; one indexed read of one row, so that a pause or a
-        cancel lands at the step it was asked in, not after the steps a throttle lets run on);
-        flush_seconds: how often buffered metrics events and progress are written."""
+    def __init__(self, engine: sa.Engine, job: dict, model_id: str, *, flush_seconds: float = 0.5):
+        """flush_seconds: how often buffered metrics events and progress are written. should_stop
+        reads the job row at every call (once per step, and per micro-batch of a big step: one
+        indexed read of one row), so a pause or a cancel lands at the step it was asked in."""
         self.engine = engine
         self.job_id = job["id"]
         self.project_id = job["project_id"]
         self.worker_id = job["worker_id"]
         self.method_type = (job["method"] or {}).get("type", DEFAULT_METHOD)
         self.model_id = model_id
-        self.poll_seconds = poll_seconds
         self.last_checkpoint: str | None = None
         self._parent = int(os.environ.get("OPENFT_RUNNER_PARENT_PID", "0") or 0)
-        self._last_poll = 0.0
-        self._last_answer: str | None = None
         self.flush_seconds = flush_seconds
         self._pending_metrics: list[tuple[str, dict]] = []
         self._pending_progress: dict | None = None
@@ -183,20 +178,11 @@ class DBHooks:
 
     def should_stop(self) -> str | None:
         self._flush_if_due()
-        now = time.monotonic()
-        if now - self._last_poll < self.poll_seconds:
-            return self._last_answer
-        self._last_poll = now
         if self._parent and os.getppid() != self._parent:
-            self._last_answer = "cancel"  # the worker died: stop; the reaper requeues the job
-            return self._last_answer
+            return "cancel"  # the worker died: stop; the reaper requeues the job
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(jobs.c.status, jobs.c.requested_action, jobs.c.worker_id)
                                .where(jobs.c.id == self.job_id)).first()
         if not state.mine(row, self.worker_id):
-            self._last_answer = "cancel"
-        elif row.requested_action == "pause":
-            self._last_answer = "pause"
-        else:
-            self._last_answer = None
-        return self._last_answer
+            return "cancel"
+        return "pause" if row.requested_action == "pause" else None

@@ -42,11 +42,6 @@ from openft.vocab import SUPPORTED_METHODS
 FILE_PARAMS = ("training_file", "validation_file")
 
 
-def _die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this process when the worker that started it dies (Linux)."""
-    die_with_parent("OPENFT_RUNNER_PARENT_PID")
-
-
 def _link_file(engine: sa.Engine, settings: Settings, file_id: str, dest: Path) -> str:
     """Expose a stored file at `dest` (a symlink to its blob, keeping the original extension)."""
     with engine.connect() as conn:
@@ -221,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(argv) != 1:
         print("usage: python -m openft.jobs.runner JOB_ID", file=sys.stderr)
         sys.exit(2)
-    _die_with_parent()
+    die_with_parent("OPENFT_RUNNER_PARENT_PID")  # SIGKILLed by the kernel when the worker dies (Linux)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM -> KeyboardInterrupt
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     sys.exit(run(argv[0]))
