@@ -35,14 +35,19 @@ class CpuReading:
     own: float   # CPU seconds this process has spent, all its threads (since it started)
 
 
+def logical_cores() -> int:
+    """The logical CPUs this process may run on (its affinity; every CPU where there is none)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def usable_cores() -> int:
     """The physical cores this process may run on: its affinity, less the hyperthreads' share
     (torch's default thread count counts physical cores too; a second thread on one core's
     hyperthread only waits for the first in a matmul)."""
-    try:
-        logical = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        logical = os.cpu_count() or 1
+    logical = logical_cores()
     try:
         import psutil
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import math
-import os
 import re
 import sys
 from dataclasses import dataclass
 from typing import Literal, Union
 
+from openft.cpu_threads import logical_cores
 from openft.errors import InvalidRequest
 from openft.train.rules import OBJECTIVES as METHOD_OBJECTIVES
 
@@ -57,7 +57,7 @@ class TrainLimits:
 
     def __post_init__(self):
         if self.num_threads <= 0:
-            object.__setattr__(self, "num_threads", _cores())
+            object.__setattr__(self, "num_threads", logical_cores())
 
     @classmethod
     def from_settings(cls, settings) -> TrainLimits:
@@ -67,13 +67,6 @@ class TrainLimits:
     def unbounded(cls) -> TrainLimits:
         big = sys.maxsize
         return cls(**{f.name: (big if f.type in ("int", int) else math.inf) for f in dataclasses.fields(cls)})
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
